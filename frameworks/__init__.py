@@ -1,0 +1,1 @@
+"""Framework adapters: one folder per framework behind one small interface."""

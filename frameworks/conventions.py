@@ -1,0 +1,80 @@
+"""The conventions registry: each framework's BatchNorm defaults, one frozen record per framework.
+
+The records are data (no framework is imported here); each field cites where the framework defines it,
+and tests/test_conventions.py runs the framework to prove every field. A difference between frameworks
+lives here and in the reports, never in a widened tolerance.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import asdict, dataclass
+
+from bnparity.reference.spec import BNSpec, MomentumWeighs, VarianceEstimator
+
+from .registry import FRAMEWORKS
+
+
+@dataclass(frozen=True)
+class Convention:
+    """One framework's BatchNorm, as a user who changes nothing gets it.
+
+    Attributes:
+        framework: "torch", "mxnet" or "jax".
+        layer: the layer the adapter drives.
+        momentum: the default momentum value.
+        momentum_weighs: what momentum weighs: "new" (the batch statistic) or "old" (the running value).
+        eps: the default ε.
+        running_var: the estimator stored in the running variance: "unbiased" or "biased".
+        running_var_configurable: whether any argument of the layer changes that estimator.
+        channel_axis: the default channel axis (1: channels-first, -1: channels-last).
+        variance_algorithm: how σ²_B is computed: "two-pass" (E[(x − μ)²]) or "fast" (E[x²] − E[x]²).
+        train_eval_switch: how training (batch statistics) and eval (running statistics) are selected.
+        scale_switch: how γ is turned off (and the pitfall, if any).
+        running_stats_written: when the running statistics change (forward or backward pass).
+        citations: field name -> where the framework's source or documentation defines it.
+    """
+
+    framework: str
+    layer: str
+    momentum: float
+    momentum_weighs: MomentumWeighs
+    eps: float
+    running_var: VarianceEstimator
+    running_var_configurable: bool
+    channel_axis: int
+    variance_algorithm: str
+    train_eval_switch: str
+    scale_switch: str
+    running_stats_written: str
+    citations: dict[str, str]
+
+    def spec(self, *, axis: int | None = None) -> BNSpec:
+        """The reference spec that reproduces this framework's defaults (channel axis overridable)."""
+        return BNSpec(
+            axis=self.channel_axis if axis is None else axis,
+            eps=self.eps,
+            momentum=self.momentum,
+            momentum_weighs=self.momentum_weighs,
+            running_var=self.running_var,
+        )
+
+    @property
+    def new_weight(self) -> float:
+        """The weight given to the new batch statistic, comparable across frameworks."""
+        return self.spec().new_weight
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def convention(framework: str) -> Convention:
+    """The record of one framework (imports only its data module, never the framework)."""
+    if framework not in FRAMEWORKS:
+        raise ValueError(f"unknown framework {framework!r}; expected one of {', '.join(FRAMEWORKS)}")
+    return importlib.import_module(f"bnparity.frameworks.{framework}.convention").CONVENTION
+
+
+def all_conventions() -> tuple[Convention, ...]:
+    """The whole table, one row per framework, in FRAMEWORKS order."""
+    return tuple(convention(f) for f in FRAMEWORKS)

@@ -1,0 +1,1 @@
+"""Reports built from recorded results: HTML, Markdown, summary JSON."""

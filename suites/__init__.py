@@ -1,0 +1,1 @@
+"""Suites (layer parity, model parity, convergence) and the bnparity command line."""
