@@ -98,7 +98,7 @@ class BatchNormAdapter(ABC):
         gamma, beta = inputs.affine_params(spec)
         session = self.build(spec.replace(axis=native), ndim=ndim, channels=gamma.shape[0],
                              dtype=inputs.dtype, gamma=gamma, beta=beta, use_defaults=use_defaults)
-        for x, dy in zip(inputs.xs, inputs.dys):
+        for x, dy in zip(inputs.xs, inputs.dys, strict=True):
             step = session.train_step(to_native(x), to_native(dy))
         stats = session.running_stats()
         return LayerOutputs(

@@ -84,7 +84,7 @@ def run_reference(spec: BNSpec, inputs: LayerInputs) -> LayerOutputs:
     channels = gamma.shape[0]
     running_mean = np.full(channels, spec.init_running_mean, dtype=np.float64)
     running_var = np.full(channels, spec.init_running_var, dtype=np.float64)
-    for x, dy in zip(inputs.xs, inputs.dys):
+    for x, dy in zip(inputs.xs, inputs.dys, strict=True):
         y, cache = bn.forward_train(x, gamma, beta, eps=spec.eps, axis=spec.axis)
         dx, dgamma, dbeta = bn.backward(dy, cache, gamma)
         m = bn.count_per_channel(x.shape, spec.axis)

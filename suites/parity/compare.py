@@ -1,0 +1,101 @@
+"""One structured comparison of an implementation's array with the reference's.
+
+A `Comparison` holds every number a reader needs (how many elements are off and what fraction, the
+greatest absolute and relative difference, the index where it occurs, what was allowed); the failure
+message, the JSON record and the report cell are all made from it, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .tolerance import Tolerance
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The result of comparing `got` with `ref` under a Tolerance."""
+
+    quantity: str
+    passed: bool
+    max_abs_err: float
+    max_rel_err: float
+    worst_index: tuple[int, ...] | None
+    n_mismatched: int
+    n_total: int
+    atol: float
+    rtol: float
+    worst_ratio: float  # the greatest error as a fraction of what was allowed there (≤ 1 passes)
+    problem: str | None = None  # a structural problem (missing value, wrong shape) instead of numbers
+
+    def describe(self, where: str = "") -> str:
+        """A one-paragraph message in the style of torch.testing.assert_close."""
+        head = f"{self.quantity}{' of ' + where if where else ''}"
+        if self.problem:
+            return f"{head}: {self.problem}"
+        verdict = "agrees" if self.passed else "does not agree"
+        pct = 100.0 * self.n_mismatched / max(self.n_total, 1)
+        return (f"{head} {verdict} with the reference: {self.n_mismatched} of {self.n_total} elements "
+                f"({pct:.1f}%) outside tolerance; greatest absolute difference {self.max_abs_err:.3g} at "
+                f"index {self.worst_index} (allowed {self.atol:.3g} + {self.rtol:.3g}·|ref|), greatest "
+                f"relative difference {self.max_rel_err:.3g}.")
+
+    def to_record(self) -> dict[str, object]:
+        record = asdict(self)
+        record["worst_index"] = list(self.worst_index) if self.worst_index is not None else None
+        for key in ("max_abs_err", "max_rel_err", "worst_ratio"):
+            record[key] = _finite_or_none(record[key])
+        return record
+
+
+def _finite_or_none(v: float) -> float | None:
+    """JSON has no inf/nan: they become null (the record's `passed` and `problem` say what happened)."""
+    return float(v) if np.isfinite(v) else None
+
+
+def missing(quantity: str, problem: str) -> Comparison:
+    return Comparison(quantity=quantity, passed=False, max_abs_err=float("inf"), max_rel_err=float("inf"),
+                      worst_index=None, n_mismatched=0, n_total=0, atol=0.0, rtol=0.0,
+                      worst_ratio=float("inf"), problem=problem)
+
+
+def compare(quantity: str, got: np.ndarray | None, ref: np.ndarray | None, tol: Tolerance) -> Comparison | None:
+    """Compare `got` with `ref` element-wise: |got − ref| ≤ atol + rtol·|ref|, NaN equal to NaN.
+
+    Returns None when neither side has the quantity (e.g. dγ of a non-affine layer).
+    """
+    if got is None and ref is None:
+        return None
+    if got is None:
+        return missing(quantity, "the implementation returned no value, the reference has one")
+    if ref is None:
+        return missing(quantity, "the implementation returned a value where the reference has none")
+    got = np.asarray(got, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    if got.shape != ref.shape:
+        return missing(quantity, f"shape {got.shape} differs from the reference's {ref.shape}")
+    both_nan = np.isnan(got) & np.isnan(ref)
+    with np.errstate(invalid="ignore", over="ignore"):
+        abs_err = np.where(both_nan, 0.0, np.abs(got - ref))
+        abs_err = np.where(np.isnan(abs_err), np.inf, abs_err)  # NaN on one side only: infinitely off
+        allowed = tol.atol + tol.rtol * np.abs(ref)
+        rel_err = np.where(abs_err == 0, 0.0, abs_err / np.abs(ref))
+        ratio = np.where(abs_err == 0, 0.0, abs_err / allowed)
+    bad = ~(abs_err <= allowed)
+    n = int(abs_err.size)
+    worst = int(np.argmax(ratio)) if n else 0
+    worst_index = tuple(int(i) for i in np.unravel_index(worst, abs_err.shape)) if n else None
+    return Comparison(
+        quantity=quantity,
+        passed=not bool(bad.any()),
+        max_abs_err=float(abs_err.max()) if n else 0.0,
+        max_rel_err=float(rel_err.max()) if n else 0.0,
+        worst_index=worst_index,
+        n_mismatched=int(bad.sum()),
+        n_total=n,
+        atol=tol.atol,
+        rtol=tol.rtol,
+        worst_ratio=float(ratio.max()) if n else 0.0,
+    )

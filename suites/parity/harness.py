@@ -1,0 +1,160 @@
+"""The layer-parity harness: every case through every implementation and the reference, as records.
+
+Modes:
+- "matched": every implementation is configured to the case's canonical semantics (what it cannot
+  configure, e.g. the running-variance estimator, is listed in the record's `spec_adjusted`) and compared
+  with the reference run with exactly the spec it computes.
+- "defaults": each framework's own layer is built with its own defaults and compared twice: with the
+  reference in that framework's documented convention (reference "own-convention": proves the
+  conventions registry, gated) and with the reference in PyTorch's convention (reference
+  "torch-convention": the difference a porter sees; a finding, never a gate).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import fields
+
+import numpy as np
+
+from bnparity.frameworks.base import BatchNormAdapter, Unsupported
+from bnparity.frameworks.conventions import convention
+from bnparity.frameworks.registry import IMPLS, Unavailable, load_adapter
+from bnparity.reference import batchnorm as bn
+from bnparity.reference.spec import BNSpec
+from bnparity.reference.steps import QUANTITIES, LayerInputs, LayerOutputs, run_reference
+
+from .cases import ParityCase, make_inputs
+from .compare import compare
+from .tolerance import condition_factor, scale_of, tolerance
+
+MODES = ("matched", "defaults")
+Record = dict[str, object]
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
+
+
+def _spec_changes(asked: BNSpec, got: BNSpec) -> list[str]:
+    return [f"{f.name}={getattr(got, f.name)!r}" for f in fields(BNSpec)
+            if getattr(asked, f.name) != getattr(got, f.name)]
+
+
+class _References:
+    """The reference outputs of one case, computed once per spec."""
+
+    def __init__(self, inputs: LayerInputs) -> None:
+        self.inputs = inputs
+        self._cache: dict[BNSpec, LayerOutputs] = {}
+
+    def __call__(self, spec: BNSpec) -> LayerOutputs:
+        if spec not in self._cache:
+            self._cache[spec] = run_reference(spec, self.inputs)
+        return self._cache[spec]
+
+
+def _compare_all(case: ParityCase, inputs: LayerInputs, spec: BNSpec, got: LayerOutputs,
+                 ref: LayerOutputs, kappa: float) -> Iterator[Record]:
+    """One record per quantity present on either side."""
+    gamma, beta = inputs.affine_params(spec)
+    _, cache = bn.forward_train(inputs.xs[-1], gamma, beta, eps=spec.eps, axis=spec.axis)
+    dy = np.asarray(inputs.dys[-1], dtype=np.float64)
+    ndim, axes = dy.ndim, bn.reduce_axes(dy.ndim, spec.axis)
+    dx_terms = bn.per_channel(np.abs(gamma) * cache.inv_std, ndim, spec.axis) * (
+        np.abs(dy) + np.abs(dy.mean(axis=axes, keepdims=True))
+        + np.abs(cache.x_hat) * np.abs((dy * cache.x_hat).mean(axis=axes, keepdims=True)))
+    terms = {"dgamma": dy * cache.x_hat, "dbeta": dy, "dx": dx_terms}
+    got_d, ref_d = got.as_dict(), ref.as_dict()
+    for quantity in QUANTITIES:
+        r = ref_d[quantity]
+        scale = 0.0 if r is None else scale_of(quantity, r, terms=terms.get(quantity), axis=spec.axis)
+        result = compare(quantity, got_d[quantity], r, tolerance(case.dtype, kappa, scale))
+        if result is not None:
+            yield {"quantity": quantity, "status": "ok", **result.to_record()}
+
+
+def _base(case: ParityCase, framework: str, impl: str, mode: str, reference: str, kappa: float,
+          *, gate: bool) -> Record:
+    return {"case": case.name, "framework": framework, "impl": impl, "mode": mode, "reference": reference,
+            "dtype": case.dtype, "gate": gate, "shape": list(case.shape), "axis": case.axis,
+            "steps": case.steps, "kappa": kappa, "note": case.note}
+
+
+def _convention_spec(framework: str, case: ParityCase) -> BNSpec:
+    """The reference spec of `framework`'s documented defaults, with the case's layout and switches."""
+    return convention(framework).spec(axis=case.axis).replace(
+        affine=case.affine, track_running_stats=case.track_running_stats)
+
+
+def _run_one(adapter: BatchNormAdapter, case: ParityCase, inputs: LayerInputs, refs: _References,
+             mode: str, kappa: float) -> Iterator[Record]:
+    """The records of one implementation on one case."""
+    framework, impl = adapter.framework, adapter.impl
+    # (reference name, the reference spec for a given realized spec, gated?)
+    if mode == "matched":
+        asked = case.spec
+        comparisons = [("matched", lambda realized: realized, case.gate)]
+    else:
+        asked = _convention_spec(framework, case)
+        comparisons = [("own-convention", lambda realized: realized, case.gate),
+                       ("torch-convention", lambda realized: _convention_spec("torch", case), False)]
+    try:
+        spec = adapter.realize(asked, inputs.dtype)
+    except Unsupported as e:
+        for reference, _, gate in comparisons:
+            yield {**_base(case, framework, impl, mode, reference, kappa, gate=gate),
+                   "status": "skipped", "passed": None, "reason": str(e)}
+        return
+    try:
+        got = adapter.run(inputs, spec=spec, use_defaults=(mode == "defaults"))
+    except Exception as e:  # the framework crashed on this case: recorded, not raised
+        for reference, _, gate in comparisons:
+            yield {**_base(case, framework, impl, mode, reference, kappa, gate=gate),
+                   "status": "error", "passed": False, "reason": _one_line(e)}
+        return
+    for reference, reference_spec, gate in comparisons:
+        ref_spec = reference_spec(spec)
+        base = _base(case, framework, impl, mode, reference, kappa, gate=gate)
+        base["spec"] = ref_spec.to_dict()
+        base["spec_adjusted"] = _spec_changes(case.spec, ref_spec)
+        for record in _compare_all(case, inputs, ref_spec, got, refs(ref_spec), kappa):
+            yield {**base, **record}
+
+
+def run_parity(*, frameworks: Iterable[str], mode: str, cases: Iterable[ParityCase],
+               impls: Iterable[str] = IMPLS,
+               on_case: Callable[[ParityCase], None] | None = None) -> Iterator[Record]:
+    """Yield the records of every case × framework × implementation (× reference, in defaults mode).
+
+    A framework that is not installed yields one "skipped" record per implementation, with the reason.
+    In defaults mode only the frameworks' own layers run (a scratch layer has no defaults of its own).
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}. Received: {mode!r}")
+    impls = ("builtin",) if mode == "defaults" else tuple(impls)
+    adapters: list[BatchNormAdapter] = []
+    for framework in frameworks:
+        for impl in impls:
+            adapter = load_adapter(framework, impl)
+            if isinstance(adapter, Unavailable):
+                yield {"case": None, "framework": framework, "impl": impl, "mode": mode, "gate": False,
+                       "status": "skipped", "passed": None, "reason": adapter.reason}
+            else:
+                adapters.append(adapter)
+    for case in cases:
+        if on_case is not None:
+            on_case(case)
+        try:
+            inputs = make_inputs(case)
+        except ValueError as e:  # e.g. bfloat16 without ml_dtypes
+            for adapter in adapters:
+                yield {"case": case.name, "framework": adapter.framework, "impl": adapter.impl, "mode": mode,
+                       "gate": case.gate, "dtype": case.dtype, "status": "skipped", "passed": None,
+                       "reason": str(e)}
+            continue
+        kappa = condition_factor([*inputs.xs, inputs.x_eval], axis=case.axis, eps=case.spec.eps)
+        refs = _References(inputs)
+        for adapter in adapters:
+            yield from _run_one(adapter, case, inputs, refs, mode, kappa)

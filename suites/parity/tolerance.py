@@ -1,0 +1,96 @@
+"""The parity tolerance model: how far an implementation may be from the float64 reference, per dtype.
+
+A result passes when, element by element,  |got − ref| ≤ atol + rtol·|ref|,  with
+
+    rtol = u · (C_ACC + C_COND · κ)        atol = rtol · scale
+
+- u is the unit roundoff of the dtype the implementation computes in (float32: 2⁻²⁴ ≈ 6.0e-8).
+- C_ACC = 32 units of rounding for the arithmetic of BatchNorm itself (a few operations per element,
+  sums in blocks or pairs). C_COND = 4 for the loss of precision in x − μ_B.
+- κ, the condition factor, is 1 + max over channels of |μ_B| / √(σ²_B + ε) of the inputs: a float
+  μ_B is only known to u·|μ_B|, which perturbs x̂ by u·|μ_B|/σ. A careful implementation in float32
+  has errors near u·κ; one that computes σ²_B as E[x²] − E[x]² has errors near u·κ², and fails as soon
+  as κ is large (the hard inputs are built for that).
+- scale is the magnitude the error is judged against, per quantity (see `scale_of`): the largest |ref|
+  for outputs, the sum of the magnitudes of the summed terms for the sums dγ and dβ (the classic error
+  bound of a sum), and the magnitude of the terms of dx = γ/σ·(dy − mean(dy) − x̂·mean(dy·x̂)), so that
+  a result that cancels to near zero (dx of a batch of 2 is ≈ 0) is not judged by its small value.
+
+One table of (C_ACC, C_COND) for every dtype: half-precision dtypes get their own tolerance through u.
+A difference between frameworks' conventions is never absorbed here; it lives in the conventions
+registry and in the reports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from bnparity.reference import batchnorm as bn
+
+C_ACC = 32.0
+C_COND = 4.0
+
+UNIT_ROUNDOFF: dict[str, float] = {
+    "float64": 2.0**-53,
+    "float32": 2.0**-24,
+    "float16": 2.0**-11,
+    "bfloat16": 2.0**-8,
+}
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """The allowed error of one quantity: |got − ref| ≤ atol + rtol·|ref|."""
+
+    rtol: float
+    atol: float
+
+
+def unit_roundoff(dtype_name: str) -> float:
+    """u of a float dtype name. Raises ValueError for dtypes the model does not cover."""
+    try:
+        return UNIT_ROUNDOFF[dtype_name]
+    except KeyError:
+        raise ValueError(f"no tolerance for dtype {dtype_name}; expected one of "
+                         f"{', '.join(UNIT_ROUNDOFF)}") from None
+
+
+def condition_factor(xs: Sequence[np.ndarray], *, axis: int, eps: float) -> float:
+    """κ = 1 + max over inputs and channels of |μ_B| / √(σ²_B + ε)."""
+    worst = 0.0
+    for x in xs:
+        mu, var = bn.batch_stats(x, axis)
+        worst = max(worst, float(np.max(np.abs(mu) / np.sqrt(var + eps))))
+    return 1.0 + worst
+
+
+def relative_tolerance(dtype_name: str, kappa: float) -> float:
+    """rtol = u · (C_ACC + C_COND · κ)."""
+    return unit_roundoff(dtype_name) * (C_ACC + C_COND * kappa)
+
+
+def scale_of(quantity: str, ref: np.ndarray, *, terms: np.ndarray | None = None, axis: int = 1) -> float:
+    """The magnitude an error in `quantity` is judged against.
+
+    Args:
+        quantity: one of bnparity.reference.steps.QUANTITIES.
+        ref: the reference value of the quantity.
+        terms: for "dgamma" and "dbeta", the summed terms (dy·x̂ or dy), channel axis `axis`; for
+            "dx", the element-wise magnitude of its terms.
+        axis: the channel axis of `terms`.
+    """
+    if quantity in ("dgamma", "dbeta") and terms is not None:
+        return float(np.max(np.abs(terms).sum(axis=bn.reduce_axes(terms.ndim, axis))))
+    if quantity == "dx" and terms is not None:
+        return float(np.max(terms))
+    finite = np.abs(ref[np.isfinite(ref)])
+    return float(finite.max()) if finite.size else 0.0
+
+
+def tolerance(dtype_name: str, kappa: float, scale: float) -> Tolerance:
+    """The Tolerance of a quantity of magnitude `scale`, computed in `dtype_name`, condition `kappa`."""
+    rtol = relative_tolerance(dtype_name, kappa)
+    return Tolerance(rtol=rtol, atol=rtol * scale)
