@@ -83,7 +83,7 @@ def compare(quantity: str, got: np.ndarray | None, ref: np.ndarray | None, tol: 
         allowed = tol.atol + tol.rtol * np.abs(ref)
         rel_err = np.where(abs_err == 0, 0.0, abs_err / np.abs(ref))
         ratio = np.where(abs_err == 0, 0.0, abs_err / allowed)
-    bad = ~(abs_err <= allowed)
+    bad = ~((abs_err <= allowed) | both_nan)
     n = int(abs_err.size)
     worst = int(np.argmax(ratio)) if n else 0
     worst_index = tuple(int(i) for i in np.unravel_index(worst, abs_err.shape)) if n else None

@@ -123,26 +123,45 @@ def _run_one(adapter: BatchNormAdapter, case: ParityCase, inputs: LayerInputs, r
             yield {**base, **record}
 
 
+def load_adapters(frameworks: Iterable[str], impls: Iterable[str],
+                  mode: str) -> tuple[list[BatchNormAdapter], list[Record]]:
+    """The adapters to run, and one "skipped" record (with the reason) per unavailable one.
+
+    In defaults mode only the frameworks' own layers run (a scratch layer has no defaults of its own).
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}. Received: {mode!r}")
+    adapters: list[BatchNormAdapter] = []
+    skipped: list[Record] = []
+    for framework in frameworks:
+        for impl in (("builtin",) if mode == "defaults" else tuple(impls)):
+            adapter = load_adapter(framework, impl)
+            if isinstance(adapter, Unavailable):
+                skipped.append({"case": None, "framework": framework, "impl": impl, "mode": mode, "gate": False,
+                                "status": "skipped", "passed": None, "reason": adapter.reason})
+            else:
+                adapters.append(adapter)
+    return adapters, skipped
+
+
+def run_case(case: ParityCase, inputs: LayerInputs, adapters: Iterable[BatchNormAdapter],
+             mode: str) -> Iterator[Record]:
+    """The records of one case with the given data through every adapter."""
+    kappa = condition_factor([*inputs.xs, inputs.x_eval], axis=case.axis, eps=case.spec.eps)
+    refs = _References(inputs)
+    for adapter in adapters:
+        yield from _run_one(adapter, case, inputs, refs, mode, kappa)
+
+
 def run_parity(*, frameworks: Iterable[str], mode: str, cases: Iterable[ParityCase],
                impls: Iterable[str] = IMPLS,
                on_case: Callable[[ParityCase], None] | None = None) -> Iterator[Record]:
     """Yield the records of every case × framework × implementation (× reference, in defaults mode).
 
     A framework that is not installed yields one "skipped" record per implementation, with the reason.
-    In defaults mode only the frameworks' own layers run (a scratch layer has no defaults of its own).
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}. Received: {mode!r}")
-    impls = ("builtin",) if mode == "defaults" else tuple(impls)
-    adapters: list[BatchNormAdapter] = []
-    for framework in frameworks:
-        for impl in impls:
-            adapter = load_adapter(framework, impl)
-            if isinstance(adapter, Unavailable):
-                yield {"case": None, "framework": framework, "impl": impl, "mode": mode, "gate": False,
-                       "status": "skipped", "passed": None, "reason": adapter.reason}
-            else:
-                adapters.append(adapter)
+    adapters, skipped = load_adapters(frameworks, impls, mode)
+    yield from skipped
     for case in cases:
         if on_case is not None:
             on_case(case)
@@ -154,7 +173,4 @@ def run_parity(*, frameworks: Iterable[str], mode: str, cases: Iterable[ParityCa
                        "gate": case.gate, "dtype": case.dtype, "status": "skipped", "passed": None,
                        "reason": str(e)}
             continue
-        kappa = condition_factor([*inputs.xs, inputs.x_eval], axis=case.axis, eps=case.spec.eps)
-        refs = _References(inputs)
-        for adapter in adapters:
-            yield from _run_one(adapter, case, inputs, refs, mode, kappa)
+        yield from run_case(case, inputs, adapters, mode)

@@ -1,0 +1,44 @@
+"""`bnparity conventions`: the conventions registry as a table (no framework is imported)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from bnparity.frameworks.conventions import all_conventions
+
+_ROWS = [
+    ("layer", "layer"),
+    ("momentum (default)", "momentum"),
+    ("momentum weighs", "momentum_weighs"),
+    ("weight of the new batch", "new_weight"),
+    ("eps (default)", "eps"),
+    ("running variance stored", "running_var"),
+    ("running variance configurable", "running_var_configurable"),
+    ("channel axis (default)", "channel_axis"),
+    ("variance algorithm (default)", "variance_algorithm"),
+    ("train / eval switch", "train_eval_switch"),
+    ("turning γ off", "scale_switch"),
+    ("running statistics written", "running_stats_written"),
+]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print the registry as JSON instead")
+    parser.add_argument("--citations", action="store_true", help="also print where each field is defined")
+
+
+def run(args: argparse.Namespace) -> int:
+    table = all_conventions()
+    if args.json:
+        print(json.dumps([c.to_dict() for c in table], indent=1))
+        return 0
+    for convention in table:
+        print(f"== {convention.framework} ==")
+        for label, attr in _ROWS:
+            print(f"  {label:<31} {getattr(convention, attr)}")
+        if args.citations:
+            for field, where in convention.citations.items():
+                print(f"  [{field}] {where}")
+    print("momentum weighs 'new': running = (1 − m)·running + m·batch;  'old': running = m·running + (1 − m)·batch")
+    return 0
