@@ -1,0 +1,1 @@
+"""Fashion-MNIST: IDX files, locating and verifying them, and the shared numpy input pipeline."""
