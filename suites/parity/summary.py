@@ -12,7 +12,7 @@ Record = dict[str, object]
 class Cell:
     """The worst of one case × framework × implementation × reference: what a table cell shows."""
 
-    status: str  # "pass", "FAIL", "skipped", "error"
+    status: str  # "pass", "FAIL" (a gate failed), "differs" (a finding outside tolerance), "skipped", "error"
     worst_quantity: str | None
     max_abs_err: float | None
     worst_ratio: float | None
@@ -49,7 +49,8 @@ def cells(records: Iterable[Record]) -> dict[tuple[str, str], Cell]:
         if current is not None and (current.status in ("skipped", "error") or
                                     (current.worst_ratio or 0.0) >= ratio):
             continue
-        out[key] = Cell("pass" if r["passed"] else "FAIL", str(r["quantity"]), r.get("max_abs_err"), ratio)
+        verdict = "pass" if r["passed"] else ("FAIL" if r.get("gate") else "differs")
+        out[key] = Cell(verdict, str(r["quantity"]), r.get("max_abs_err"), ratio)
     return out
 
 
