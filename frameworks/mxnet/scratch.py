@@ -37,7 +37,7 @@ def batch_norm(x: nd.NDArray, gamma: nd.NDArray, beta: nd.NDArray, running_mean:
         var = nd.mean(nd.square(nd.broadcast_sub(x, mu.reshape(shape))), axis=axes)  # σ²_B (biased, two passes)
         if training and running_mean is not None:
             m = x.size // x.shape[axis]
-            stored_var = var * (m / (m - 1)) if spec.running_var == "unbiased" else var
+            stored_var = var * (m / (m - 1) if m > 1 else float("nan")) if spec.running_var == "unbiased" else var
             w = spec.new_weight  # weight of the new batch statistic
             with autograd.pause():  # the running statistics are not part of the graph
                 running_mean[:] = running_mean * (1 - w) + mu.detach() * w

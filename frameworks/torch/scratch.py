@@ -26,7 +26,7 @@ def batch_norm(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, running
         var = ((x - mu.view(shape)) ** 2).mean(dim=axes)  # σ²_B (biased, two passes)
         if training and running_mean is not None:
             m = x.numel() // x.shape[spec.axis % x.dim()]
-            stored_var = var * m / (m - 1) if spec.running_var == "unbiased" else var
+            stored_var = var * (m / (m - 1) if m > 1 else float("nan")) if spec.running_var == "unbiased" else var
             w = spec.new_weight  # weight of the new batch statistic
             with torch.no_grad():
                 running_mean.mul_(1 - w).add_(w * mu)

@@ -1,0 +1,140 @@
+"""The Flax adapter: flax.linen.BatchNorm (or flax.nnx.BatchNorm), configured from the spec, never re-implemented.
+
+Training applies the layer with ``use_running_average=False`` (linen: ``mutable=['batch_stats']``, the updated
+statistics come back as the mutated collection); eval with ``use_running_average=True``. dx, dγ (d scale) and
+dβ (d bias) come from `jax.vjp` of that same apply function with the given dy. Flax is channels-last
+(``axis=-1``); the base class moves the data there and back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from bnparity.frameworks.base import BatchNormAdapter, Unsupported
+from bnparity.reference.spec import BNSpec
+
+from .convert import dtype_scope, jax_dtype, to_jax
+from .session import Apply, JaxLayer, StepCache
+
+APIS = ("linen", "nnx")
+
+
+def flax_momentum(spec: BNSpec) -> float:
+    """Flax's momentum for `spec`: the weight of the *old* running value (running = m·running + (1 − m)·batch)."""
+    return 1.0 - spec.new_weight
+
+
+def stats_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype Flax keeps batch statistics in for inputs of `dtype`: at least float32.
+
+    linen (force_float32_reductions=True) and nnx reduce in jnp.promote_types(dtype, float32) and create
+    batch_stats in float32; after one float64 update they are float64, so float64 starts there.
+    """
+    return np.promote_types(jax_dtype(dtype), np.float32)
+
+
+def _linen_apply(module: nn.BatchNorm) -> Apply:
+    def apply(params: dict, stats: dict, x: jax.Array, *, train: bool) -> tuple[jax.Array, dict]:
+        variables = {"params": params, "batch_stats": stats}
+        if train:
+            y, updated = module.apply(variables, x, use_running_average=False, mutable=["batch_stats"])
+            return y, updated["batch_stats"]
+        return module.apply(variables, x, use_running_average=True), stats
+
+    return apply
+
+
+def _nnx_apply(graphdef: Any) -> Apply:
+    def apply(params: nnx.State, stats: nnx.State, x: jax.Array, *, train: bool) -> tuple[jax.Array, nnx.State]:
+        layer = nnx.merge(graphdef, params, stats)
+        y = layer(x, use_running_average=not train)  # training writes layer.mean / layer.var in place
+        return y, nnx.state(layer, nnx.BatchStat)
+
+    return apply
+
+
+def _as_dict(tree: Any) -> dict[str, jax.Array]:
+    return nnx.to_pure_dict(tree) if isinstance(tree, nnx.State) else dict(tree)
+
+
+class FlaxBatchNorm(BatchNormAdapter):
+    """flax.linen.BatchNorm (or flax.nnx.BatchNorm): channels last, momentum weighs the old value, biased σ².
+
+    Args:
+        api: "linen" (flax.linen.BatchNorm, the default) or "nnx" (flax.nnx.BatchNorm, its own copy of the
+            statistics and normalization code in flax/nnx/nn/normalization.py).
+
+    Attributes:
+        steps: the jitted steps per configuration; ``steps.traces`` counts compilations.
+    """
+
+    framework = "jax"
+    impl = "builtin"
+    native_axis = -1  # Flax's default axis=-1 (NHWC)
+
+    def __init__(self, *, api: str = "linen") -> None:
+        if api not in APIS:
+            raise ValueError(f"api must be one of {', '.join(APIS)}. Received: {api!r}")
+        self.api = api
+        self.steps = StepCache()
+
+    def realize(self, spec: BNSpec, dtype: np.dtype) -> BNSpec:
+        jax_dtype(dtype)  # raises Unsupported for a dtype JAX has no float type for
+        # Flax stores the σ²_B it normalizes with (a mean over the m values); no argument changes that.
+        return spec.replace(running_var="biased")
+
+    def _options(self, spec: BNSpec, dtype: np.dtype, use_defaults: bool) -> dict[str, Any]:
+        options: dict[str, Any] = dict(axis=spec.axis, use_bias=spec.affine, use_scale=spec.affine,
+                                       dtype=jnp.dtype(dtype), param_dtype=jnp.dtype(dtype))
+        if not use_defaults:
+            # The canonical semantics is the two-pass σ²_B; Flax's default is E[x²] − E[x]².
+            options.update(momentum=flax_momentum(spec), epsilon=spec.eps, use_fast_variance=False)
+        return options
+
+    def build(self, spec: BNSpec, *, ndim: int, channels: int, dtype: np.dtype, gamma: np.ndarray,
+              beta: np.ndarray, use_defaults: bool) -> JaxLayer:
+        if spec.running_var != "biased":
+            raise Unsupported(f"jax: flax {self.api}.BatchNorm always stores the biased running variance. "
+                              f"Received: running_var={spec.running_var!r}")
+        dtype = jax_dtype(dtype)
+        options = self._options(spec, dtype, use_defaults)
+        key = (self.api, channels, tuple(sorted((k, str(v)) for k, v in options.items())))
+        sdtype = stats_dtype(dtype)
+        with dtype_scope(dtype):
+            if self.api == "linen":
+                module = nn.BatchNorm(**options)
+                params = {"scale": to_jax(gamma, dtype), "bias": to_jax(beta, dtype)} if spec.affine else {}
+                if use_defaults:  # the statistics Flax's own init creates
+                    probe = jnp.zeros((1,) * (ndim - 1) + (channels,), dtype)
+                    stats = module.init(jax.random.key(0), probe, use_running_average=True)["batch_stats"]
+                    stats = {k: jnp.asarray(v, sdtype) for k, v in stats.items()}
+                else:
+                    stats = self._initial_stats(spec, channels, sdtype)
+                steps = self.steps.get(key, lambda: _linen_apply(module))
+            else:
+                layer = nnx.BatchNorm(channels, rngs=nnx.Rngs(0), **options)
+                if spec.affine:
+                    layer.scale.value = to_jax(gamma, dtype)
+                    layer.bias.value = to_jax(beta, dtype)
+                initial = (dict(mean=layer.mean.value, var=layer.var.value) if use_defaults
+                           else self._initial_stats(spec, channels, sdtype))
+                layer.mean.value = jnp.asarray(initial["mean"], sdtype)
+                layer.var.value = jnp.asarray(initial["var"], sdtype)
+                graphdef, params, stats = nnx.split(layer, nnx.Param, nnx.BatchStat)
+                steps = self.steps.get(key, lambda: _nnx_apply(graphdef))
+        return JaxLayer(steps, params=params, stats=stats, dtype=dtype,
+                        track_running_stats=spec.track_running_stats, to_dict=_as_dict)
+
+    @staticmethod
+    def _initial_stats(spec: BNSpec, channels: int, sdtype: np.dtype) -> dict[str, jax.Array]:
+        return {name: jnp.asarray(np.full(channels, value, dtype=sdtype))
+                for name, value in (("mean", spec.init_running_mean), ("var", spec.init_running_var))}
+
+
+ADAPTER = FlaxBatchNorm

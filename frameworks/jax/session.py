@@ -1,0 +1,134 @@
+"""The jitted steps (forward and jax.vjp backward) and the layer session shared by bn.py and scratch.py.
+
+A layer is given as one pure function ``apply(params, stats, x, *, train) -> (y, new_stats)``. Training
+differentiates that same function with `jax.vjp`; eval calls it with ``train=False``. The steps are jitted
+once per layer configuration and kept in a `StepCache` owned by the adapter; jax.jit then compiles once per
+input shape and dtype, so every session of that configuration reuses the compilations.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import jax
+import numpy as np
+
+from bnparity.frameworks.base import LayerSession, StepResult
+
+from .convert import dtype_scope, to_jax, to_numpy
+
+Tree = Any  # a pytree of arrays: a dict, or a flax.nnx.State
+
+
+class Apply(Protocol):
+    def __call__(self, params: Tree, stats: Tree, x: jax.Array, *, train: bool) -> tuple[jax.Array, Tree]:
+        """y, and the running statistics after this call (updated in training, unchanged in eval)."""
+
+
+@dataclass(frozen=True)
+class Steps:
+    """The jitted functions of one layer configuration.
+
+    Attributes:
+        train: (params, stats, x, dy) -> (y, dx, dparams, new_stats); batch statistics, vjp with dy.
+        eval: (params, stats, x) -> y with the running statistics.
+        eval_batch: (params, stats, x) -> y with the batch's own statistics (the stats update is dropped).
+    """
+
+    train: Callable[..., tuple[jax.Array, jax.Array, Tree, Tree]]
+    eval: Callable[..., jax.Array]
+    eval_batch: Callable[..., jax.Array]
+
+
+def jit_steps(apply: Apply, *, on_trace: Callable[[str], None]) -> Steps:
+    """The jitted steps of `apply`; `on_trace(name)` runs each time jax traces one (never when it reuses one).
+
+    Args:
+        apply: the layer as a pure function (see the module docstring).
+        on_trace: called with "train", "eval" or "eval_batch" while that step is being traced.
+    """
+
+    def train(params: Tree, stats: Tree, x: jax.Array, dy: jax.Array):
+        on_trace("train")
+
+        def forward(p: Tree, s: Tree, x: jax.Array) -> tuple[jax.Array, Tree]:
+            return apply(p, s, x, train=True)
+
+        # stats are a primal too (their cotangent is dropped): flax.nnx may only update a variable at the
+        # trace level it was created in, so they must enter at vjp's level, not as a closed-over value.
+        y, vjp, new_stats = jax.vjp(forward, params, stats, x, has_aux=True)
+        dparams, _, dx = vjp(dy)
+        return y, dx, dparams, new_stats
+
+    def evaluate(params: Tree, stats: Tree, x: jax.Array) -> jax.Array:
+        on_trace("eval")
+        return apply(params, stats, x, train=False)[0]
+
+    def evaluate_batch(params: Tree, stats: Tree, x: jax.Array) -> jax.Array:
+        on_trace("eval_batch")
+        return apply(params, stats, x, train=True)[0]
+
+    return Steps(train=jax.jit(train), eval=jax.jit(evaluate), eval_batch=jax.jit(evaluate_batch))
+
+
+class StepCache:
+    """Jitted steps per layer configuration, and how often each step was traced (compiled).
+
+    Attributes:
+        traces: step name -> number of traces, over every configuration, shape and dtype.
+    """
+
+    def __init__(self) -> None:
+        self._steps: dict[Hashable, Steps] = {}
+        self.traces: Counter[str] = Counter()
+
+    def get(self, key: Hashable, make_apply: Callable[[], Apply]) -> Steps:
+        """The steps of configuration `key`, jitting `make_apply()` the first time the key is seen."""
+        if key not in self._steps:
+            self._steps[key] = jit_steps(make_apply(), on_trace=self._count)
+        return self._steps[key]
+
+    def _count(self, name: str) -> None:
+        self.traces[name] += 1
+
+
+class JaxLayer(LayerSession):
+    """One layer's parameters and running statistics, run through its jitted steps.
+
+    Args:
+        steps: the jitted steps of the layer's configuration.
+        params: the parameters ("scale" γ, "bias" β; empty when not affine).
+        stats: the running statistics ("mean", "var").
+        dtype: the dtype of inputs and outputs.
+        track_running_stats: False: eval normalizes with the eval batch's statistics and no running
+            statistics are reported.
+        to_dict: turns a params or stats tree into a flat dict of arrays.
+    """
+
+    def __init__(self, steps: Steps, *, params: Tree, stats: Tree, dtype: np.dtype, track_running_stats: bool,
+                 to_dict: Callable[[Tree], dict[str, jax.Array]]) -> None:
+        self.steps, self.params, self.stats = steps, params, stats
+        self.dtype, self.track, self.to_dict = dtype, track_running_stats, to_dict
+
+    def train_step(self, x: np.ndarray, dy: np.ndarray) -> StepResult:
+        with dtype_scope(self.dtype):
+            y, dx, dparams, self.stats = self.steps.train(self.params, self.stats, to_jax(x, self.dtype),
+                                                          to_jax(dy, self.dtype))
+            grads = self.to_dict(dparams)
+            return StepResult(y=to_numpy(y), dx=to_numpy(dx),
+                              dgamma=to_numpy(grads["scale"]) if "scale" in grads else None,
+                              dbeta=to_numpy(grads["bias"]) if "bias" in grads else None)
+
+    def running_stats(self) -> tuple[np.ndarray, np.ndarray] | None:
+        if not self.track:
+            return None
+        stats = self.to_dict(self.stats)
+        return to_numpy(stats["mean"]), to_numpy(stats["var"])
+
+    def eval(self, x: np.ndarray) -> np.ndarray:
+        step = self.steps.eval if self.track else self.steps.eval_batch
+        with dtype_scope(self.dtype):
+            return to_numpy(step(self.params, self.stats, to_jax(x, self.dtype)))
