@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -12,6 +14,25 @@ import numpy as np
 from jax.experimental import enable_x64
 
 from bnparity.frameworks.base import Unsupported
+
+
+
+def _keep_compilations_on_disk() -> None:
+    """Let XLA keep compiled programs in the user cache between runs (BNPARITY_JAX_CACHE=0 turns it off).
+
+    The parity suite compiles about 130 small programs (one per shape, dtype and configuration); on two
+    cores that is ~18 s cold and ~2.4 s warm. Nothing numeric changes: a cached program is the same
+    program. A cache directory the user configured already is left alone.
+    """
+    if os.environ.get("BNPARITY_JAX_CACHE", "1") == "0" or jax.config.jax_compilation_cache_dir:
+        return
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bnparity" / "jax-compilation-cache"
+    jax.config.update("jax_compilation_cache_dir", str(root))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+_keep_compilations_on_disk()
 
 _JAX_DTYPES = {"float64": np.dtype(np.float64), "float32": np.dtype(np.float32),
                "float16": np.dtype(np.float16), "bfloat16": np.dtype(ml_dtypes.bfloat16)}
