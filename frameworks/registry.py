@@ -11,6 +11,8 @@ FRAMEWORKS = ("torch", "mxnet", "jax")
 IMPLS = ("builtin", "scratch")
 _MODULE_OF_IMPL = {"builtin": "bn", "scratch": "scratch"}
 _PIP_EXTRA = {"torch": "torch", "mxnet": "mxnet", "jax": "jax"}
+# The third-party packages each framework folder imports; a missing one means "not installed".
+_DISTRIBUTIONS = {"torch": ("torch",), "mxnet": ("mxnet",), "jax": ("jax", "jaxlib", "flax", "optax")}
 
 
 @dataclass(frozen=True)
@@ -39,14 +41,20 @@ def framework_module(framework: str, name: str):
     return importlib.import_module(f"bnparity.frameworks.{framework}.{name}")
 
 
+def import_failure(framework: str, error: BaseException) -> Unavailable:
+    """Why `framework` cannot be used: not installed (with the pip command), or installed but broken."""
+    missing = getattr(error, "name", None) or ""
+    if isinstance(error, ImportError) and missing.split(".")[0] in _DISTRIBUTIONS[framework]:
+        return Unavailable(framework, f"{framework} is not installed ({missing} cannot be imported); "
+                                      f"pip install 'bnparity[{_PIP_EXTRA[framework]}]'")
+    first_line = f"{type(error).__name__}: {error}".splitlines()[0]
+    return Unavailable(framework, f"{framework} failed to import: {first_line}")
+
+
 def load_adapter(framework: str, impl: str) -> BatchNormAdapter | Unavailable:
     """The adapter of `framework` for `impl` ('builtin' or 'scratch'), or why it is unavailable."""
     try:
         module = framework_module(framework, _MODULE_OF_IMPL[impl])
-    except ImportError as e:
-        missing = getattr(e, "name", None) or str(e)
-        return Unavailable(framework, f"{framework} is not installed ({missing} cannot be imported); "
-                                      f"pip install 'bnparity[{_PIP_EXTRA[framework]}]'")
-    except Exception as e:  # a framework that is installed but broken is reported, not raised
-        return Unavailable(framework, f"{framework} failed to import: {type(e).__name__}: {e}".splitlines()[0])
+    except Exception as e:  # a framework that is missing, or installed but broken, is reported, not raised
+        return import_failure(framework, e)
     return module.ADAPTER()

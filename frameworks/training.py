@@ -12,7 +12,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from .registry import Unavailable, framework_module
+from .registry import Unavailable, framework_module, import_failure
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,5 @@ def load_trainer(framework: str) -> type[Trainer] | Unavailable:
     """The Trainer class of `framework`, or why it is unavailable here."""
     try:
         return framework_module(framework, "train").Trainer
-    except ImportError as e:
-        return Unavailable(framework, f"{framework} is not installed ({getattr(e, 'name', None) or e}); "
-                                      f"pip install 'bnparity[{framework}]'")
+    except Exception as e:  # a framework that is missing, or installed but broken, is reported, not raised
+        return import_failure(framework, e)

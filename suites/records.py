@@ -31,6 +31,7 @@ def write_json(path: Path, document: dict[str, Any]) -> None:
         with os.fdopen(fd, "w") as f:
             json.dump(_clean(document), f, indent=1, allow_nan=False)
             f.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp makes the file private; a record is for anyone who can read the run
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

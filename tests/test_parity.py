@@ -131,6 +131,14 @@ def test_missing_framework_is_a_skip_record_with_reason(monkeypatch):
     assert "mxnet is not installed" in skipped[0]["reason"] and "bnparity[mxnet]" in skipped[0]["reason"]
 
 
+def test_a_broken_framework_folder_is_not_reported_as_not_installed():
+    own_module = ModuleNotFoundError("No module named 'bnparity.frameworks.jax.train'",
+                                     name="bnparity.frameworks.jax.train")
+    assert "failed to import" in registry.import_failure("jax", own_module).reason
+    assert "not installed" in registry.import_failure("jax", ModuleNotFoundError("x", name="flax.linen")).reason
+    assert "failed to import: RuntimeError" in registry.import_failure("torch", RuntimeError("bad .so")).reason
+
+
 def test_check_command_on_a_user_file(tmp_path, capsys):
     require("torch")
     rng = np.random.default_rng(3)

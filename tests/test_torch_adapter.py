@@ -27,7 +27,8 @@ def _inputs(shape, axis=1, steps=2, dtype=np.float64, seed=0):
     c = shape[axis]
     return LayerInputs(xs=tuple(rng.normal(1, 2, shape).astype(dtype) for _ in range(steps)),
                        dys=tuple(rng.normal(size=shape).astype(dtype) for _ in range(steps)),
-                       x_eval=rng.normal(1, 2, shape).astype(dtype), gamma=rng.normal(1, .3, c), beta=rng.normal(0, .3, c))
+                       x_eval=rng.normal(1, 2, shape).astype(dtype),
+                       gamma=rng.normal(1, .3, c), beta=rng.normal(0, .3, c))
 
 
 @pytest.mark.parametrize("impl", ["builtin", "scratch"])
@@ -62,7 +63,8 @@ def test_layout_conversion_nhwc_equals_nchw_transposed(torch):
 def test_realize_fixes_the_running_variance_torch_always_stores(torch):
     adapter = load_adapter("torch", "builtin")
     assert adapter.realize(BNSpec(running_var="biased"), np.dtype(np.float32)).running_var == "unbiased"
-    assert load_adapter("torch", "scratch").realize(BNSpec(running_var="biased"), np.dtype("f4")).running_var == "biased"
+    scratch = load_adapter("torch", "scratch")
+    assert scratch.realize(BNSpec(running_var="biased"), np.dtype("f4")).running_var == "biased"
 
 
 # --- the conventions registry row, proved by running torch --------------------------------------------------

@@ -16,7 +16,6 @@ from jax.experimental import enable_x64
 from bnparity.frameworks.base import Unsupported
 
 
-
 def _keep_compilations_on_disk() -> None:
     """Let XLA keep compiled programs in the user cache between runs (BNPARITY_JAX_CACHE=0 turns it off).
 

@@ -45,7 +45,8 @@ def load_check_input(path: Path, *, axis: int) -> tuple[ParityCase, LayerInputs]
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: np.asarray(data[k]) for k in data.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise UserError(f"cannot read {path} as .npz: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"cannot read {path} as .npz: {reason}") from None
     if "x" not in arrays:
         raise UserError(f"{path} must hold an array named 'x'. Received: {sorted(arrays) or 'no arrays'}")
     x = arrays["x"]
