@@ -1,0 +1,146 @@
+"""AlexNet in Flax (linen): the spec's layers channels-last, canonical parameters converted in and out.
+
+Flax runs NHWC, so the conversion is not a copy:
+- convolution kernels: canonical OIHW <-> Flax HWIO;
+- Dense kernels: canonical (out, in) <-> Flax (in, out);
+- fc1, the Dense after Flatten, additionally has its input rows permuted: Flax flattens its (H, W, C) map in
+  H, W, C order, the canonical network (C, H, W) (`dense_columns_chw_to_hwc`, the classic porting bug);
+- BN: gamma/beta <-> "scale"/"bias" (collection "params"), running_mean/var <-> "mean"/"var" (collection
+  "batch_stats"). Flax's momentum is set to 1 − spec.bn.new_weight (it weighs the old value; Flax's default
+  is 0.99); its running variance is the biased σ²_B whatever the spec says (flax/linen/normalization.py);
+  use_fast_variance=False selects the two-pass variance of torch and MXNet instead of Flax's default
+  E[x²] − E[x]² (which the layer-parity suite measures; in this network, in float64, it made the gradients
+  differ from torch's by up to 5.1e-14 of a layer's largest, against 2.1e-14 with two passes).
+The same maps convert gradients, which transform like the parameters (they are pure re-layouts).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from bnparity.reference.alexnet import (
+    AlexNetSpec,
+    BatchNorm,
+    Conv,
+    Dense,
+    Dropout,
+    Flatten,
+    MaxPool,
+    ReLU,
+    dense_columns_chw_to_hwc,
+    dense_columns_hwc_to_chw,
+    flatten_shape,
+    layer_of,
+    layer_shapes,
+    param_shapes,
+)
+
+# Full float32 products on every backend (TPUs and some GPUs would otherwise use bfloat16/TF32 passes).
+PRECISION = jax.lax.Precision.HIGHEST
+
+
+class FlaxAlexNet(nn.Module):
+    """The spec's layers on NCHW input (transposed to NHWC inside); dropout can be replaced by masks.
+
+    Attributes:
+        spec: the network.
+        dtype: the computation and parameter dtype (float32, or float64 under x64).
+    """
+
+    spec: AlexNetSpec
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool, dropout_masks: list[jax.Array] | None = None) -> jax.Array:
+        x = jnp.transpose(x, (0, 2, 3, 1))  # NCHW -> NHWC
+        masks = None if dropout_masks is None else iter(dropout_masks)
+        kw = dict(dtype=self.dtype, param_dtype=self.dtype)
+        for layer in self.spec.layers:
+            if isinstance(layer, Conv):
+                p = layer.padding
+                x = nn.Conv(layer.out_channels, (layer.kernel, layer.kernel), strides=(layer.stride, layer.stride),
+                            padding=((p, p), (p, p)), precision=PRECISION, name=layer.name, **kw)(x)
+            elif isinstance(layer, Dense):
+                x = nn.Dense(layer.out_features, precision=PRECISION, name=layer.name, **kw)(x)
+            elif isinstance(layer, BatchNorm):
+                # Two-pass variance, as torch and MXNet (Flax's default is E[x²] − E[x]²).
+                x = nn.BatchNorm(use_running_average=not train, axis=-1, momentum=1.0 - self.spec.bn.new_weight,
+                                 epsilon=self.spec.bn.eps, use_fast_variance=False, name=layer.name, **kw)(x)
+            elif isinstance(layer, ReLU):
+                x = nn.relu(x)
+            elif isinstance(layer, MaxPool):
+                x = nn.max_pool(x, (layer.kernel, layer.kernel), strides=(layer.stride, layer.stride),
+                                padding="VALID")
+            elif isinstance(layer, Flatten):
+                x = x.reshape((x.shape[0], -1))  # (H, W, C) order: fc1's kernel rows are permuted to match
+            elif isinstance(layer, Dropout):
+                if masks is not None:
+                    x = x * next(masks)
+                else:
+                    x = nn.Dropout(layer.rate, deterministic=not train, name=layer.name)(x)
+            else:
+                raise TypeError(f"unknown layer {layer!r}")
+        return x
+
+
+def _dense_after_flatten(spec: AlexNetSpec) -> str | None:
+    """The name of the Dense layer that reads the flattened feature map (fc1), if any."""
+    after_flatten = False
+    for s in layer_shapes(spec):
+        if isinstance(s.layer, Flatten):
+            after_flatten = True
+        elif isinstance(s.layer, Dense) and after_flatten:
+            return s.layer.name
+    return None
+
+
+def _to_flax(spec: AlexNetSpec, name: str, value: np.ndarray) -> tuple[str, str, str, np.ndarray]:
+    """(collection, layer, leaf, array) of one canonical array in Flax's layout."""
+    layer, kind = layer_of(name), name.split(".", 1)[1]
+    if kind == "weight" and value.ndim == 4:
+        return "params", layer, "kernel", value.transpose(2, 3, 1, 0)  # OIHW -> HWIO
+    if kind == "weight":
+        if layer == _dense_after_flatten(spec):
+            value = dense_columns_chw_to_hwc(value, flatten_shape(spec))
+        return "params", layer, "kernel", value.T  # (out, in) -> (in, out)
+    leaf = {"bias": "bias", "gamma": "scale", "beta": "bias", "running_mean": "mean", "running_var": "var"}[kind]
+    collection = "batch_stats" if kind.startswith("running_") else "params"
+    return collection, layer, leaf, value
+
+
+def _from_flax(spec: AlexNetSpec, name: str, value: np.ndarray) -> np.ndarray:
+    """A canonical array from its Flax-layout value (the inverse of `_to_flax`)."""
+    layer, kind = layer_of(name), name.split(".", 1)[1]
+    if kind == "weight" and value.ndim == 4:
+        return value.transpose(3, 2, 0, 1)  # HWIO -> OIHW
+    if kind == "weight":
+        value = value.T
+        if layer == _dense_after_flatten(spec):
+            value = dense_columns_hwc_to_chw(value, flatten_shape(spec))
+        return value
+    return value
+
+
+def to_variables(spec: AlexNetSpec, params: dict[str, np.ndarray], *, dtype: np.dtype) -> dict[str, dict]:
+    """Flax variables {"params": ..., "batch_stats": ...} (NumPy arrays of `dtype`) from canonical arrays."""
+    variables: dict[str, dict] = {"params": {}, "batch_stats": {}}
+    for name in param_shapes(spec):
+        collection, layer, leaf, value = _to_flax(spec, name, np.asarray(params[name]))
+        variables[collection].setdefault(layer, {})[leaf] = np.ascontiguousarray(value, dtype=dtype)
+    return variables
+
+
+def from_tree(spec: AlexNetSpec, tree: dict[str, dict], names: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """Canonical arrays from Flax trees: {"params": ..., "batch_stats": ...} or a gradient tree (then
+    `names` are the trainable names and `tree` is the "params" collection itself)."""
+    out = {}
+    for name in names or tuple(param_shapes(spec)):
+        collection, layer, leaf, _ = _to_flax(spec, name, np.zeros(param_shapes(spec)[name]))
+        source = tree if names is not None else tree[collection]
+        out[name] = np.ascontiguousarray(_from_flax(spec, name, np.asarray(source[layer][leaf])))
+    return out
