@@ -1,0 +1,160 @@
+"""`bnparity train`: AlexNet with and without BN in every framework, several seeds, recorded curves.
+
+Exit code 0 when every run that could start completed, 1 when a run failed (or none could start), 2 for bad
+input, 130 when interrupted (every record written so far stays; `--resume` continues).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from pathlib import Path
+
+from bnparity.frameworks.registry import parse_frameworks
+from bnparity.suites.environment import environment
+from bnparity.suites.errors import UserError
+
+from .conclusions import format_conclusions, write_conclusions
+from .orchestrate import run_all, threads_per_job
+from .presets import PRESETS, TrainPreset, get_preset, parse_variants
+from .progress import ProgressDisplay
+from .records import RunId, read_manifest, read_records, terminal_record, write_manifest
+from .runner import thread_env
+
+FORMAT = "bnparity-train/1"
+DEFAULT_PRESET = "cpu"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", help=f"one of {', '.join(PRESETS)} (default: {DEFAULT_PRESET})")
+    parser.add_argument("--frameworks", help="comma-separated: torch,mxnet,jax (default: all)")
+    parser.add_argument("--variants", help="comma-separated: bn,nobn (default: both)")
+    parser.add_argument("--seeds", type=int, help="seeds 0..N-1 per configuration (default: the preset's)")
+    parser.add_argument("--jobs", type=int,
+                        help="runs in parallel, one process each (default: 1; on --resume, the run's)")
+    parser.add_argument("--out", type=Path, help="run directory (default: ./bnparity-runs/train-<timestamp>)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the runs of --out from their last completed epoch")
+    parser.add_argument("--device", choices=("cpu", "gpu"), default=None, help="passed to every trainer (default cpu)")
+    parser.add_argument("--data-dir", type=Path, help="folder with the Fashion-MNIST files (else BNPARITY_DATA, ...)")
+    parser.add_argument("--no-verify-data", action="store_true",
+                        help="skip the checksum check of the data files (small test datasets)")
+    parser.add_argument("--epochs", type=int, help="override the preset's number of epochs")
+
+
+def _positive(name: str, value: int | None) -> None:
+    if value is not None and value < 1:
+        raise UserError(f"--{name} must be >= 1. Received: {value}")
+
+
+def _select(args: argparse.Namespace, *, seeds_default: int) -> list[RunId]:
+    try:
+        frameworks = parse_frameworks(args.frameworks)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    variants = parse_variants(args.variants)
+    seeds = range(args.seeds or seeds_default)
+    # A framework's runs are adjacent, so parallel jobs run runs of equal cost together (bn beside nobn):
+    # the jobs finish together, and both variants of a framework train under the same machine load.
+    return [RunId(f, v, s) for f in frameworks for s in seeds for v in variants]
+
+
+def _new_manifest(args: argparse.Namespace) -> tuple[Path, dict, list[RunId]]:
+    preset = get_preset(args.preset or DEFAULT_PRESET)
+    if args.epochs is not None:
+        preset = preset.replace(epochs=args.epochs)
+    runs = _select(args, seeds_default=preset.seeds)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir = args.out or Path("bnparity-runs") / f"train-{stamp}"
+    k = 1
+    while args.out is None and run_dir.exists():
+        run_dir, k = Path("bnparity-runs") / f"train-{stamp}-{k}", k + 1
+    if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+        raise UserError(f"--out must be a new or empty directory (pass --resume to continue a run). "
+                        f"Received: {run_dir}, which exists")
+    manifest = {"format": FORMAT, "preset": preset.to_dict(), "runs": [r.name for r in runs],
+                "frameworks": list(dict.fromkeys(r.framework for r in runs)),
+                "variants": list(dict.fromkeys(r.variant for r in runs)),
+                "seeds": sorted({r.seed for r in runs}), "device": args.device or "cpu",
+                "verify_data": not args.no_verify_data, "resumed": []}
+    return run_dir, manifest, runs
+
+
+def _resumed_manifest(args: argparse.Namespace) -> tuple[Path, dict, list[RunId]]:
+    if args.out is None:
+        raise UserError("--resume needs --out, the run directory to continue")
+    manifest = read_manifest(args.out)
+    preset = manifest["preset"]
+    if args.preset is not None and args.preset != preset["name"]:
+        raise UserError(f"--preset must match the run's preset on --resume. Received: {args.preset}, "
+                        f"run has {preset['name']}")
+    if args.epochs is not None and args.epochs != preset["epochs"]:
+        raise UserError(f"--epochs must match the run's epochs on --resume. Received: {args.epochs}, "
+                        f"run has {preset['epochs']}")
+    if args.device is not None and args.device != manifest["device"]:
+        raise UserError(f"--device must match the run's device on --resume. Received: {args.device}, "
+                        f"run has {manifest['device']}")
+    recorded = [RunId.parse(n) for n in manifest["runs"]]
+    chosen = (_select(args, seeds_default=len(manifest["seeds"]))
+              if args.frameworks or args.variants or args.seeds else recorded)
+    manifest["runs"] = [r.name for r in recorded] + [r.name for r in chosen if r not in recorded]
+    manifest["seeds"] = sorted({RunId.parse(n).seed for n in manifest["runs"]})
+    return args.out, manifest, chosen
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the training suite as `args` say; returns the exit code."""
+    from bnparity.suites.data.fashion_mnist import load_fashion_mnist
+    from bnparity.suites.data.pipeline import prepare
+
+    _positive("seeds", args.seeds)
+    _positive("jobs", args.jobs)
+    _positive("epochs", args.epochs)
+    run_dir, manifest, runs = _resumed_manifest(args) if args.resume else _new_manifest(args)
+    given = args.data_dir if args.data_dir is not None or not args.resume else Path(manifest["data_dir"])
+    data = load_fashion_mnist(given, allow_download=False, verify=manifest["verify_data"])
+    data_dir = data.source.resolve()
+    preset = TrainPreset.from_dict(manifest["preset"])
+    if data.train_images.shape[1:] != (preset.image_size, preset.image_size):
+        print(f"resizing the images to {preset.image_size}x{preset.image_size} once, for every run (cached)")
+        prepare(data, image_size=preset.image_size, train_subset=preset.train_subset,
+                test_subset=preset.test_subset, subset_seed=preset.subset_seed)
+    todo = [r for r in runs if not (args.resume and _is_done(run_dir, r))]
+    jobs = min(args.jobs or manifest.get("jobs") or 1, max(1, len(todo)))
+    threads = threads_per_job(jobs)
+    when = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    setup = {"jobs": jobs, "threads_per_job": threads, "thread_env": thread_env(threads, {}),
+             "data_dir": str(data_dir), "argv": sys.argv[1:]}
+    if args.resume:
+        manifest["resumed"].append({"time": when, "runs": [r.name for r in todo], **setup,
+                                    "environment": environment()})
+    else:
+        manifest.update(setup, environment=environment())
+    manifest["data_dir"] = str(data_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_manifest(run_dir, manifest)
+    print(f"bnparity train: preset {manifest['preset']['name']}, {len(todo)} of {len(runs)} runs to do, "
+          f"{jobs} at a time with {threads} thread(s) each -> {run_dir}", flush=True)
+    try:
+        outcomes = run_all(run_dir=run_dir, runs=todo, jobs=jobs, threads=threads, resume=args.resume,
+                           display=ProgressDisplay(run_dir, todo))
+    finally:
+        conclusions = write_conclusions(run_dir)
+    skipped = {o.run.framework: o.message for o in outcomes if o.status == "skipped"}
+    for framework, reason in skipped.items():
+        print(f"skipped: {framework}: {reason}")
+    print(format_conclusions(conclusions))
+    print(f"records and conclusions.json in {run_dir}")
+    failed = [o for o in outcomes if o.status != "done" and o.status != "skipped"]
+    done = [r for r in runs if _is_done(run_dir, r)]
+    if failed or not done:
+        if not done:
+            print("bnparity train: no run completed", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _is_done(run_dir: Path, run: RunId) -> bool:
+    last = terminal_record(read_records(run.records_path(run_dir)))
+    return last is not None and last["kind"] == "done"

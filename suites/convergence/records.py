@@ -1,0 +1,221 @@
+"""A training run directory: manifest.json, one JSONL record file per run, checkpoints/, conclusions.json.
+
+Layout of a run directory::
+
+    manifest.json                      what was run, where, with which versions (see command.py)
+    <framework>-<variant>-seed<k>.jsonl one record per line, appended and flushed as it happens
+    <name>.interrupted.jsonl           records a --resume dropped (an interrupted epoch), kept for audit
+    checkpoints/<name>/epoch<k>.npz    trainer.state() after epoch k plus "__meta__" (JSON); last 2 kept
+    logs/<name>.log                    the run process's stdout and stderr
+    conclusions.json                   computed from the JSONL files only (see conclusions.py)
+
+Every record has ``kind``, ``framework``, ``variant``, ``seed``, ``epoch``, ``iteration`` and ``t`` (Unix
+time); the other fields depend on the kind and are listed in runner.py.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bnparity.suites.records import read_json, read_jsonl, write_json
+
+MANIFEST = "manifest.json"
+CONCLUSIONS = "conclusions.json"
+TERMINAL_KINDS = ("done", "failed", "skipped")
+KEEP_CHECKPOINTS = 2
+_META_KEY = "__meta__"
+_NAME = re.compile(r"^(?P<framework>[a-z0-9]+)-(?P<variant>[a-z0-9]+)-seed(?P<seed>\d+)$")
+
+
+@dataclass(frozen=True, order=True)
+class RunId:
+    """One run: a framework, a variant ("bn" or "nobn") and a seed."""
+
+    framework: str
+    variant: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.framework}-{self.variant}-seed{self.seed}"
+
+    @classmethod
+    def parse(cls, name: str) -> RunId:
+        """'torch-bn-seed0' -> RunId('torch', 'bn', 0). Raises ValueError for another shape of name."""
+        m = _NAME.match(name)
+        if m is None:
+            raise ValueError(f"expected a run name like 'torch-bn-seed0'. Received: {name!r}")
+        return cls(m["framework"], m["variant"], int(m["seed"]))
+
+    def records_path(self, run_dir: Path) -> Path:
+        return Path(run_dir) / f"{self.name}.jsonl"
+
+    def checkpoint_dir(self, run_dir: Path) -> Path:
+        return Path(run_dir) / "checkpoints" / self.name
+
+    def log_path(self, run_dir: Path) -> Path:
+        return Path(run_dir) / "logs" / f"{self.name}.log"
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no inf or nan (a diverged loss): they become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class RecordWriter:
+    """Appends one run's records to its JSONL file, one flushed line per record.
+
+    Flushing (not fsync) per record means a crash or kill of the process loses nothing; epoch records
+    are also fsynced, so a machine crash loses at most the current epoch.
+    """
+
+    def __init__(self, path: Path, run: RunId) -> None:
+        self.path = Path(path)
+        self.run = run
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _drop_partial_line(self.path)
+        self._file = self.path.open("a")
+
+    def write(self, kind: str, *, epoch: int, iteration: int, sync: bool = False, **fields: Any) -> None:
+        """Append one record of `kind` with the run's identity, `epoch`, `iteration` and `fields`."""
+        record = {"kind": kind, "framework": self.run.framework, "variant": self.run.variant,
+                  "seed": self.run.seed, "epoch": epoch, "iteration": iteration, "t": round(time.time(), 3)}
+        record.update((k, _finite(v)) for k, v in fields.items())
+        self._file.write(json.dumps(record, allow_nan=False) + "\n")
+        self._file.flush()
+        if sync:
+            os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> RecordWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _drop_partial_line(path: Path) -> None:
+    """Cut a last line that a killed process left without its newline, so appending stays valid JSONL."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with path.open("rb+") as f:
+        data = f.read()
+        if not data.endswith(b"\n"):
+            f.truncate(data.rfind(b"\n") + 1)
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The records of one run file ([] if it does not exist); a half-written last line is ignored."""
+    path = Path(path)
+    return list(read_jsonl(path)) if path.exists() else []
+
+
+def terminal_record(records: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The last record if it ends the run ("done", "failed" or "skipped"), else None."""
+    return records[-1] if records and records[-1]["kind"] in TERMINAL_KINDS else None
+
+
+def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
+    write_json(Path(run_dir) / MANIFEST, manifest)
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    """The manifest of `run_dir`. Raises FileNotFoundError naming the file when there is none."""
+    path = Path(run_dir) / MANIFEST
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: not a training run directory")
+    return read_json(path)
+
+
+def save_checkpoint(run_dir: Path, run: RunId, *, epoch: int, state: dict[str, np.ndarray],
+                    meta: dict[str, Any]) -> Path:
+    """Save `state` and `meta` after `epoch` atomically; keep only the last KEEP_CHECKPOINTS epochs."""
+    if _META_KEY in state:
+        raise ValueError(f"a trainer state key may not be {_META_KEY!r}. Received keys: {sorted(state)}")
+    directory = run.checkpoint_dir(run_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"epoch{epoch}.npz"
+    arrays = {k: np.asarray(v) for k, v in state.items()}
+    arrays[_META_KEY] = np.array(json.dumps(dict(meta, epoch=epoch)))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    for old in checkpoint_epochs(run_dir, run)[:-KEEP_CHECKPOINTS]:
+        (directory / f"epoch{old}.npz").unlink(missing_ok=True)
+    return path
+
+
+def checkpoint_epochs(run_dir: Path, run: RunId) -> list[int]:
+    """The epochs that have a checkpoint, ascending."""
+    directory = run.checkpoint_dir(run_dir)
+    if not directory.is_dir():
+        return []
+    return sorted(int(p.stem[5:]) for p in directory.glob("epoch*.npz") if p.stem[5:].isdigit())
+
+
+def load_checkpoint(run_dir: Path, run: RunId, epoch: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """(trainer state, meta) saved after `epoch`."""
+    with np.load(run.checkpoint_dir(run_dir) / f"epoch{epoch}.npz", allow_pickle=False) as z:
+        state = {k: z[k] for k in z.files if k != _META_KEY}
+        meta = json.loads(str(z[_META_KEY]))
+    return state, meta
+
+
+def resume_point(run_dir: Path, run: RunId) -> int:
+    """The last epoch that has both its "epoch" record and its checkpoint (0: start from scratch)."""
+    recorded = {r["epoch"] for r in read_records(run.records_path(run_dir)) if r["kind"] == "epoch"}
+    usable = [e for e in checkpoint_epochs(run_dir, run) if e in recorded]
+    return max(usable, default=0)
+
+
+def truncate_after_epoch(run_dir: Path, run: RunId, epoch: int) -> int:
+    """Keep the records up to the end of `epoch` (0: none); move the rest to <name>.interrupted.jsonl.
+
+    Returns how many records were moved. The kept file is replaced atomically.
+    """
+    path = run.records_path(run_dir)
+    if not path.exists():
+        return 0
+    lines = [line for line in path.read_text().splitlines(keepends=True) if line.strip()]
+    keep = 0
+    if epoch > 0:
+        for i, line in enumerate(lines):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if record["kind"] == "epoch" and record["epoch"] == epoch:
+                keep = i + 1
+                break
+        else:
+            raise ValueError(f"{path} has no record of the end of epoch {epoch}")
+    dropped = [line if line.endswith("\n") else line + "\n" for line in lines[keep:]]
+    if dropped:
+        with (Path(run_dir) / f"{run.name}.interrupted.jsonl").open("a") as f:
+            f.writelines(dropped)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        f.writelines(lines[:keep])
+    os.replace(tmp, path)
+    return len(dropped)
