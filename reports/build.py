@@ -1,0 +1,85 @@
+"""Building a run's report: load the records, compute the summary, render HTML and Markdown, write the files."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bnparity.suites.records import write_json
+
+from .document import Section
+from .figures import Figure, training_figures
+from .html import render_html
+from .layer_summary import FRAMEWORK_ORDER
+from .load import RunData, load_run
+from .markdown import render_markdown
+from .parity_sections import conventions_section, hard_section, layer_section, model_section
+from .summary import build_summary
+from .train_sections import (
+    convergence_section,
+    environment_section,
+    summary_section,
+    throughput_section,
+    time_to_accuracy_section,
+)
+
+TITLE = "BatchNorm parity report"
+FIGURE_DIR = "figures"
+
+
+@dataclass(frozen=True)
+class Report:
+    """What `build_report` wrote, and the summary it computed."""
+
+    html: Path
+    markdown: Path
+    summary_json: Path
+    figures: list[Path]
+    summary: dict[str, Any]
+
+
+def sections(data: RunData, summary: dict[str, Any], figures: list[Figure]) -> list[Section]:
+    """Every section of the report in reading order; a section whose records are missing says so."""
+    return [summary_section(data, summary), layer_section(data, summary), conventions_section(data, summary),
+            hard_section(data, summary), model_section(data, summary), convergence_section(data, figures),
+            time_to_accuracy_section(data, summary), throughput_section(data, summary), environment_section(data)]
+
+
+def build_report(run_dir: Path, *, out_dir: Path | None = None) -> Report:
+    """Write report.html, report.md, figures/*.png and summary.json for `run_dir` into `out_dir` (default: run_dir).
+
+    Only the record files are read; no framework is imported or run.
+
+    Raises:
+        UserError: `run_dir` is not a run directory (see load_run).
+    """
+    data = load_run(Path(run_dir))
+    out = Path(out_dir) if out_dir is not None else data.run_dir
+    summary = build_summary(data)
+    epochs = (data.train_manifest or {}).get("preset", {}).get("epochs")
+    figures = training_figures(data.train_records, list(FRAMEWORK_ORDER), epochs=epochs) if data.train_records else []
+    parts = sections(data, summary, figures)
+    summary["sections"] = [s.id for s in parts]
+    summary["figures"] = [f"{FIGURE_DIR}/{f.name}.png" for f in figures]
+    incomplete = ("; ".join(f"{p.part} {p.status}: {p.detail}" for p in data.incomplete)
+                  if data.incomplete else None)
+    when = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    commit = (data.environment.get("git_commit") or "unknown")[:12]
+    subtitle = f"Run directory {data.run_dir} · commit {commit} · report built {when} from the records alone"
+    out.mkdir(parents=True, exist_ok=True)
+    figure_paths = []
+    if figures:
+        (out / FIGURE_DIR).mkdir(exist_ok=True)
+        for f in figures:
+            path = out / FIGURE_DIR / f"{f.name}.png"
+            path.write_bytes(f.png)
+            figure_paths.append(path)
+    html_path, md_path, json_path = out / "report.html", out / "report.md", out / "summary.json"
+    html_path.write_text(render_html(parts, title=TITLE, subtitle=subtitle, incomplete=incomplete), encoding="utf-8")
+    md_path.write_text(render_markdown(parts, title=TITLE, subtitle=subtitle, incomplete=incomplete,
+                                       figure_dir=FIGURE_DIR), encoding="utf-8")
+    write_json(json_path, summary)
+    json_path.chmod(0o644)  # write_json's temporary file is private; the report is meant to be read by others
+    return Report(html_path, md_path, json_path, figure_paths, summary)

@@ -1,0 +1,183 @@
+"""What the porting guide cites and computes: the tests that prove each statement, and reference-only demonstrations."""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bnparity.reference.spec import BNSpec
+from bnparity.reference.steps import LayerInputs, run_reference
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class ProofRef:
+    """A test function that proves a statement: `file` relative to the repository root, `name` the function."""
+
+    file: str
+    name: str
+
+    @property
+    def framework(self) -> str | None:
+        """The framework a test file is about (tests/test_<framework>_*.py), None for a shared test file."""
+        part = Path(self.file).stem.split("_")[1]
+        return part if part in ("torch", "mxnet", "jax") else None
+
+    def link(self, *, prefix: str = "../") -> str:
+        """A Markdown link to the test file, named file::function (`prefix` leads from the guide to the root)."""
+        return f"[`{Path(self.file).name}::{self.name}`]({prefix}{self.file})"
+
+
+def _t(file: str, *names: str) -> list[ProofRef]:
+    return [ProofRef(f"tests/{file}", n) for n in names]
+
+
+# statement -> the tests that prove it (every one is checked to exist before the guide is written)
+PROOFS: dict[str, list[ProofRef]] = {
+    "momentum": _t("test_torch_adapter.py", "test_momentum_weighs_the_new_batch_and_running_var_is_unbiased")
+    + _t("test_mxnet_conventions.py", "test_default_momentum_weighs_the_old_value",
+         "test_momentum_is_parsed_as_float32")
+    + _t("test_jax_conventions.py", "test_momentum_weighs_the_old_value_and_running_var_is_biased")
+    + _t("test_reference.py", "test_momentum_conventions_are_two_names_for_one_update"),
+    "running_var": _t("test_torch_adapter.py", "test_realize_fixes_the_running_variance_torch_always_stores")
+    + _t("test_mxnet_conventions.py", "test_running_var_is_the_biased_batch_variance")
+    + _t("test_mxnet_adapter.py", "test_builtin_realize_fixes_what_mxnet_stores")
+    + _t("test_jax_adapter.py", "test_realize_fixes_the_running_variance_flax_always_stores")
+    + _t("test_model_parity.py", "test_running_var_conversion_closed_form",
+         "test_every_gradient_is_gated_in_float64_and_running_var_differs_raw"),
+    "eps": _t("test_torch_adapter.py", "test_registry_defaults_are_the_module_defaults")
+    + _t("test_mxnet_conventions.py", "test_default_eps") + _t("test_jax_conventions.py", "test_default_eps"),
+    "layout": _t("test_torch_adapter.py", "test_layout_conversion_nhwc_equals_nchw_transposed")
+    + _t("test_mxnet_conventions.py", "test_default_channel_axis_is_1")
+    + _t("test_mxnet_adapter.py", "test_nhwc_through_the_adapter_equals_nchw_transposed")
+    + _t("test_jax_conventions.py", "test_channel_axis_is_last")
+    + _t("test_jax_adapter.py", "test_layout_conversion_nhwc_equals_nchw_transposed"),
+    "variance_algorithm": _t("test_torch_adapter.py", "test_train_eval_switch_and_two_pass_variance")
+    + _t("test_mxnet_conventions.py", "test_variance_is_two_pass")
+    + _t("test_jax_conventions.py", "test_default_variance_is_the_fast_E_x2_minus_E_x_squared")
+    + _t("test_jax_adapter.py", "test_matched_mode_uses_two_pass_variance_and_defaults_mode_the_fast_one"),
+    "train_eval_switch": _t("test_torch_adapter.py", "test_train_eval_switch_and_two_pass_variance")
+    + _t("test_mxnet_conventions.py", "test_record_selects_batch_statistics_and_eval_the_running_ones",
+         "test_use_global_stats_normalizes_with_running_statistics_in_training")
+    + _t("test_mxnet_adapter.py", "test_builtin_without_running_stats_is_unsupported")
+    + _t("test_jax_conventions.py", "test_train_eval_switch_linen", "test_nnx_trains_by_default"),
+    "running_stats_written": _t("test_torch_adapter.py", "test_running_stats_are_written_in_the_forward_pass")
+    + _t("test_mxnet_conventions.py", "test_running_statistics_are_written_in_the_backward_pass",
+         "test_training_forward_without_backward_never_updates")
+    + _t("test_jax_conventions.py", "test_linen_writes_running_stats_in_the_forward_pass_and_not_in_init",
+         "test_nnx_writes_running_stats_in_place_in_the_forward_pass"),
+    "scale_switch": _t("test_mxnet_conventions.py",
+                       "test_scale_false_forces_gamma_to_one_and_center_false_still_adds_beta",
+                       "test_gluon_uses_gamma_but_the_raw_operator_ignores_it")
+    + _t("test_jax_conventions.py", "test_scale_and_bias_switch_independently")
+    + _t("test_parity.py", "test_matched_mode_passes_every_standard_case_for_every_installed_framework"),
+    "batch_of_one": _t("test_torch_adapter.py", "test_batch_of_one_in_1d_is_an_error"),
+    "weights": _t("test_alexnet.py", "test_framework_model_equals_the_numpy_forward")
+    + _t("test_model_parity.py", "test_tiny_preset_passes_and_writes_every_record"),
+    "flatten": _t("test_alexnet.py", "test_flatten_order_needs_the_permutation"),
+    "weight_decay": _t("test_model_parity.py", "test_weight_decay_skipped_on_bn_parameters_is_caught"),
+    "matched": _t("test_parity.py", "test_matched_mode_passes_every_standard_case_for_every_installed_framework",
+                  "test_defaults_mode_proves_each_registry_row_and_measures_the_porting_difference"),
+}
+
+
+def function_names(path: Path) -> set[str]:
+    """The names of every function defined in a Python file (test functions and methods alike)."""
+    tree = ast.parse(Path(path).read_text(), filename=str(path))
+    return {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+
+
+def missing_tests(refs: list[ProofRef], *, root: Path = ROOT) -> list[str]:
+    """The cited tests that do not exist under `root`, as 'file::name' (empty when every one exists)."""
+    missing, known = [], {}
+    for ref in refs:
+        path = root / ref.file
+        if ref.file not in known:
+            known[ref.file] = function_names(path) if path.exists() else set()
+        if ref.name not in known[ref.file]:
+            missing.append(f"{ref.file}::{ref.name}")
+    return missing
+
+
+def _inputs(rng: np.random.Generator, *, steps: int, batch: int, mu: np.ndarray, sigma: np.ndarray) -> LayerInputs:
+    c = mu.shape[0]
+    xs = tuple(mu + sigma * rng.standard_normal((batch, c)) for _ in range(steps))
+    dys = tuple(np.zeros((batch, c)) for _ in range(steps))  # the backward pass does not touch running statistics
+    return LayerInputs(xs=xs, dys=dys, x_eval=mu + sigma * rng.standard_normal((batch, c)),
+                       gamma=np.ones(c), beta=np.zeros(c))
+
+
+def _rel(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
+
+
+@dataclass(frozen=True)
+class PitfallRow:
+    """One variant of the seed tutorial's BN after `steps` training steps (errors: max |Δ| / max |reference|)."""
+
+    variant: str
+    steps: int
+    running_var_err: float  # worst channel: |running var − σ²| / σ² of the data's true variance
+    eval_vs_correct: float  # eval output vs the correct implementation's eval output
+    eval_vs_population: float  # eval output vs normalizing with the data's true mean and variance
+
+
+PITFALL_SPECS = {
+    "correct (momentum 0.9 weighs the old value, moving_var starts at 1)":
+        BNSpec(axis=1, momentum=0.9, momentum_weighs="old", running_var="biased"),
+    "moving_var starts at 0 (the tutorial's nd.zeros)":
+        BNSpec(axis=1, momentum=0.9, momentum_weighs="old", running_var="biased", init_running_var=0.0),
+    "momentum 0.9 weighs the new batch (swapped)":
+        BNSpec(axis=1, momentum=0.9, momentum_weighs="new", running_var="biased"),
+}
+
+
+def tutorial_pitfalls(*, steps: tuple[int, ...] = (1, 10, 100), batch: int = 256, channels: int = 8,
+                      seed: int = 0) -> list[PitfallRow]:
+    """Run the reference with the seed tutorial's moving-average variants on stationary data.
+
+    Data: `channels` features, each N(μ_c, σ_c²) with μ_c ~ U(−2, 2), σ_c ~ U(0.5, 3), batches of `batch` (BN
+    after a Dense layer, m = batch values per channel). Every variant sees the same batches.
+    """
+    rng = np.random.default_rng(seed)
+    mu, sigma = rng.uniform(-2.0, 2.0, channels), rng.uniform(0.5, 3.0, channels)
+    rows = []
+    for k in steps:
+        inputs = _inputs(np.random.default_rng([seed, k]), steps=k, batch=batch, mu=mu, sigma=sigma)
+        outs = {name: run_reference(spec, inputs) for name, spec in PITFALL_SPECS.items()}
+        correct = next(iter(outs.values())).y_eval
+        population = (inputs.x_eval - mu) / np.sqrt(sigma**2 + 1e-5)
+        for name, out in outs.items():
+            rows.append(PitfallRow(name, k, float(np.max(np.abs(out.running_var - sigma**2) / sigma**2)),
+                                   _rel(out.y_eval, correct), _rel(out.y_eval, population)))
+    return rows
+
+
+@dataclass(frozen=True)
+class VarianceGapRow:
+    """The unbiased (PyTorch) vs biased (MXNet, Flax) running variance after `steps` steps of m values each."""
+
+    m: int
+    steps: int
+    running_var_gap: float  # max over channels of (unbiased − biased) / biased
+    eval_gap: float  # max |y_eval(unbiased) − y_eval(biased)| / max |y_eval(biased)|
+
+
+def variance_gap(*, ms: tuple[int, ...] = (8, 32, 128, 1024), steps: tuple[int, ...] = (1, 10, 100),
+                 new_weight: float = 0.1, seed: int = 0) -> list[VarianceGapRow]:
+    """The same layer with the two running-variance estimators (reference only), on N(μ, σ²) data."""
+    rows = []
+    rng = np.random.default_rng(seed)
+    mu, sigma = rng.uniform(-2.0, 2.0, 4), rng.uniform(0.5, 3.0, 4)
+    for m in ms:
+        for k in steps:
+            inputs = _inputs(np.random.default_rng([seed, m, k]), steps=k, batch=m, mu=mu, sigma=sigma)
+            unbiased = run_reference(BNSpec(axis=1, momentum=new_weight), inputs)
+            biased = run_reference(BNSpec(axis=1, momentum=new_weight, running_var="biased"), inputs)
+            gap = float(np.max((unbiased.running_var - biased.running_var) / biased.running_var))
+            rows.append(VarianceGapRow(m, k, gap, _rel(unbiased.y_eval, biased.y_eval)))
+    return rows
