@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bnparity.suites.environment import short_commit
 from bnparity.suites.records import write_json
 
 from .document import Section
@@ -66,7 +67,7 @@ def build_report(run_dir: Path, *, out_dir: Path | None = None) -> Report:
     incomplete = ("; ".join(f"{p.part} {p.status}: {p.detail}" for p in data.incomplete)
                   if data.incomplete else None)
     when = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    commit = (data.environment.get("git_commit") or "unknown")[:12]
+    commit = short_commit(data.environment.get("git_commit"))
     subtitle = f"Run directory {data.run_dir} · commit {commit} · report built {when} from the records alone"
     out.mkdir(parents=True, exist_ok=True)
     figure_paths = []

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bnparity.frameworks.conventions import all_conventions
+from bnparity.suites.environment import short_commit
 from bnparity.suites.errors import UserError
 from bnparity.suites.parity.summary import cells
 from bnparity.suites.records import read_json
@@ -51,7 +52,7 @@ def measured(doc: dict[str, Any]) -> list[str]:
     """What the parity run measured: matched mode agrees; defaults mode differs from PyTorch's convention by ..."""
     lp, dm = layer_parity(doc), measured_defaults(doc)
     meta = doc.get("meta", {})
-    lines = [f"From the parity run of {meta.get('time')} (commit {str(meta.get('git_commit'))[:12]}, "
+    lines = [f"From the parity run of {meta.get('time')} (commit {short_commit(meta.get('git_commit'))}, "
              f"frameworks {', '.join(meta.get('frameworks', []))}).", "",
              "**Configured as in this guide** (matched mode), every builtin layer agrees with the float64 reference: "
              + "; ".join(f"{c['column']} {c['passed']}/{c['cases']} standard cases"

@@ -34,14 +34,24 @@ def cpu_model() -> str:
 
 
 def git_commit(start: Path | None = None) -> str | None:
-    """The commit of the checkout this package runs from, or None outside a git checkout."""
+    """The commit of the checkout this package runs from ("<sha>-dirty" with uncommitted changes to tracked
+    files), or None outside a git checkout."""
     here = start or Path(__file__).resolve().parent
     try:
-        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True,
+        out = subprocess.run(["git", "-C", str(here), "describe", "--always", "--dirty", "--abbrev=40"],
+                             capture_output=True, text=True,
                              timeout=5, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
+
+
+def short_commit(commit: object) -> str:
+    """A recorded git_commit as a reader sees it: 12 hex digits, "-dirty" kept, "unknown" when absent."""
+    if not commit:
+        return "unknown"
+    sha, dirty, _ = str(commit).partition("-dirty")
+    return sha[:12] + ("-dirty" if dirty else "")
 
 
 def environment() -> dict[str, object]:

@@ -1,0 +1,116 @@
+"""`bnparity run`, the main job: data, layer parity, model parity, training, report — in one new directory.
+
+Each step is the same sub-command a user can run alone, writing its records into the run directory;
+the manifest says which steps finished. An interrupted or failed step never loses what earlier steps
+wrote, and the report is still built from whatever is there (marked incomplete).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from bnparity.frameworks.conventions import all_conventions
+from bnparity.frameworks.registry import parse_frameworks
+
+from .environment import environment
+from .errors import UserError
+from .records import write_json
+
+STEPS = ("parity", "model-parity", "train", "report")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--frameworks", help="comma-separated: torch,mxnet,jax (default: every installed one)")
+    parser.add_argument("--preset", default="cpu", help="training preset (default: cpu; see bnparity train)")
+    parser.add_argument("--model-preset", default="cpu", help="AlexNet preset of the model-parity step")
+    parser.add_argument("--seeds", type=int, help="seeds per configuration (default: the preset's)")
+    parser.add_argument("--jobs", type=int, default=2, help="training runs in parallel (default: 2)")
+    parser.add_argument("--out", type=Path, help="run directory (default: ./bnparity-runs/<timestamp>)")
+    parser.add_argument("--data-dir", type=Path, help="folder with the four Fashion-MNIST files")
+    parser.add_argument("--no-verify-data", action="store_true",
+                        help="skip the sha256 check of the data (for a copy you made yourself; see bnparity train)")
+    parser.add_argument("--steps", default=",".join(STEPS), help=f"some of {','.join(STEPS)} (default: all)")
+
+
+def new_run_dir(out: Path | None) -> Path:
+    """A directory no earlier run used: --out if it is new or empty, else a fresh timestamped one."""
+    if out is not None:
+        if out.exists() and any(out.iterdir()):
+            raise UserError(f"{out} already holds a run; a run never overwrites another. Choose a new --out")
+        out.mkdir(parents=True, exist_ok=True)
+        return out
+    base = Path("bnparity-runs") / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path, k = base, 1
+    while path.exists():
+        path, k = base.with_name(f"{base.name}-{k}"), k + 1
+    path.mkdir(parents=True)
+    return path
+
+
+def _sub(main: Callable[[list[str]], int], argv: list[str]) -> str:
+    """Run one sub-command; its exit code becomes the step's status."""
+    code = main(argv)
+    return {0: "done", 1: "done-with-differences", 130: "interrupted"}.get(code, "failed")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .cli import main  # the sub-commands, exactly as a user runs them
+
+    steps = [s for s in args.steps.split(",") if s]
+    if not steps or any(s not in STEPS for s in steps):
+        raise UserError(f"--steps takes some of {', '.join(STEPS)}. Received: {args.steps!r}")
+    try:
+        frameworks = ",".join(parse_frameworks(args.frameworks))
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    data_args = (["--data-dir", str(args.data_dir)] if args.data_dir else []) + \
+        (["--no-verify-data"] if args.no_verify_data else [])
+    if "train" in steps:
+        from .data.fashion_mnist import locate
+
+        print(f"Fashion-MNIST: {locate(args.data_dir)}")  # or a UserError saying how to get it
+    run_dir = new_run_dir(args.out)
+    manifest = {"environment": environment(), "command": ["bnparity", *sys.argv[1:]],
+                "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "finished": None,
+                "steps": {s: "pending" for s in steps}, "step_seconds": {}}
+    write_json(run_dir / "manifest.json", manifest)
+    write_json(run_dir / "conventions.json", {"conventions": [c.to_dict() for c in all_conventions()]})
+    commands = {
+        "parity": ["parity", "--frameworks", frameworks, "--json", str(run_dir / "parity.json")],
+        "model-parity": ["model-parity", "--preset", args.model_preset, "--frameworks", frameworks,
+                         "--json", str(run_dir / "model_parity.json")],
+        "train": ["train", "--preset", args.preset, "--frameworks", frameworks, "--jobs", str(args.jobs),
+                  "--out", str(run_dir / "train"), *data_args,
+                  *(["--seeds", str(args.seeds)] if args.seeds else [])],
+        "report": ["report", str(run_dir)],
+    }
+    interrupted = False
+    for step in steps:
+        if interrupted and step != "report":
+            manifest["steps"][step] = "skipped"
+            continue
+        print(f"\n=== {step} ===", flush=True)
+        start = time.perf_counter()
+        if step == "report":
+            manifest["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+            write_json(run_dir / "manifest.json", manifest)
+        try:
+            manifest["steps"][step] = _sub(main, commands[step])
+        except KeyboardInterrupt:
+            manifest["steps"][step] = "interrupted"
+        interrupted = interrupted or manifest["steps"][step] == "interrupted"
+        manifest["step_seconds"][step] = round(time.perf_counter() - start, 1)
+        write_json(run_dir / "manifest.json", manifest)
+    if "report" in steps and (run_dir / "report.html").exists():
+        print(f"\nreport: {(run_dir / 'report.html').resolve()}")
+    print(f"run directory: {run_dir.resolve()}")
+    print("steps: " + ", ".join(f"{s} {v} ({manifest['step_seconds'].get(s, 0)} s)"
+                                for s, v in manifest["steps"].items()))
+    if interrupted:
+        return 130
+    return 0 if all(v == "done" for v in manifest["steps"].values()) else 1
