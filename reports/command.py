@@ -13,7 +13,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(or by `bnparity train`)")
     parser.add_argument("--out", type=Path, help="where to write the report (default: RUN_DIR)")
     parser.add_argument("--porting", type=Path, metavar="PATH",
-                        help="also write the porting guide (Markdown) here, from RUN_DIR/parity.json")
+                        help="also write the porting guide (Markdown) here, from RUN_DIR/parity.json "
+                        "(and RUN_DIR/pitfalls.json when present)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
         parity = args.run_dir / "parity.json"
         if not parity.exists():
             raise UserError(f"--porting needs RUN_DIR/parity.json. Received: {args.run_dir}, which has none")
-        write_porting_guide(parity_path=parity, out=args.porting)
+        pitfalls = args.run_dir / "pitfalls.json"
+        write_porting_guide(parity_path=parity, out=args.porting, pitfalls_path=pitfalls if pitfalls.exists() else None)
         print(args.porting)
     if not report.summary["complete"]:
         print("the report is marked INCOMPLETE: " + "; ".join(p["part"] for p in report.summary["incomplete"]))

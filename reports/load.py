@@ -10,6 +10,7 @@ from bnparity.suites.errors import UserError
 from bnparity.suites.records import read_json
 
 PARITY_FORMAT = "bnparity-parity/1"
+PITFALLS_FORMAT = "bnparity-pitfalls/1"  # suites/pitfalls/command.py
 MODEL_PARITY_FORMAT = "bnparity-model-parity/1"
 TRAIN_FORMAT = "bnparity-train/1"
 # part -> (file or folder in the run directory, the `bnparity run` step that writes it)

@@ -20,7 +20,7 @@ from bnparity.suites.parity.summary import cells
 from bnparity.suites.records import read_json
 
 from .layer_summary import case_names, layer_parity, measured_defaults
-from .load import PARITY_FORMAT
+from .load import PARITY_FORMAT, PITFALLS_FORMAT
 from .porting_facts import PROOFS, ROOT, missing_tests, tutorial_pitfalls, variance_gap
 from .porting_pairs import pair_section
 
@@ -120,21 +120,20 @@ def tutorial_section() -> list[str]:
     rows = tutorial_pitfalls()
     gap = variance_gap()
     lines = [
-        "The seed tutorial (d2l, *Dive into Deep Learning*, MXNet edition) writes BN from scratch:", "",
+        "The seed tutorial writes BN from scratch, and its moving averages have two faults. In code they look "
+        "like this:", "",
         "```python",
-        "moving_mean = momentum * moving_mean + (1.0 - momentum) * mean   # momentum=0.9",
-        "moving_var = momentum * moving_var + (1.0 - momentum) * var",
-        "...",
-        "self.moving_mean = nd.zeros(shape)",
-        "self.moving_var = nd.zeros(shape)",
+        "momentum = 0.9",
+        "moving_mean = (1.0 - momentum) * moving_mean + momentum * mean   # the new batch gets 0.9",
+        "moving_var = (1.0 - momentum) * moving_var + momentum * var",
+        "moving_var = nd.zeros(shape)                                      # its initial value",
         "```", "",
-        "Its update is right for Gluon's convention (momentum 0.9 weighs the *old* value: each step the new batch "
-        "gets weight 0.1). Two things go wrong when it is copied or ported:", "",
-        "1. **moving_var starts at 0** (the tutorial's `nd.zeros`), where every framework starts it at 1. Until "
-        "0.9^k is small the running variance is too small, and eval-mode outputs are too large.",
-        "2. **Swapped weights**: passing the tutorial's `momentum=0.9` to `torch.nn.BatchNorm2d`, or writing "
-        "`(1 - momentum) * moving_mean + momentum * mean`, gives the *new* batch weight 0.9: the running statistics "
-        "are those of the last batch or two, and eval outputs carry that batch's sampling noise for ever.", "",
+        "1. **Swapped weights**: 0.9 is the weight MXNet gives the *old* estimate (PyTorch's 0.1 for the new "
+        "batch); given to the new batch, as here or by passing `momentum=0.9` to `torch.nn.BatchNorm2d`, it makes "
+        "the running statistics those of the last batch or two, and eval outputs carry that batch's sampling "
+        "noise.",
+        "2. **moving_var starts at 0**, where every framework starts it at 1. Until the start is forgotten the "
+        "running variance is too small, and eval-mode outputs are too large.", "",
         "Measured with the float64 reference (`reference/`), BN after a Dense layer, batches of 256, 8 features each "
         "N(μ_c, σ_c²) with μ_c ~ U(−2, 2), σ_c ~ U(0.5, 3), the same batches for every variant. Errors are "
         "max |Δ| / max |reference|; *running var* is the worst channel's |r − σ²| / σ²:", "",
@@ -161,7 +160,48 @@ def tutorial_section() -> list[str]:
     return lines
 
 
-def guide(*, parity: dict[str, Any], conventions: list[dict[str, Any]]) -> str:
+def trained_network_section(pitfalls: dict[str, Any] | None) -> list[str]:
+    """The pitfalls as eval accuracy of a trained AlexNet (bnparity pitfalls), or how to measure them."""
+    if pitfalls is None:
+        return ["### On a trained network", "",
+                "`bnparity pitfalls RUN_DIR` (a step of `bnparity run`) measures what each rule does to a trained "
+                "AlexNet's test accuracy; this guide was generated without such a measurement."]
+    meta, records = pitfalls.get("meta", {}), pitfalls.get("records", [])
+    rules = {r["name"]: r["description"] for r in meta.get("rules", [])}
+    trained = next((r for r in records if r["steps"] is None), None)
+    lines = ["### On a trained network", "",
+             f"Measured by `bnparity pitfalls` on the weights of {meta.get('run')} after epoch {meta.get('epoch')} "
+             f"(preset {meta.get('preset')}, batches of {meta.get('batch_size')}): running statistics never change "
+             "what training computes, so the learned weights are the same under every rule. Each rule re-estimates "
+             "every BN layer's running statistics from the run's own first training batches (same order, same "
+             f"dropout masks) with the float64 NumPy AlexNet; test accuracy on {meta.get('test_images')} test "
+             "images in eval mode" + ("" if meta.get("complete") else " (incomplete: the measurement was cut short)")
+             + ":", ""]
+    steps = [k for k in meta.get("steps", []) if any(r["steps"] == k for r in records)]
+    lines += ["| rule | " + " | ".join(f"after {k} batch{'es' if k > 1 else ''}" for k in steps) + " |",
+              "|---|" + "---|" * len(steps)]
+    for name, description in rules.items():
+        by_step = {r["steps"]: r for r in records if r["rule"] == name}
+        cells = [f"{by_step[k]['test_accuracy']:.3f}" if k in by_step else "–" for k in steps]
+        lines.append(f"| {name}: {description} | " + " | ".join(cells) + " |")
+    acc = {(r["rule"], r["steps"]): r["test_accuracy"] for r in records}
+    if steps and all((rule, k) in acc for rule in ("correct", "zero-start", "swapped") for k in (steps[0], steps[-1])):
+        first, last = steps[0], steps[-1]
+        lines += ["", f"After {first} batch{'es' if first > 1 else ''} the zero start scores "
+                      f"{acc[('zero-start', first)]:.3f} against {acc[('correct', first)]:.3f} for the correct rule; "
+                      f"after {last}, when 0.9^{last} of the initial values remains, they score "
+                      f"{acc[('zero-start', last)]:.3f} and {acc[('correct', last)]:.3f}, and the swapped rule, which "
+                      f"keeps only the last batches, {acc[('swapped', last)]:.3f}. Every rule that starts from the "
+                      "initial values is poor until they are forgotten (the correct rule keeps 0.9^k of them), "
+                      "which is why eval accuracy measured early in training understates the network."]
+    if trained is not None:
+        lines += ["", f"With the running statistics the framework accumulated over the whole run, the same images "
+                      f"score {trained['test_accuracy']:.3f}."]
+    return lines
+
+
+def guide(*, parity: dict[str, Any], conventions: list[dict[str, Any]],
+          pitfalls: dict[str, Any] | None = None) -> str:
     """The whole guide as Markdown."""
     meta = parity.get("meta", {})
     lines = ["<!-- Generated by `python -m bnparity.reports.porting` from the conventions registry and a parity run. "
@@ -176,11 +216,12 @@ def guide(*, parity: dict[str, Any], conventions: list[dict[str, Any]]) -> str:
         lines += ["", *pair_section(rows[a], rows[b], names=NAMES, proof=proof)]
     lines += ["", "## Whole models: weights, names, layout, flatten order", "", *model_level(),
               "", "## Measured", "", *measured(parity),
-              "", "## Pitfalls of the seed tutorial", "", *tutorial_section()]
+              "", "## Pitfalls of the seed tutorial", "", *tutorial_section(), "", *trained_network_section(pitfalls)]
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write_porting_guide(*, parity_path: Path, out: Path, root: Path = ROOT) -> str:
+def write_porting_guide(*, parity_path: Path, out: Path, root: Path = ROOT,
+                        pitfalls_path: Path | None = None) -> str:
     """Check that every cited test exists, then write the guide to `out`; returns the text.
 
     Raises:
@@ -192,7 +233,12 @@ def write_porting_guide(*, parity_path: Path, out: Path, root: Path = ROOT) -> s
     missing = missing_tests([ref for refs in PROOFS.values() for ref in refs], root=root)
     if missing:
         raise UserError(f"the porting guide cites tests that do not exist: {', '.join(missing)}")
-    text = guide(parity=parity, conventions=[c.to_dict() for c in all_conventions()])
+    pitfalls = None
+    if pitfalls_path is not None:
+        pitfalls = read_json(pitfalls_path)
+        if not isinstance(pitfalls, dict) or pitfalls.get("format") != PITFALLS_FORMAT:
+            raise UserError(f"--pitfalls must be a {PITFALLS_FORMAT} record file. Received: {pitfalls_path}")
+    text = guide(parity=parity, conventions=[c.to_dict() for c in all_conventions()], pitfalls=pitfalls)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
@@ -202,10 +248,11 @@ def write_porting_guide(*, parity_path: Path, out: Path, root: Path = ROOT) -> s
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bnparity.reports.porting", description=__doc__.splitlines()[0])
     parser.add_argument("--parity", type=Path, required=True, help="a parity record file (bnparity parity --json)")
+    parser.add_argument("--pitfalls", type=Path, help="a pitfalls record file (bnparity pitfalls), optional")
     parser.add_argument("--out", type=Path, default=Path("docs/porting.md"), help="default: docs/porting.md")
     args = parser.parse_args(argv)
     try:
-        write_porting_guide(parity_path=args.parity, out=args.out)
+        write_porting_guide(parity_path=args.parity, out=args.out, pitfalls_path=args.pitfalls)
     except (UserError, ValueError, OSError) as e:
         print(f"porting: error: {e}", file=sys.stderr)
         return 2

@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("bnparity.suites.data.command", "find, verify and count the Fashion-MNIST files"),
     "model-parity": ("bnparity.suites.model_parity.command", "the same AlexNet in every framework, compared"),
     "train": ("bnparity.suites.convergence.command", "train AlexNet with and without BN, record curves"),
+    "pitfalls": ("bnparity.suites.pitfalls.command", "the seed tutorial's BN pitfalls, as eval accuracy"),
     "report": ("bnparity.reports.command", "build report.html, report.md and summary.json from a run"),
 }
 

@@ -1,4 +1,4 @@
-"""`bnparity run`, the main job: data, layer parity, model parity, training, report — in one new directory.
+"""`bnparity run`, the main job: data, layer and model parity, training, pitfalls, report — in one new directory.
 
 Each step is the same sub-command a user can run alone, writing its records into the run directory;
 the manifest says which steps finished. An interrupted or failed step never loses what earlier steps
@@ -21,7 +21,7 @@ from .environment import environment
 from .errors import UserError
 from .records import write_json
 
-STEPS = ("parity", "model-parity", "train", "report")
+STEPS = ("parity", "model-parity", "train", "pitfalls", "report")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         "train": ["train", "--preset", args.preset, "--frameworks", frameworks, "--jobs", str(args.jobs),
                   "--out", str(run_dir / "train"), *data_args,
                   *(["--seeds", str(args.seeds)] if args.seeds else [])],
-        "report": ["report", str(run_dir)],
+        "pitfalls": ["pitfalls", str(run_dir)],
     }
     interrupted = False
     for step in steps:
@@ -99,6 +99,9 @@ def run(args: argparse.Namespace) -> int:
         if step == "report":
             manifest["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
             write_json(run_dir / "manifest.json", manifest)
+        if step == "report":  # the porting guide too, when this run measured layer parity
+            porting = ["--porting", str(run_dir / "porting.md")] if (run_dir / "parity.json").exists() else []
+            commands["report"] = ["report", str(run_dir), *porting]
         try:
             manifest["steps"][step] = _sub(main, commands[step])
         except KeyboardInterrupt:

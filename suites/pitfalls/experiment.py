@@ -1,0 +1,134 @@
+"""What the seed tutorial's moving-average pitfalls do to a trained network's eval accuracy.
+
+The tutorial (d2l, MXNet edition) writes BN from scratch with ``moving_mean = momentum * moving_mean +
+(1 - momentum) * mean`` (momentum 0.9 weighs the *old* value) and starts ``moving_var`` at ``nd.zeros``.
+Copied into another framework, two things go wrong: the variance starts at 0 instead of 1, and the
+momentum 0.9 is given to the *new* batch (PyTorch's meaning of ``momentum``).
+
+Running statistics never change what training computes (training normalizes with batch statistics), so
+the weights a run learns are the same whichever rule its running statistics follow. This experiment takes
+the weights of a finished BN run, re-estimates every BN layer's running statistics from the run's own
+first training batches (same order, same dropout masks) under each rule with the float64 NumPy AlexNet,
+and measures the test accuracy in eval mode after k steps; beside them, the accuracy with the running
+statistics the framework itself accumulated during training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from bnparity.reference import alexnet_numpy as anp
+from bnparity.reference.alexnet import AlexNetSpec, param_shapes, running_names
+from bnparity.reference.spec import BNSpec
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A moving-average rule: the network's BN convention with some fields changed."""
+
+    name: str
+    description: str
+    changes: dict[str, float]
+
+    def spec(self, base: BNSpec) -> BNSpec:
+        return dataclasses.replace(base, **self.changes)
+
+
+RULES = (
+    Rule("correct", "new batch weight 0.1 (MXNet's momentum 0.9, PyTorch's 0.1), moving_var starts at 1", {}),
+    Rule("zero-start", "as correct, but moving_var starts at 0", {"init_running_var": 0.0}),
+    Rule("swapped", "new batch weight 0.9 (momentum 0.9 in the other meaning)",
+         {"momentum": 0.9, "momentum_weighs": "new"}),
+)
+
+
+@dataclass(frozen=True)
+class PitfallResult:
+    """The test set in eval mode with the running statistics of `rule` after `steps` training batches."""
+
+    rule: str
+    steps: int | None  # None: the running statistics the framework accumulated in training
+    test_accuracy: float
+    test_loss: float
+
+
+def initial_running(arch: AlexNetSpec, spec: BNSpec) -> dict[str, np.ndarray]:
+    """Every BN layer's running mean and variance at their initial values (spec.init_running_*)."""
+    shapes = param_shapes(arch)
+    return {name: np.full(shapes[name], spec.init_running_mean if name.endswith("mean") else spec.init_running_var)
+            for name in running_names(arch)}
+
+
+def evaluate(arch: AlexNetSpec, params: dict[str, np.ndarray], images: np.ndarray, labels: np.ndarray, *,
+             batch_size: int = 250) -> tuple[float, float]:
+    """(test accuracy, mean cross-entropy) in eval mode, float64."""
+    correct, loss = 0, 0.0
+    for i in range(0, len(labels), batch_size):
+        logits = anp.forward(arch, params, images[i:i + batch_size], train=False).logits
+        y = labels[i:i + batch_size]
+        correct += int((logits.argmax(axis=1) == y).sum())
+        loss += float(anp.per_example_loss(logits, y).sum())
+    return correct / len(labels), loss / len(labels)
+
+
+def _check(arch: AlexNetSpec, steps: tuple[int, ...]) -> None:
+    if not arch.batch_norm:
+        raise ValueError("the pitfalls concern BatchNorm: the network must have BN layers")
+    if not steps or list(steps) != sorted(set(steps)) or steps[0] < 1:
+        raise ValueError(f"steps must be ascending integers >= 1. Received: {steps}")
+
+
+def reestimate(arch: AlexNetSpec, params: dict[str, np.ndarray],
+               train_batches: Iterable[tuple[np.ndarray, np.ndarray, list[np.ndarray] | None]],
+               steps: tuple[int, ...]) -> Iterator[tuple[int, dict[str, dict[str, np.ndarray]]]]:
+    """Yield (k, {rule: running statistics}) after each of `steps` training batches, every rule from its start.
+
+    The batch statistics μ_B, σ²_B come from a training-mode forward pass of the fixed `params`; each rule
+    folds them into its own running statistics (bnparity.reference.alexnet_numpy.running_after_step).
+    """
+    _check(arch, steps)
+    specs = {rule.name: rule.spec(arch.bn) for rule in RULES}
+    running = {name: initial_running(arch, spec) for name, spec in specs.items()}
+    k = 0
+    for k, (x, _, masks) in enumerate(train_batches, start=1):
+        batch_stats = anp.forward(arch, params, x, train=True, dropout_masks=masks).batch_stats  # μ_B, σ²_B
+        for name, spec in specs.items():
+            running[name] = anp.running_after_step(arch, running[name], batch_stats, convention=spec)
+        if k in steps:
+            yield k, running
+        if k == steps[-1]:
+            return
+    raise ValueError(f"needed {steps[-1]} training batches. Received: {k}")
+
+
+def measure(arch: AlexNetSpec, params: dict[str, np.ndarray],
+            train_batches: Iterable[tuple[np.ndarray, np.ndarray, list[np.ndarray] | None]],
+            test: tuple[np.ndarray, np.ndarray], *, steps: tuple[int, ...],
+            on_result: Callable[[PitfallResult], None] = lambda r: None) -> list[PitfallResult]:
+    """Test accuracy with the trained running statistics, then with every rule's after each of `steps` batches.
+
+    Args:
+        arch: the network (with BN).
+        params: the trained parameters, canonical layout; their running statistics give the "trained" row.
+        train_batches: (images, labels, dropout masks) in training order; at least max(steps) of them.
+        test: (images, labels) to evaluate on.
+        steps: after how many batches to evaluate, ascending.
+        on_result: called with each result as soon as it is known (to save it).
+    """
+    _check(arch, steps)
+    results: list[PitfallResult] = []
+
+    def record(rule: str, k: int | None, p: dict[str, np.ndarray]) -> None:
+        accuracy, loss = evaluate(arch, p, *test)
+        results.append(PitfallResult(rule, k, accuracy, loss))
+        on_result(results[-1])
+
+    record("trained", None, params)
+    for k, running in reestimate(arch, params, train_batches, steps):
+        for name, stats in running.items():
+            record(name, k, {**params, **stats})
+    return results
