@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Any
 
 
-def _clean(value: Any) -> Any:
-    """JSON has no inf or nan: they become null."""
+def json_safe(value: Any) -> Any:
+    """`value` with every inf or nan, at any depth, replaced by None (JSON has neither)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -29,7 +29,7 @@ def write_json(path: Path, document: dict[str, Any]) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(_clean(document), f, indent=1, allow_nan=False)
+            json.dump(json_safe(document), f, indent=1, allow_nan=False)
             f.write("\n")
         os.chmod(tmp, 0o644)  # mkstemp makes the file private; a record is for anyone who can read the run
         os.replace(tmp, path)
@@ -50,7 +50,7 @@ def append_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
     """Append records to a JSONL file, flushed to disk, one line each."""
     with Path(path).open("a") as f:
         for record in records:
-            f.write(json.dumps(_clean(record), allow_nan=False) + "\n")
+            f.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
         f.flush()
         os.fsync(f.fileno())
 

@@ -16,7 +16,6 @@ time); the other fields depend on the kind and are listed in runner.py.
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import tempfile
@@ -27,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from bnparity.suites.records import read_json, read_jsonl, write_json
+from bnparity.suites.records import json_safe, read_json, read_jsonl, write_json
 
 MANIFEST = "manifest.json"
 CONCLUSIONS = "conclusions.json"
@@ -67,13 +66,6 @@ class RunId:
         return Path(run_dir) / "logs" / f"{self.name}.log"
 
 
-def _finite(value: Any) -> Any:
-    """JSON has no inf or nan (a diverged loss): they become null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 class RecordWriter:
     """Appends one run's records to its JSONL file, one flushed line per record.
 
@@ -92,7 +84,7 @@ class RecordWriter:
         """Append one record of `kind` with the run's identity, `epoch`, `iteration` and `fields`."""
         record = {"kind": kind, "framework": self.run.framework, "variant": self.run.variant,
                   "seed": self.run.seed, "epoch": epoch, "iteration": iteration, "t": round(time.time(), 3)}
-        record.update((k, _finite(v)) for k, v in fields.items())
+        record.update(json_safe(fields))  # a diverged loss (inf, nan) becomes null
         self._file.write(json.dumps(record, allow_nan=False) + "\n")
         self._file.flush()
         if sync:
