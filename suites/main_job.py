@@ -96,16 +96,19 @@ def run(args: argparse.Namespace) -> int:
             continue
         print(f"\n=== {step} ===", flush=True)
         start = time.perf_counter()
-        if step == "report":
+        if step == "report":  # the porting guide too, when this run measured layer parity
             manifest["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
             write_json(run_dir / "manifest.json", manifest)
-        if step == "report":  # the porting guide too, when this run measured layer parity
             porting = ["--porting", str(run_dir / "porting.md")] if (run_dir / "parity.json").exists() else []
             commands["report"] = ["report", str(run_dir), *porting]
         try:
             manifest["steps"][step] = _sub(main, commands[step])
         except KeyboardInterrupt:
             manifest["steps"][step] = "interrupted"
+        except Exception as e:  # a bug in one step must not cost the others, nor the report of what is done
+            manifest["steps"][step] = "failed"
+            manifest.setdefault("errors", {})[step] = f"{type(e).__name__}: {e}".splitlines()[0]
+            print(f"bnparity run: step {step} failed: {manifest['errors'][step]}", file=sys.stderr)
         interrupted = interrupted or manifest["steps"][step] == "interrupted"
         manifest["step_seconds"][step] = round(time.perf_counter() - start, 1)
         write_json(run_dir / "manifest.json", manifest)

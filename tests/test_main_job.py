@@ -71,6 +71,23 @@ def test_interrupted_training_still_gets_a_report_marked_incomplete(tmp_path, fa
     assert "train interrupted" in capsys.readouterr().out
 
 
+@pytest.mark.slow
+def test_a_step_that_crashes_is_recorded_and_the_others_still_run(tmp_path, fake_data, monkeypatch, capsys):
+    require("torch")
+
+    def crash(args):
+        raise ImportError("cannot import name 'x' (a broken install)")
+
+    monkeypatch.setattr(train_command, "run", crash)
+    out = tmp_path / "run"
+    assert _run(out, fake_data, "--steps", "parity,train,report") == 1
+    manifest = read_json(out / "manifest.json")
+    assert manifest["steps"] == {"parity": "done", "train": "failed", "report": "done"}
+    assert manifest["errors"] == {"train": "ImportError: cannot import name 'x' (a broken install)"}
+    assert "step train failed: ImportError" in capsys.readouterr().err
+    assert (out / "report.html").is_file() and (out / "porting.md").is_file()
+
+
 def test_no_data_is_one_line_saying_how_to_get_it_and_creates_nothing(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["run", "--data-dir", str(tmp_path / "nothing-here"), "--out", str(out)]) == 2
