@@ -100,7 +100,7 @@ _CPU = TrainPreset(
            "5 epochs of a 30000-image subset (1170 iterations, 150k images per run), 3 evaluations per epoch on "
            "2000 test images (16 points per curve). Plain SGD, as in the paper preset (the seed blog), at lr "
            "0.02. Measured on this 2-core machine on 2026-11-29 (bnparity run, --jobs 2, one thread per run): "
-           "training took 11 min 45 s at torch 1024/1136, mxnet 713/853, jax 456/557 images/s (bn/nobn); final "
+           "training took 10 min 46 s at torch 1018/1183, mxnet 811/937, jax 523/610 images/s (bn/nobn); final "
            "test accuracy bn/nobn torch 0.8895/0.8085, mxnet 0.8925/0.8065, jax 0.8920/0.8095; BN reaches 0.80 "
            "in 4.7-7x fewer iterations and 0.85 within 1.7 epochs, which no-BN never reaches; the three "
            "frameworks' curves agree within 0.024 (bn) and 0.010 (nobn) at every point."),
