@@ -140,4 +140,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from bnparity.suites.errors import UserError
+
+    try:
+        sys.exit(main())
+    except UserError as e:  # no data, a bad preset: one line, as the bnparity commands do
+        sys.exit(f"train_overhead: error: {e}")
