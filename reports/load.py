@@ -21,7 +21,7 @@ PARTS: dict[str, tuple[str, str | None]] = {
     "model_parity": ("model_parity.json", "model-parity"),
     "train": ("train", "train"),
 }
-FINISHED_STEPS = ("done", "done-with-differences")
+FINISHED_STEPS = ("done", "done-with-differences", "done-with-failed-runs")  # suites/main_job.py
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,13 @@ def test_a_step_that_crashes_is_recorded_and_the_others_still_run(tmp_path, fake
     assert (out / "report.html").is_file() and (out / "porting.md").is_file()
 
 
+def test_a_training_with_failed_runs_is_not_called_done(tmp_path, fake_data, monkeypatch):
+    monkeypatch.setattr(train_command, "run", lambda args: 1)  # what `bnparity train` returns when a run failed
+    out = tmp_path / "run"
+    assert _run(out, fake_data, "--steps", "train") == 1
+    assert read_json(out / "manifest.json")["steps"] == {"train": "done-with-failed-runs"}
+
+
 def test_no_data_is_one_line_saying_how_to_get_it_and_creates_nothing(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["run", "--data-dir", str(tmp_path / "nothing-here"), "--out", str(out)]) == 2
