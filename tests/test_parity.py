@@ -13,7 +13,7 @@ from bnparity.reference.spec import BNSpec
 from bnparity.suites.cli import main
 from bnparity.suites.parity import harness
 from bnparity.suites.parity.cases import hard_cases, make_inputs, standard_cases
-from bnparity.suites.parity.compare import compare
+from bnparity.suites.parity.compare import compare, describe_record
 from bnparity.suites.parity.tolerance import C_ACC, C_COND, Tolerance, condition_factor, tolerance
 
 
@@ -111,6 +111,9 @@ def test_harness_fails_a_perturbed_output_and_names_it():
     bad = [r for r in records if not r["passed"]]
     assert [r["quantity"] for r in bad] == ["y"]
     assert bad[0]["framework"] == "torch" and bad[0]["n_mismatched"] > 0
+    message = describe_record(bad[0], f"torch/builtin on {case.name}")
+    assert message.startswith(f"y of torch/builtin on {case.name} does not agree with the reference: ")
+    assert "greatest absolute difference 0.001 at index" in message
 
 
 def test_defaults_mode_torch_agrees_with_its_registry_row():

@@ -13,6 +13,7 @@ from bnparity.suites.errors import UserError
 from bnparity.suites.records import write_json
 
 from .cases import ParityCase, hard_cases, standard_cases
+from .compare import describe_record
 from .harness import MODES, run_parity
 from .summary import format_table, gate_failures
 
@@ -87,11 +88,8 @@ def run(args: argparse.Namespace) -> int:
           f"{len(failures)} fail; wall time {wall:.1f} s" + (f"; records in {args.json}" if args.json else ""))
     for r in failures[:20]:
         where = f"{r['framework']}/{r['impl']} on {r['case']} ({r['mode']})"
-        print(f"FAIL {r.get('quantity') or ''} of {where}: "
-              f"{r.get('reason') or _failure_text(r)}")
+        print(f"FAIL {r.get('quantity') or ''} of {where}: {r['reason']}" if r.get("reason")
+              else f"FAIL {describe_record(r, where)}")
     return 1 if failures else 0
 
 
-def _failure_text(r: dict) -> str:
-    return (f"{r['n_mismatched']} of {r['n_total']} elements outside tolerance; greatest absolute difference "
-            f"{r['max_abs_err']} at index {r['worst_index']} (allowed {r['atol']:.3g} + {r['rtol']:.3g}·|ref|)")

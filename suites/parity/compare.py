@@ -7,7 +7,9 @@ message, the JSON record and the report cell are all made from it, so they canno
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -32,15 +34,7 @@ class Comparison:
 
     def describe(self, where: str = "") -> str:
         """A one-paragraph message in the style of torch.testing.assert_close."""
-        head = f"{self.quantity}{' of ' + where if where else ''}"
-        if self.problem:
-            return f"{head}: {self.problem}"
-        verdict = "agrees" if self.passed else "does not agree"
-        pct = 100.0 * self.n_mismatched / max(self.n_total, 1)
-        return (f"{head} {verdict} with the reference: {self.n_mismatched} of {self.n_total} elements "
-                f"({pct:.1f}%) outside tolerance; greatest absolute difference {self.max_abs_err:.3g} at "
-                f"index {self.worst_index} (allowed {self.atol:.3g} + {self.rtol:.3g}·|ref|), greatest "
-                f"relative difference {self.max_rel_err:.3g}.")
+        return describe_record(self.to_record(), where)
 
     def to_record(self) -> dict[str, object]:
         record = asdict(self)
@@ -48,6 +42,23 @@ class Comparison:
         for key in ("max_abs_err", "max_rel_err", "worst_ratio"):
             record[key] = _finite_or_none(record[key])
         return record
+
+
+def describe_record(record: Mapping[str, Any], where: str = "") -> str:
+    """The message of a comparison record (`Comparison.to_record`, or a record file's): what, where, by how much."""
+    head = f"{record['quantity']}{' of ' + where if where else ''}"
+    if record.get("problem"):
+        return f"{head}: {record['problem']}"
+    verdict = "agrees" if record["passed"] else "does not agree"
+    pct = 100.0 * record["n_mismatched"] / max(record["n_total"], 1)
+    return (f"{head} {verdict} with the reference: {record['n_mismatched']} of {record['n_total']} elements "
+            f"({pct:.1f}%) outside tolerance; greatest absolute difference {_g(record['max_abs_err'])} at "
+            f"index {record['worst_index']} (allowed {record['atol']:.3g} + {record['rtol']:.3g}·|ref|), greatest "
+            f"relative difference {_g(record['max_rel_err'])}.")
+
+
+def _g(v: float | None) -> str:
+    return "inf or nan" if v is None else f"{v:.3g}"
 
 
 def _finite_or_none(v: float) -> float | None:
