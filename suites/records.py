@@ -1,4 +1,4 @@
-"""Reading and writing record files: JSON written atomically, JSONL appended and flushed per record."""
+"""Reading and writing record files: JSON written atomically; JSONL read tolerating a cut-off last line."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,15 +44,6 @@ def read_json(path: Path) -> dict[str, Any]:
         return json.loads(Path(path).read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{path} is not valid JSON: {e}") from None
-
-
-def append_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
-    """Append records to a JSONL file, flushed to disk, one line each."""
-    with Path(path).open("a") as f:
-        for record in records:
-            f.write(json.dumps(json_safe(record), allow_nan=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
