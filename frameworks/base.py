@@ -1,8 +1,9 @@
-"""The one small interface every BatchNorm adapter implements, whatever its framework.
+"""The one small interface every layer adapter implements, whatever its framework and normalization.
 
-An adapter turns a spec into a framework layer (`build`) and says which spec the framework really
-computes (`realize`). The protocol itself (k training steps, then eval) and the layout conversion to
-the framework's native channel axis are written once, here, in `BatchNormAdapter.run`.
+An adapter turns a spec (a `bnparity.reference` normalization's spec) into a framework layer (`build`) and says
+which spec the framework really computes (`realize`). The protocol itself (k training steps, then eval) and the
+layout conversion to the framework's native channel axis are written once, here, in `LayerAdapter.run`, for
+every normalization: a normalization only changes which spec the adapter is given.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from bnparity.reference.batchnorm import channel_axis
-from bnparity.reference.spec import BNSpec
+from bnparity.reference.layout import channel_axis
+from bnparity.reference.spec import LayerSpec
 from bnparity.reference.steps import LayerInputs, LayerOutputs
 
 
@@ -48,20 +49,21 @@ class LayerSession(ABC):
         """Eval-mode (inference) forward on x."""
 
 
-class BatchNormAdapter(ABC):
-    """Runs one framework's BatchNorm through the layer protocol of bnparity.reference.steps.
+class LayerAdapter(ABC):
+    """Runs one framework's implementation of one normalization through the layer protocol.
 
-    Every framework folder has a `bn.py` (the framework's *own* layer, ``impl = "builtin"``) and a
-    `scratch.py` (BatchNorm written in the framework's raw ops, ``impl = "scratch"``), each exporting
-    ``ADAPTER``, a subclass of this class.
+    Each framework folder has one module per normalization (``batchnorm.py``, ...) holding the classes
+    ``Builtin<Norm>`` (the framework's *own* layer, ``impl = "builtin"``) and ``Scratch<Norm>`` (written in the
+    framework's raw ops, ``impl = "scratch"``); the folder's descriptor lists them.
     """
 
-    framework: ClassVar[str]  # "torch", "mxnet" or "jax"
+    framework: ClassVar[str]  # the descriptor's name
+    normalization: ClassVar[str]  # the reference plug-in it implements, e.g. "batchnorm"
     impl: ClassVar[str]  # "builtin" or "scratch"
     native_axis: ClassVar[int]  # the channel axis the layer is run with: 1 (NC...) or -1 (...C)
 
     @abstractmethod
-    def realize(self, spec: BNSpec, dtype: np.dtype) -> BNSpec:
+    def realize(self, spec: LayerSpec, dtype: np.dtype) -> LayerSpec:
         """The spec this implementation computes when asked for `spec`.
 
         Equal to `spec` except for conventions the framework cannot configure (PyTorch's running
@@ -70,15 +72,15 @@ class BatchNormAdapter(ABC):
         """
 
     @abstractmethod
-    def build(self, spec: BNSpec, *, ndim: int, channels: int, dtype: np.dtype, gamma: np.ndarray,
+    def build(self, spec: LayerSpec, *, shape: tuple[int, ...], dtype: np.dtype, gamma: np.ndarray,
               beta: np.ndarray, use_defaults: bool) -> LayerSession:
-        """A fresh layer for `ndim`-D inputs and `spec` (whose axis is the native one), with γ and β set.
+        """A fresh layer for inputs of `shape` and `spec` (whose axis is the native one), with γ and β set.
 
         With `use_defaults`, the layer is built with the framework's own defaults for momentum, eps and
         the variance algorithm; only the channel axis, affine and running-statistics switches are set.
         """
 
-    def run(self, inputs: LayerInputs, *, spec: BNSpec, use_defaults: bool = False) -> LayerOutputs:
+    def run(self, inputs: LayerInputs, *, spec: LayerSpec, use_defaults: bool = False) -> LayerOutputs:
         """Run `inputs.steps` training steps (forward and backward with the given dy), then eval.
 
         The inputs' channel axis is ``spec.axis``; they are moved to the framework's native axis
@@ -96,8 +98,8 @@ class BatchNormAdapter(ABC):
             return np.moveaxis(a, native, axis)
 
         gamma, beta = inputs.affine_params(spec)
-        session = self.build(spec.replace(axis=native), ndim=ndim, channels=gamma.shape[0],
-                             dtype=inputs.dtype, gamma=gamma, beta=beta, use_defaults=use_defaults)
+        session = self.build(spec.replace(axis=native), shape=to_native(inputs.xs[0]).shape, dtype=inputs.dtype,
+                             gamma=gamma, beta=beta, use_defaults=use_defaults)
         for x, dy in zip(inputs.xs, inputs.dys, strict=True):
             step = session.train_step(to_native(x), to_native(dy))
         stats = session.running_stats()

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 from bnparity.reference.spec import BNSpec, MomentumWeighs, VarianceEstimator
 
-from .registry import FRAMEWORKS
+from .registry import descriptor, framework_names
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class Convention:
     """One framework's BatchNorm, as a user who changes nothing gets it.
 
     Attributes:
-        framework: "torch", "mxnet" or "jax".
+        framework: the framework's descriptor name.
         layer: the layer the adapter drives.
         momentum: the default momentum value.
         momentum_weighs: what momentum weighs: "new" (the batch statistic) or "old" (the running value).
@@ -70,11 +70,10 @@ class Convention:
 
 def convention(framework: str) -> Convention:
     """The record of one framework (imports only its data module, never the framework)."""
-    if framework not in FRAMEWORKS:
-        raise ValueError(f"unknown framework {framework!r}; expected one of {', '.join(FRAMEWORKS)}")
+    descriptor(framework)  # ValueError for an unknown framework
     return importlib.import_module(f"bnparity.frameworks.{framework}.convention").CONVENTION
 
 
 def all_conventions() -> tuple[Convention, ...]:
-    """The whole table, one row per framework, in FRAMEWORKS order."""
-    return tuple(convention(f) for f in FRAMEWORKS)
+    """The whole table, one row per framework, in the registry's order."""
+    return tuple(convention(f) for f in framework_names())

@@ -1,60 +1,139 @@
-"""Which frameworks exist, and loading their adapters lazily so a missing framework is only skipped."""
+"""Which frameworks exist (discovered from their descriptors), and loading their code lazily.
+
+A framework is a folder `frameworks/<name>/` with a `descriptor.py` (see descriptor.py). Discovery imports only
+the descriptors, never a framework, so every command can list, parse and report frameworks that are not
+installed; a missing framework is a skip with its one-line reason, an installed but broken one an error.
+"""
 
 from __future__ import annotations
 
+import functools
 import importlib
+import pkgutil
 from dataclasses import dataclass
+from types import ModuleType
 
-from .base import BatchNormAdapter
+from .base import LayerAdapter
+from .descriptor import Framework
 
-FRAMEWORKS = ("torch", "mxnet", "jax")
 IMPLS = ("builtin", "scratch")
-_MODULE_OF_IMPL = {"builtin": "bn", "scratch": "scratch"}
-_PIP_EXTRA = {"torch": "torch", "mxnet": "mxnet", "jax": "jax"}
-# The third-party packages each framework folder imports; a missing one means "not installed".
-_DISTRIBUTIONS = {"torch": ("torch",), "mxnet": ("mxnet",), "jax": ("jax", "jaxlib", "flax", "optax")}
+_PACKAGE = "bnparity.frameworks"
 
 
 @dataclass(frozen=True)
 class Unavailable:
-    """A framework that cannot be loaded here, with the one-line reason."""
+    """A framework that cannot be used here, with the one-line reason.
+
+    Attributes:
+        framework: its name.
+        reason: why, in one line (with the pip command when it is not installed).
+        installed: False when its packages are missing; True when they are there but fail to import
+            (a command asked to run it explicitly exits non-zero).
+    """
 
     framework: str
     reason: str
+    installed: bool = False
+
+
+@functools.cache
+def descriptors() -> tuple[Framework, ...]:
+    """Every framework folder's descriptor, in their declared order (cached: the folders do not change)."""
+    package = importlib.import_module(_PACKAGE)
+    found = []
+    for info in pkgutil.iter_modules(package.__path__):
+        if not info.ispkg:
+            continue
+        try:
+            module = importlib.import_module(f"{_PACKAGE}.{info.name}.descriptor")
+        except ModuleNotFoundError as e:
+            if e.name == f"{_PACKAGE}.{info.name}.descriptor":
+                continue  # a sub-package that is not a framework folder
+            raise
+        d: Framework = module.DESCRIPTOR
+        if d.name != info.name:
+            raise RuntimeError(f"frameworks/{info.name}/descriptor.py must name itself {info.name!r}. "
+                               f"Received: {d.name!r}")
+        found.append(d)
+    if sum(d.baseline for d in found) != 1:
+        raise RuntimeError("exactly one framework descriptor must set baseline=True. Received: "
+                           f"{[d.name for d in found if d.baseline]}")
+    return tuple(sorted(found, key=lambda d: (d.order, d.name)))
+
+
+def framework_names() -> tuple[str, ...]:
+    """The names of every framework, in order."""
+    return tuple(d.name for d in descriptors())
+
+
+def descriptor(name: str) -> Framework:
+    """The descriptor of framework `name`. Raises ValueError naming the known ones."""
+    for d in descriptors():
+        if d.name == name:
+            return d
+    raise ValueError(f"unknown framework {name!r}; expected one of {', '.join(framework_names())}")
+
+
+def baseline() -> Framework:
+    """The framework whose defaults are the canonical convention (the one the others are compared with)."""
+    return next(d for d in descriptors() if d.baseline)
+
+
+def display_name(name: str) -> str:
+    """The reader's name of a framework; a name no folder declares (an old record's) is shown as it is."""
+    return next((d.display_name for d in descriptors() if d.name == name), name)
+
+
+def sort_key(name: str) -> tuple[int, str]:
+    """Order frameworks as their descriptors do; unknown names last, alphabetically."""
+    rank = {d.name: i for i, d in enumerate(descriptors())}
+    return rank.get(name, len(rank)), name
 
 
 def parse_frameworks(text: str | None) -> tuple[str, ...]:
-    """'torch,jax' -> ('torch', 'jax'); None or 'all' -> every framework. Raises ValueError if unknown."""
-    if text is None or text.strip() in ("", "all"):
-        return FRAMEWORKS
-    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
-    unknown = [n for n in names if n not in FRAMEWORKS]
+    """'torch,jax' -> ('torch', 'jax'); None or 'all' -> every framework.
+
+    Raises:
+        ValueError: an empty list or item ('' or 'torch,,jax'), or an unknown name; the message says what was
+            received and what is expected.
+    """
+    known = framework_names()
+    if text is None or text.strip() == "all":
+        return known
+    expected = f"expected 'all' or a comma-separated list of {', '.join(known)}"
+    names = [n.strip() for n in text.split(",")]
+    if not text.strip() or any(not n for n in names):
+        raise ValueError(f"--frameworks has an empty name; {expected}. Received: {text!r}")
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise ValueError(f"unknown framework {', '.join(unknown)}; expected some of {', '.join(FRAMEWORKS)}")
-    return names
+        raise ValueError(f"unknown framework {', '.join(unknown)}; {expected}. Received: {text!r}")
+    return tuple(dict.fromkeys(names))
 
 
-def framework_module(framework: str, name: str):
-    """Import bnparity.frameworks.<framework>.<name>. Raises Unavailable-style ImportError if missing."""
-    if framework not in FRAMEWORKS:
-        raise ValueError(f"unknown framework {framework!r}; expected one of {', '.join(FRAMEWORKS)}")
-    return importlib.import_module(f"bnparity.frameworks.{framework}.{name}")
+def framework_module(framework: str, name: str) -> ModuleType:
+    """Import bnparity.frameworks.<framework>.<name> (ImportError when the framework is missing)."""
+    descriptor(framework)  # ValueError for an unknown framework
+    return importlib.import_module(f"{_PACKAGE}.{framework}.{name}")
 
 
 def import_failure(framework: str, error: BaseException) -> Unavailable:
     """Why `framework` cannot be used: not installed (with the pip command), or installed but broken."""
+    d = descriptor(framework)
     missing = getattr(error, "name", None) or ""
-    if isinstance(error, ImportError) and missing.split(".")[0] in _DISTRIBUTIONS[framework]:
+    if isinstance(error, ImportError) and missing.split(".")[0] in d.distributions:
         return Unavailable(framework, f"{framework} is not installed ({missing} cannot be imported); "
-                                      f"pip install 'bnparity[{_PIP_EXTRA[framework]}]'")
+                                      f"{d.install_hint}")
     first_line = f"{type(error).__name__}: {error}".splitlines()[0]
-    return Unavailable(framework, f"{framework} failed to import: {first_line}")
+    return Unavailable(framework, f"{framework} failed to import: {first_line}", installed=True)
 
 
-def load_adapter(framework: str, impl: str) -> BatchNormAdapter | Unavailable:
-    """The adapter of `framework` for `impl` ('builtin' or 'scratch'), or why it is unavailable."""
+def load_adapter(framework: str, impl: str, normalization: str = "batchnorm") -> LayerAdapter | Unavailable:
+    """The adapter of `framework`'s `impl` of `normalization`, or why it is unavailable here."""
+    layer = descriptor(framework).layer(normalization, impl)
+    if layer is None:
+        return Unavailable(framework, f"{framework} has no {impl} {normalization}", installed=True)
     try:
-        module = framework_module(framework, _MODULE_OF_IMPL[impl])
+        module = framework_module(framework, layer.module)
     except Exception as e:  # a framework that is missing, or installed but broken, is reported, not raised
         return import_failure(framework, e)
-    return module.ADAPTER()
+    return getattr(module, layer.cls)()

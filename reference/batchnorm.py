@@ -9,33 +9,21 @@ Notation of the paper, per channel c over the m = N·(spatial size) values of a 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from .layout import channel_axis, per_channel
+from .normalization import Normalization
 from .spec import BNSpec
-
-
-def channel_axis(ndim: int, axis: int) -> int:
-    """The channel axis as a non-negative index. Raises ValueError for ranks outside 2-5."""
-    if not 2 <= ndim <= 5:
-        raise ValueError(f"expected a 2-D to 5-D input. Received: x.ndim={ndim}")
-    if not -ndim <= axis < ndim:
-        raise ValueError(f"axis {axis} is out of range for a {ndim}-D input")
-    return axis % ndim
+from .steps import LayerInputs, LayerOutputs
 
 
 def reduce_axes(ndim: int, axis: int) -> tuple[int, ...]:
     """Every axis but the channel axis: the axes a batch statistic averages over."""
     c = channel_axis(ndim, axis)
     return tuple(a for a in range(ndim) if a != c)
-
-
-def per_channel(v: np.ndarray, ndim: int, axis: int) -> np.ndarray:
-    """Reshape a (C,) vector so that it broadcasts along `axis` of an ndim-D input."""
-    shape = [1] * ndim
-    shape[channel_axis(ndim, axis)] = -1
-    return np.asarray(v, dtype=np.float64).reshape(shape)
 
 
 def batch_stats(x: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
@@ -123,3 +111,79 @@ def variance_for_running(var: np.ndarray, m: int, spec: BNSpec) -> np.ndarray:
     if m < 2:
         return np.full_like(var, np.nan)  # m/(m−1) is undefined for a single value
     return var * m / (m - 1)
+
+
+def running_var_as_unbiased(stored: np.ndarray, initial: np.ndarray, m: int, spec: BNSpec) -> np.ndarray:
+    """A biased running variance after ONE update, as the unbiased estimator would have stored it.
+
+    After one step r = (1 − w)·r₀ + w·σ²_B; the unbiased estimator stores (1 − w)·r₀ + w·σ²_B·m/(m−1), so
+    r' = (1 − w)·r₀ + (r − (1 − w)·r₀)·m/(m−1), w the new batch's weight, m the values per channel.
+    """
+    kept = (1.0 - spec.new_weight) * np.asarray(initial, dtype=np.float64)  # (1 − w)·r₀
+    return kept + (np.asarray(stored, dtype=np.float64) - kept) * m / (m - 1)
+
+
+def run(spec: BNSpec, inputs: LayerInputs) -> LayerOutputs:
+    """The layer protocol in float64: `inputs.steps` training steps, then one eval pass."""
+    gamma, beta = inputs.affine_params(spec)
+    channels = gamma.shape[0]
+    running_mean = np.full(channels, spec.init_running_mean, dtype=np.float64)
+    running_var = np.full(channels, spec.init_running_var, dtype=np.float64)
+    for x, dy in zip(inputs.xs, inputs.dys, strict=True):
+        y, cache = forward_train(x, gamma, beta, eps=spec.eps, axis=spec.axis)
+        dx, dgamma, dbeta = backward(dy, cache, gamma)
+        m = count_per_channel(x.shape, spec.axis)
+        running_mean = running_update(running_mean, cache.mu, spec)
+        running_var = running_update(running_var, variance_for_running(cache.var, m, spec), spec)
+    if spec.track_running_stats:
+        y_eval = forward_eval(inputs.x_eval, gamma, beta, running_mean, running_var, eps=spec.eps, axis=spec.axis)
+    else:
+        # Without running statistics, eval mode normalizes with the eval batch's own statistics.
+        y_eval, _ = forward_train(inputs.x_eval, gamma, beta, eps=spec.eps, axis=spec.axis)
+    return LayerOutputs(
+        y=y, dx=dx,
+        dgamma=dgamma if spec.affine else None,
+        dbeta=dbeta if spec.affine else None,
+        running_mean=running_mean if spec.track_running_stats else None,
+        running_var=running_var if spec.track_running_stats else None,
+        y_eval=y_eval,
+    )
+
+
+def condition_factor(spec: BNSpec, xs: Sequence[np.ndarray]) -> float:
+    """κ = 1 + max over inputs and channels of |μ_B| / √(σ²_B + ε).
+
+    A float μ_B is only known to u·|μ_B|, which perturbs x̂ by u·|μ_B|/σ: κ measures how far the data sits from
+    zero relative to its spread (see suites/parity/tolerance.py).
+    """
+    worst = 0.0
+    for x in xs:
+        mu, var = batch_stats(x, spec.axis)
+        worst = max(worst, float(np.max(np.abs(mu) / np.sqrt(var + spec.eps))))
+    return 1.0 + worst
+
+
+def error_scales(spec: BNSpec, inputs: LayerInputs) -> dict[str, float]:
+    """The magnitudes the errors of the last training step's sums are judged against.
+
+    dβ = Σ dy and dγ = Σ dy·x̂ are sums over m values: a sum's rounding error is bounded by u times the sum of
+    its terms' magnitudes, Σ|dy| and Σ|dy·x̂|, not by its (possibly cancelled) value. dx = γ/√(σ²_B + ε)·(dy −
+    mean(dy) − x̂·mean(dy·x̂)) is judged against the magnitude of its terms, so that a result that cancels to
+    near zero (dx of a batch of 2 is ≈ 0) is not judged by its small value.
+    """
+    gamma, beta = inputs.affine_params(spec)
+    _, cache = forward_train(inputs.xs[-1], gamma, beta, eps=spec.eps, axis=spec.axis)
+    dy = np.asarray(inputs.dys[-1], dtype=np.float64)
+    ndim, axes = dy.ndim, reduce_axes(dy.ndim, spec.axis)
+    dx_terms = per_channel(np.abs(gamma) * cache.inv_std, ndim, spec.axis) * (  # |γ|/√(σ²_B + ε) ·
+        np.abs(dy) + np.abs(dy.mean(axis=axes, keepdims=True))  # (|dy| + |mean(dy)|
+        + np.abs(cache.x_hat) * np.abs((dy * cache.x_hat).mean(axis=axes, keepdims=True)))  # + |x̂|·|mean(dy·x̂)|)
+    return {
+        "dbeta": float(np.max(np.abs(dy).sum(axis=axes))),  # max over channels of Σ|dy|
+        "dgamma": float(np.max(np.abs(dy * cache.x_hat).sum(axis=axes))),  # max over channels of Σ|dy·x̂|
+        "dx": float(np.max(dx_terms)),
+    }
+
+
+NORMALIZATION = Normalization(name="batchnorm", title="BatchNorm", spec_type=BNSpec, run=run,
+                              condition_factor=condition_factor, error_scales=error_scales)

@@ -1,7 +1,8 @@
 """The layer protocol every implementation runs: k training steps, then one eval pass.
 
-`LayerInputs` goes in, `LayerOutputs` comes out, as NumPy arrays. The reference runs it here in float64;
-each framework adapter runs the same protocol on its own BatchNorm layer (see bnparity.frameworks.base).
+`LayerInputs` goes in, `LayerOutputs` comes out, as NumPy arrays, whatever the normalization. The reference runs
+it in float64 (each normalization's module, see normalization.py); each framework adapter runs the same protocol
+on its own layer (see bnparity.frameworks.base).
 """
 
 from __future__ import annotations
@@ -10,8 +11,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from . import batchnorm as bn
-from .spec import BNSpec
+from .spec import LayerSpec
 
 QUANTITIES = ("y", "dx", "dgamma", "dbeta", "running_mean", "running_var", "y_eval")
 
@@ -42,6 +42,8 @@ class LayerInputs:
         for a in (*self.xs, *self.dys):
             if a.shape != shape:
                 raise ValueError(f"every x and dy must have shape {shape}. Received: {a.shape}")
+        if any(n == 0 for n in shape):
+            raise ValueError(f"expected a non-empty input. Received: x.shape={shape}")
 
     @property
     def steps(self) -> int:
@@ -51,7 +53,7 @@ class LayerInputs:
     def dtype(self) -> np.dtype:
         return self.xs[0].dtype
 
-    def affine_params(self, spec: BNSpec) -> tuple[np.ndarray, np.ndarray]:
+    def affine_params(self, spec: LayerSpec) -> tuple[np.ndarray, np.ndarray]:
         """(γ, β) as the layer uses them: the given ones, or (1, 0) when the spec is not affine."""
         if spec.affine:
             return self.gamma, self.beta
@@ -76,31 +78,3 @@ class LayerOutputs:
 
     def as_dict(self) -> dict[str, np.ndarray | None]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
-
-
-def run_reference(spec: BNSpec, inputs: LayerInputs) -> LayerOutputs:
-    """The ground truth for one case: the protocol above, in float64."""
-    gamma, beta = inputs.affine_params(spec)
-    channels = gamma.shape[0]
-    running_mean = np.full(channels, spec.init_running_mean, dtype=np.float64)
-    running_var = np.full(channels, spec.init_running_var, dtype=np.float64)
-    for x, dy in zip(inputs.xs, inputs.dys, strict=True):
-        y, cache = bn.forward_train(x, gamma, beta, eps=spec.eps, axis=spec.axis)
-        dx, dgamma, dbeta = bn.backward(dy, cache, gamma)
-        m = bn.count_per_channel(x.shape, spec.axis)
-        running_mean = bn.running_update(running_mean, cache.mu, spec)
-        running_var = bn.running_update(running_var, bn.variance_for_running(cache.var, m, spec), spec)
-    if spec.track_running_stats:
-        y_eval = bn.forward_eval(inputs.x_eval, gamma, beta, running_mean, running_var,
-                                 eps=spec.eps, axis=spec.axis)
-    else:
-        # Without running statistics, eval mode normalizes with the eval batch's own statistics.
-        y_eval, _ = bn.forward_train(inputs.x_eval, gamma, beta, eps=spec.eps, axis=spec.axis)
-    return LayerOutputs(
-        y=y, dx=dx,
-        dgamma=dgamma if spec.affine else None,
-        dbeta=dbeta if spec.affine else None,
-        running_mean=running_mean if spec.track_running_stats else None,
-        running_var=running_var if spec.track_running_stats else None,
-        y_eval=y_eval,
-    )

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from bnparity.reference.normalization import run_reference
 from bnparity.reference.spec import BNSpec
-from bnparity.reference.steps import LayerInputs, run_reference
+from bnparity.reference.steps import LayerInputs
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,13 +9,17 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-_PACKAGES = ("bnparity", "numpy", "torch", "mxnet", "jax", "jaxlib", "flax", "optax", "matplotlib")
+_PACKAGES = ("bnparity", "numpy", "matplotlib")
 
 
 def package_versions() -> dict[str, str | None]:
-    """Installed versions, read from package metadata (nothing is imported)."""
+    """Installed versions of bnparity, numpy, matplotlib and every framework's distributions, read from package
+    metadata (nothing is imported)."""
+    from bnparity.frameworks.registry import descriptors
+
+    names = [*_PACKAGES, *(dist for d in descriptors() for dist in d.distributions)]
     versions: dict[str, str | None] = {}
-    for name in _PACKAGES:
+    for name in dict.fromkeys(names):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from conftest import framework_installed, write_fake_fashion_mnist
 
-from bnparity.frameworks.registry import FRAMEWORKS
+from bnparity.frameworks.registry import framework_names
 from bnparity.frameworks.training import StepStats, Trainer
 from bnparity.suites.cli import main
 from bnparity.suites.convergence import conclusions as concl
@@ -32,7 +32,7 @@ def _trainable(framework: str) -> bool:
     return framework_installed(framework) and importlib.util.find_spec(f"bnparity.frameworks.{framework}.train")
 
 
-TRAINABLE = [f for f in FRAMEWORKS if _trainable(f)]
+TRAINABLE = [f for f in framework_names() if _trainable(f)]
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,9 @@ from conftest import require
 from bnparity.frameworks.base import Unsupported
 from bnparity.frameworks.conventions import convention
 from bnparity.frameworks.registry import load_adapter
+from bnparity.reference.normalization import run_reference
 from bnparity.reference.spec import BNSpec
-from bnparity.reference.steps import LayerInputs, LayerOutputs, run_reference
+from bnparity.reference.steps import LayerInputs, LayerOutputs
 
 # Allowed max |error| / max(1, max |reference|) per dtype. float64: far above the ~1e-15 measured, far below
 # any float32 leak (~1e-8); float32: ~100 ulps (measured ~2e-7); reduced precision: a few units of the dtype's
@@ -27,7 +28,9 @@ CASES = {"affine-ch1": dict(axis=1), "affine-chlast": dict(axis=-1), "no-affine"
 def jax_modules():
     """(bn, scratch, convert) of bnparity.frameworks.jax; skips the module's tests when flax is not installed."""
     require("jax")
-    from bnparity.frameworks.jax import bn, convert, scratch
+    from bnparity.frameworks.jax import batchnorm as bn
+    from bnparity.frameworks.jax import convert
+    scratch = bn
 
     return bn, scratch, convert
 
@@ -36,7 +39,7 @@ def jax_modules():
 def adapters(jax_modules):
     """One adapter per implementation, shared by the grid so that its jitted steps are reused."""
     bn, scratch, _ = jax_modules
-    return {"linen": bn.FlaxBatchNorm(), "nnx": bn.FlaxBatchNorm(api="nnx"), "scratch": scratch.JaxScratchBatchNorm()}
+    return {"linen": bn.BuiltinBatchNorm(), "nnx": bn.BuiltinBatchNorm(api="nnx"), "scratch": bn.ScratchBatchNorm()}
 
 
 def make_inputs(*, rank: int, axis: int, dtype, steps: int = 3, seed: int = 0, loc: float = 1.5) -> LayerInputs:
@@ -156,7 +159,7 @@ def test_layout_conversion_nhwc_equals_nchw_transposed(adapters):
 @pytest.mark.parametrize("impl", IMPLS)
 def test_compiles_once_per_shape_dtype_and_config(jax_modules, impl):
     bn, scratch, _ = jax_modules
-    adapter = scratch.JaxScratchBatchNorm() if impl == "scratch" else bn.FlaxBatchNorm(api=impl)
+    adapter = bn.ScratchBatchNorm() if impl == "scratch" else bn.BuiltinBatchNorm(api=impl)
     inputs = make_inputs(rank=4, axis=1, dtype="float32", steps=3)
     spec = adapter.realize(SPEC, inputs.dtype)
     adapter.run(inputs, spec=spec)
@@ -186,8 +189,8 @@ def test_float64_enables_x64_only_inside_the_session(jax_modules, adapters):
 def test_registry_loads_the_jax_adapters(jax_modules):
     bn, scratch, _ = jax_modules
     builtin, from_scratch = load_adapter("jax", "builtin"), load_adapter("jax", "scratch")
-    assert isinstance(builtin, bn.FlaxBatchNorm) and builtin.api == "linen"
-    assert isinstance(from_scratch, scratch.JaxScratchBatchNorm)
+    assert isinstance(builtin, bn.BuiltinBatchNorm) and builtin.api == "linen"
+    assert isinstance(from_scratch, bn.ScratchBatchNorm)
     assert {(a.framework, a.impl) for a in (builtin, from_scratch)} == {("jax", "builtin"), ("jax", "scratch")}
     assert convention("jax").framework == "jax"
 
@@ -209,6 +212,6 @@ def test_unsupported_dtype(adapters, impl):
 def test_unknown_api_and_unrealized_spec_are_refused(jax_modules, adapters):
     bn, _, _ = jax_modules
     with pytest.raises(ValueError, match="api must be one of linen, nnx. Received: 'haiku'"):
-        bn.FlaxBatchNorm(api="haiku")
+        bn.BuiltinBatchNorm(api="haiku")
     with pytest.raises(Unsupported, match="always stores the biased running variance"):
         adapters["linen"].run(make_inputs(rank=2, axis=1, dtype="float32"), spec=SPEC)  # not realized

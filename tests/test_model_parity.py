@@ -73,10 +73,14 @@ def test_bad_arguments_exit_2(capsys) -> None:
 
 def test_running_var_conversion_closed_form() -> None:
     # r0 = 1, w = 0.1, σ²_B = 2, m = 5: biased 0.9 + 0.2 = 1.1; unbiased 0.9 + 0.2·5/4 = 1.15
-    got = harness._to_torch_running_var(np.array([1.1]), np.array([1.0]), 5, 0.1, biased=True)
+    from bnparity.reference.batchnorm import running_var_as_unbiased
+    from bnparity.reference.spec import BNSpec
+
+    got = running_var_as_unbiased(np.array([1.1]), np.array([1.0]), 5, BNSpec(momentum=0.1))
     np.testing.assert_allclose(got, [1.15], rtol=1e-15)
-    np.testing.assert_array_equal(harness._to_torch_running_var(np.array([1.15]), np.array([1.0]), 5, 0.1,
-                                                                biased=False), [1.15])
+    # the same weight of the new batch in the other momentum convention gives the same conversion
+    np.testing.assert_allclose(running_var_as_unbiased(np.array([1.1]), np.array([1.0]), 5,
+                                                       BNSpec(momentum=0.9, momentum_weighs="old")), [1.15], rtol=1e-15)
 
 
 def test_jax_compiles_the_training_step_once_per_shape() -> None:

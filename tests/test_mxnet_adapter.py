@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from bnparity.frameworks.base import Unsupported
+from bnparity.reference.normalization import run_reference
 from bnparity.reference.spec import BNSpec
-from bnparity.reference.steps import LayerInputs, LayerOutputs, run_reference
+from bnparity.reference.steps import LayerInputs, LayerOutputs
 from tests.conftest import require
 
 # Allowed max |error| / max(1, max |reference|) per dtype. float64: a few ulps of every formula, far above
@@ -28,11 +29,11 @@ REPO = Path(__file__).resolve().parents[1]
 def mxnet_adapters():
     """impl name -> a fresh adapter factory; skips the module's tests when mxnet is not installed."""
     require("mxnet")
-    from bnparity.frameworks.mxnet import bn, scratch
+    from bnparity.frameworks.mxnet import batchnorm as bn
 
-    return {"builtin-hybridized": lambda: bn.GluonBatchNorm(hybridize=True),
-            "builtin-imperative": lambda: bn.GluonBatchNorm(hybridize=False),
-            "scratch": scratch.MXNetScratchBatchNorm}
+    return {"builtin-hybridized": lambda: bn.BuiltinBatchNorm(hybridize=True),
+            "builtin-imperative": lambda: bn.BuiltinBatchNorm(hybridize=False),
+            "scratch": bn.ScratchBatchNorm}
 
 
 def make_inputs(*, rank: int, axis: int, dtype, steps: int = 3, seed: int = 0) -> LayerInputs:
@@ -157,7 +158,7 @@ def test_builtin_without_running_stats_is_unsupported(mxnet_adapters):
     with pytest.raises(Unsupported, match=r"^mxnet: gluon.nn.BatchNorm has no track_running_stats=False"):
         adapter.realize(spec, np.dtype("float32"))
     with pytest.raises(Unsupported, match=r"^mxnet: .*track_running_stats=False"):
-        adapter.build(spec, ndim=2, channels=3, dtype=np.dtype("float32"), gamma=np.ones(3), beta=np.zeros(3),
+        adapter.build(spec, shape=(2, 3), dtype=np.dtype("float32"), gamma=np.ones(3), beta=np.zeros(3),
                       use_defaults=False)
 
 
@@ -171,7 +172,7 @@ def test_non_float_dtype_is_unsupported(mxnet_adapters, impl, dtype):
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_reduced_precision_keeps_parameters_in_float32(mxnet_adapters, dtype):
     np_dtype = np.dtype(pytest.importorskip("ml_dtypes").bfloat16 if dtype == "bfloat16" else dtype)
-    session = mxnet_adapters["builtin-imperative"]().build(SPEC, ndim=4, channels=8, dtype=np_dtype,
+    session = mxnet_adapters["builtin-imperative"]().build(SPEC, shape=(2, 8, 3, 3), dtype=np_dtype,
                                                            gamma=np.ones(8), beta=np.zeros(8), use_defaults=False)
     for param in (session.block.gamma, session.block.beta, session.block.running_mean, session.block.running_var):
         assert np.dtype(param.data().dtype) == np.float32, param.name
@@ -181,20 +182,19 @@ def test_reduced_precision_keeps_parameters_in_float32(mxnet_adapters, dtype):
 
 @pytest.mark.parametrize(("impl", "hybridized"), [("builtin-hybridized", True), ("builtin-imperative", False)])
 def test_hybridize_flag_reaches_the_block(mxnet_adapters, impl, hybridized):
-    session = mxnet_adapters[impl]().build(SPEC, ndim=2, channels=3, dtype=np.dtype("float64"), gamma=np.ones(3),
+    session = mxnet_adapters[impl]().build(SPEC, shape=(2, 3), dtype=np.dtype("float64"), gamma=np.ones(3),
                                            beta=np.zeros(3), use_defaults=False)
     assert session.block._active is hybridized
 
 
 def test_registry_loads_the_hybridized_builtin_and_the_scratch(mxnet_adapters):
-    from bnparity.frameworks.mxnet.bn import GluonBatchNorm
-    from bnparity.frameworks.mxnet.scratch import MXNetScratchBatchNorm
+    from bnparity.frameworks.mxnet.batchnorm import BuiltinBatchNorm, ScratchBatchNorm
     from bnparity.frameworks.registry import load_adapter
 
     builtin = load_adapter("mxnet", "builtin")
-    assert isinstance(builtin, GluonBatchNorm) and builtin.hybridize is True
+    assert isinstance(builtin, BuiltinBatchNorm) and builtin.hybridize is True
     assert (builtin.framework, builtin.impl, builtin.native_axis) == ("mxnet", "builtin", 1)
-    assert isinstance(load_adapter("mxnet", "scratch"), MXNetScratchBatchNorm)
+    assert isinstance(load_adapter("mxnet", "scratch"), ScratchBatchNorm)
     inputs = make_inputs(rank=2, axis=1, dtype="float64", seed=11)
     out, ref = run_case(builtin, inputs, SPEC)
     assert_parity(out, ref, rtol=RTOL["float64"])

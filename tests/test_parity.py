@@ -9,12 +9,13 @@ import pytest
 from conftest import require
 
 from bnparity.frameworks import registry
+from bnparity.reference.batchnorm import condition_factor
 from bnparity.reference.spec import BNSpec
 from bnparity.suites.cli import main
 from bnparity.suites.parity import harness
 from bnparity.suites.parity.cases import hard_cases, make_inputs, standard_cases
 from bnparity.suites.parity.compare import compare, describe_record
-from bnparity.suites.parity.tolerance import C_ACC, C_COND, Tolerance, condition_factor, tolerance
+from bnparity.suites.parity.tolerance import C_ACC, C_COND, Tolerance, tolerance
 
 
 def test_tolerance_model_closed_form():
@@ -28,7 +29,7 @@ def test_tolerance_model_closed_form():
 
 def test_condition_factor_grows_with_mean_over_spread():
     x = np.array([[1e4 - 1.0], [1e4 + 1.0]])  # μ = 1e4, σ = 1
-    assert condition_factor([x], axis=1, eps=1e-5) == pytest.approx(1.0 + 1e4 / np.sqrt(1.0 + 1e-5))
+    assert condition_factor(BNSpec(axis=1, eps=1e-5), [x]) == pytest.approx(1.0 + 1e4 / np.sqrt(1.0 + 1e-5))
 
 
 def test_compare_reports_count_worst_index_and_allowed():
@@ -91,9 +92,9 @@ class _Perturbed:
     """A torch adapter whose y is off by 1e-3: the harness must catch it and say where."""
 
     def __init__(self):
-        from bnparity.frameworks.torch.bn import TorchBatchNorm
+        from bnparity.frameworks.torch.batchnorm import BuiltinBatchNorm
 
-        self.inner = TorchBatchNorm()
+        self.inner = BuiltinBatchNorm()
         self.framework, self.impl = "torch", "builtin"
 
     def realize(self, spec, dtype):
@@ -186,7 +187,7 @@ def test_spec_from_case_is_canonical_torch_semantics():
 def _installed():
     from conftest import framework_installed
 
-    names = [f for f in registry.FRAMEWORKS if framework_installed(f)]
+    names = [f for f in registry.framework_names() if framework_installed(f)]
     if len(names) < 2:
         pytest.skip("needs at least two frameworks installed")
     return names

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from bnparity.reference import batchnorm as bn
+from bnparity.reference.normalization import run_reference
 from bnparity.reference.spec import BNSpec
-from bnparity.reference.steps import LayerInputs, run_reference
+from bnparity.reference.steps import LayerInputs
 
 SHAPES = [((6, 3), 1), ((4, 3, 5), 1), ((3, 2, 4, 4), 1), ((3, 4, 4, 2), -1), ((2, 5, 3, 2), 2)]
 

@@ -8,8 +8,9 @@ from conftest import require
 
 from bnparity.frameworks.conventions import convention
 from bnparity.frameworks.registry import load_adapter
+from bnparity.reference.normalization import run_reference
 from bnparity.reference.spec import BNSpec
-from bnparity.reference.steps import LayerInputs, run_reference
+from bnparity.reference.steps import LayerInputs
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

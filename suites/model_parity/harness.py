@@ -33,9 +33,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from bnparity.frameworks.conventions import convention
-from bnparity.frameworks.registry import FRAMEWORKS, Unavailable
+from bnparity.frameworks.registry import Unavailable, baseline, sort_key
 from bnparity.frameworks.training import Gradients, SGDConfig, Trainer, load_trainer
 from bnparity.reference import alexnet_numpy as anp
+from bnparity.reference import batchnorm as bn
 from bnparity.reference.alexnet import (
     AlexNetSpec,
     MaxPool,
@@ -200,14 +201,6 @@ def against_reference(cfg: ParityConfig, spec: AlexNetSpec, params: dict[str, np
               note="reference evaluated with the framework's own parameters and running statistics after step 2")
 
 
-def _to_torch_running_var(value: np.ndarray, r0: np.ndarray, m: int, w: float, *, biased: bool) -> np.ndarray:
-    """A running variance after one step, moved to PyTorch's unbiased estimator (identity if already so)."""
-    if not biased:
-        return np.asarray(value, dtype=np.float64)
-    kept = (1.0 - w) * np.asarray(r0, dtype=np.float64)
-    return kept + (np.asarray(value, dtype=np.float64) - kept) * m / (m - 1)
-
-
 def against_anchor(cfg: ParityConfig, spec: AlexNetSpec, params: dict[str, np.ndarray], ref: anp.ForwardResult,
                    run: FrameworkRun, anchor: FrameworkRun) -> Iterator[Record]:
     """Every quantity of `run` against the same quantity of `anchor` (PyTorch when it is installed)."""
@@ -233,15 +226,14 @@ def against_anchor(cfg: ParityConfig, spec: AlexNetSpec, params: dict[str, np.nd
         key = momentum_key(name)
         yield rec(cfg, spec, fw, against, "momentum", name, run.states[2][key], anchor.states[2][key],
                   _group_scale(trainable, lambda n: anchor.states[2][momentum_key(n)], name))
-    w = spec.bn.new_weight
     for name in running_names(spec):
         got, want = run.states[1][name], anchor.states[1][name]
         if name.endswith("running_var"):
             m = ref.batch_stats[layer_of(name)].count
             biased_fw = convention(fw).running_var == "biased"
             biased_anchor = convention(against).running_var == "biased"
-            conv_got = _to_torch_running_var(got, params[name], m, w, biased=biased_fw)
-            conv_want = _to_torch_running_var(want, params[name], m, w, biased=biased_anchor)
+            conv_got = bn.running_var_as_unbiased(got, params[name], m, spec.bn) if biased_fw else got
+            conv_want = bn.running_var_as_unbiased(want, params[name], m, spec.bn) if biased_anchor else want
             yield rec(cfg, spec, fw, against, "running_stats", name, conv_got, conv_want, magnitude(conv_want),
                       converted=(biased_fw != biased_anchor), m=m)
             yield rec(cfg, spec, fw, against, "running_var_raw", name, got, want, magnitude(want), m=m,
@@ -280,7 +272,8 @@ def run_model_parity(*, configs: Iterable[ParityConfig], frameworks: Iterable[st
     """Run every config on every framework; a framework that is not installed yields "skipped" records."""
     trainers: dict[str, type[Trainer]] = {}
     unavailable: dict[str, str] = {}
-    for fw in sorted(frameworks, key=FRAMEWORKS.index):  # PyTorch first: it is the anchor when it runs
+    anchor_name = baseline().name
+    for fw in sorted(frameworks, key=lambda f: (f != anchor_name, sort_key(f))):  # the baseline first: the anchor
         try:
             loaded = load_trainer(fw)
         except Exception as e:  # installed but broken: reported like a missing framework, not raised

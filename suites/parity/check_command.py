@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from bnparity.frameworks.registry import IMPLS, parse_frameworks
-from bnparity.reference.batchnorm import channel_axis
+from bnparity.reference.layout import channel_axis
 from bnparity.reference.steps import LayerInputs
 from bnparity.suites.environment import environment
 from bnparity.suites.errors import UserError

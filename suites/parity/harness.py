@@ -6,8 +6,8 @@ Modes:
   with the reference run with exactly the spec it computes.
 - "defaults": each framework's own layer is built with its own defaults and compared twice: with the
   reference in that framework's documented convention (reference "own-convention": proves the
-  conventions registry, gated) and with the reference in PyTorch's convention (reference
-  "torch-convention": the difference a porter sees; a finding, never a gate).
+  conventions registry, gated) and with the reference in the baseline framework's convention (PyTorch's; reference
+  "<baseline>-convention": the difference a porter sees; a finding, never a gate).
 """
 
 from __future__ import annotations
@@ -15,18 +15,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import fields
 
-import numpy as np
-
-from bnparity.frameworks.base import BatchNormAdapter, Unsupported
+from bnparity.frameworks.base import LayerAdapter, Unsupported
 from bnparity.frameworks.conventions import convention
-from bnparity.frameworks.registry import IMPLS, Unavailable, load_adapter
-from bnparity.reference import batchnorm as bn
-from bnparity.reference.spec import BNSpec
-from bnparity.reference.steps import QUANTITIES, LayerInputs, LayerOutputs, run_reference
+from bnparity.frameworks.registry import IMPLS, Unavailable, baseline, load_adapter
+from bnparity.reference.normalization import of_spec, run_reference
+from bnparity.reference.spec import LayerSpec
+from bnparity.reference.steps import QUANTITIES, LayerInputs, LayerOutputs
 
 from .cases import ParityCase, make_inputs
 from .compare import compare
-from .tolerance import condition_factor, scale_of, tolerance
+from .tolerance import scale_of, tolerance
 
 MODES = ("matched", "defaults")
 Record = dict[str, object]
@@ -37,8 +35,8 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
 
 
-def _spec_changes(asked: BNSpec, got: BNSpec) -> list[str]:
-    return [f"{f.name}={getattr(got, f.name)!r}" for f in fields(BNSpec)
+def _spec_changes(asked: LayerSpec, got: LayerSpec) -> list[str]:
+    return [f"{f.name}={getattr(got, f.name)!r}" for f in fields(got)
             if getattr(asked, f.name) != getattr(got, f.name)]
 
 
@@ -47,29 +45,22 @@ class _References:
 
     def __init__(self, inputs: LayerInputs) -> None:
         self.inputs = inputs
-        self._cache: dict[BNSpec, LayerOutputs] = {}
+        self._cache: dict[LayerSpec, LayerOutputs] = {}
 
-    def __call__(self, spec: BNSpec) -> LayerOutputs:
+    def __call__(self, spec: LayerSpec) -> LayerOutputs:
         if spec not in self._cache:
             self._cache[spec] = run_reference(spec, self.inputs)
         return self._cache[spec]
 
 
-def _compare_all(case: ParityCase, inputs: LayerInputs, spec: BNSpec, got: LayerOutputs,
+def _compare_all(case: ParityCase, inputs: LayerInputs, spec: LayerSpec, got: LayerOutputs,
                  ref: LayerOutputs, kappa: float) -> Iterator[Record]:
     """One record per quantity present on either side."""
-    gamma, beta = inputs.affine_params(spec)
-    _, cache = bn.forward_train(inputs.xs[-1], gamma, beta, eps=spec.eps, axis=spec.axis)
-    dy = np.asarray(inputs.dys[-1], dtype=np.float64)
-    ndim, axes = dy.ndim, bn.reduce_axes(dy.ndim, spec.axis)
-    dx_terms = bn.per_channel(np.abs(gamma) * cache.inv_std, ndim, spec.axis) * (
-        np.abs(dy) + np.abs(dy.mean(axis=axes, keepdims=True))
-        + np.abs(cache.x_hat) * np.abs((dy * cache.x_hat).mean(axis=axes, keepdims=True)))
-    terms = {"dgamma": dy * cache.x_hat, "dbeta": dy, "dx": dx_terms}
+    scales = of_spec(spec).error_scales(spec, inputs)
     got_d, ref_d = got.as_dict(), ref.as_dict()
     for quantity in QUANTITIES:
         r = ref_d[quantity]
-        scale = 0.0 if r is None else scale_of(quantity, r, terms=terms.get(quantity), axis=spec.axis)
+        scale = scale_of(quantity, r, scales) if r is not None else 0.0
         result = compare(quantity, got_d[quantity], r, tolerance(case.dtype, kappa, scale))
         if result is not None:
             yield {"quantity": quantity, "status": "ok", **result.to_record()}
@@ -82,13 +73,13 @@ def _base(case: ParityCase, framework: str, impl: str, mode: str, reference: str
             "steps": case.steps, "kappa": kappa, "note": case.note}
 
 
-def _convention_spec(framework: str, case: ParityCase) -> BNSpec:
+def _convention_spec(framework: str, case: ParityCase) -> LayerSpec:
     """The reference spec of `framework`'s documented defaults, with the case's layout and switches."""
     return convention(framework).spec(axis=case.axis).replace(
         affine=case.affine, track_running_stats=case.track_running_stats)
 
 
-def _run_one(adapter: BatchNormAdapter, case: ParityCase, inputs: LayerInputs, refs: _References,
+def _run_one(adapter: LayerAdapter, case: ParityCase, inputs: LayerInputs, refs: _References,
              mode: str, kappa: float) -> Iterator[Record]:
     """The records of one implementation on one case."""
     framework, impl = adapter.framework, adapter.impl
@@ -98,8 +89,9 @@ def _run_one(adapter: BatchNormAdapter, case: ParityCase, inputs: LayerInputs, r
         comparisons = [("matched", lambda realized: realized, case.gate)]
     else:
         asked = _convention_spec(framework, case)
+        anchor = baseline().name
         comparisons = [("own-convention", lambda realized: realized, case.gate),
-                       ("torch-convention", lambda realized: _convention_spec("torch", case), False)]
+                       (f"{anchor}-convention", lambda realized: _convention_spec(anchor, case), False)]
     try:
         spec = adapter.realize(asked, inputs.dtype)
     except Unsupported as e:
@@ -124,14 +116,14 @@ def _run_one(adapter: BatchNormAdapter, case: ParityCase, inputs: LayerInputs, r
 
 
 def load_adapters(frameworks: Iterable[str], impls: Iterable[str],
-                  mode: str) -> tuple[list[BatchNormAdapter], list[Record]]:
+                  mode: str) -> tuple[list[LayerAdapter], list[Record]]:
     """The adapters to run, and one "skipped" record (with the reason) per unavailable one.
 
     In defaults mode only the frameworks' own layers run (a scratch layer has no defaults of its own).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}. Received: {mode!r}")
-    adapters: list[BatchNormAdapter] = []
+    adapters: list[LayerAdapter] = []
     skipped: list[Record] = []
     for framework in frameworks:
         for impl in (("builtin",) if mode == "defaults" else tuple(impls)):
@@ -144,10 +136,10 @@ def load_adapters(frameworks: Iterable[str], impls: Iterable[str],
     return adapters, skipped
 
 
-def run_case(case: ParityCase, inputs: LayerInputs, adapters: Iterable[BatchNormAdapter],
+def run_case(case: ParityCase, inputs: LayerInputs, adapters: Iterable[LayerAdapter],
              mode: str) -> Iterator[Record]:
     """The records of one case with the given data through every adapter."""
-    kappa = condition_factor([*inputs.xs, inputs.x_eval], axis=case.axis, eps=case.spec.eps)
+    kappa = of_spec(case.spec).condition_factor(case.spec, [*inputs.xs, inputs.x_eval])
     refs = _References(inputs)
     for adapter in adapters:
         yield from _run_one(adapter, case, inputs, refs, mode, kappa)

@@ -7,14 +7,16 @@ A result passes when, element by element,  |got − ref| ≤ atol + rtol·|ref|,
 - u is the unit roundoff of the dtype the implementation computes in (float32: 2⁻²⁴ ≈ 6.0e-8).
 - C_ACC = 32 units of rounding for the arithmetic of BatchNorm itself (a few operations per element,
   sums in blocks or pairs). C_COND = 4 for the loss of precision in x − μ_B.
-- κ, the condition factor, is 1 + max over channels of |μ_B| / √(σ²_B + ε) of the inputs: a float
-  μ_B is only known to u·|μ_B|, which perturbs x̂ by u·|μ_B|/σ. A careful implementation in float32
+- κ, the condition factor, is computed by the normalization's plug-in (bnparity.reference.normalization);
+  for BatchNorm it is 1 + max over channels of |μ_B| / √(σ²_B + ε) of the inputs: a float μ_B is only
+  known to u·|μ_B|, which perturbs x̂ by u·|μ_B|/σ. A careful implementation in float32
   has errors near u·κ; one that computes σ²_B as E[x²] − E[x]² has errors near u·κ², and fails as soon
   as κ is large (the hard inputs are built for that).
 - scale is the magnitude the error is judged against, per quantity (see `scale_of`): the largest |ref|
-  for outputs, the sum of the magnitudes of the summed terms for the sums dγ and dβ (the classic error
-  bound of a sum), and the magnitude of the terms of dx = γ/σ·(dy − mean(dy) − x̂·mean(dy·x̂)), so that
-  a result that cancels to near zero (dx of a batch of 2 is ≈ 0) is not judged by its small value.
+  for outputs, and for the quantities the plug-in names (its `error_scales`) its own magnitude: for
+  BatchNorm the sum of the magnitudes of the summed terms for the sums dγ and dβ (the classic error
+  bound of a sum), and the magnitude of the terms of dx, so that a result that cancels to near zero
+  (dx of a batch of 2 is ≈ 0) is not judged by its small value.
 
 One table of (C_ACC, C_COND) for every dtype: half-precision dtypes get their own tolerance through u.
 A difference between frameworks' conventions is never absorbed here; it lives in the conventions
@@ -23,12 +25,10 @@ registry and in the reports.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-
-from bnparity.reference import batchnorm as bn
 
 C_ACC = 32.0
 C_COND = 4.0
@@ -58,34 +58,18 @@ def unit_roundoff(dtype_name: str) -> float:
                          f"{', '.join(UNIT_ROUNDOFF)}") from None
 
 
-def condition_factor(xs: Sequence[np.ndarray], *, axis: int, eps: float) -> float:
-    """κ = 1 + max over inputs and channels of |μ_B| / √(σ²_B + ε)."""
-    worst = 0.0
-    for x in xs:
-        mu, var = bn.batch_stats(x, axis)
-        worst = max(worst, float(np.max(np.abs(mu) / np.sqrt(var + eps))))
-    return 1.0 + worst
-
-
 def relative_tolerance(dtype_name: str, kappa: float) -> float:
     """rtol = u · (C_ACC + C_COND · κ)."""
     return unit_roundoff(dtype_name) * (C_ACC + C_COND * kappa)
 
 
-def scale_of(quantity: str, ref: np.ndarray, *, terms: np.ndarray | None = None, axis: int = 1) -> float:
-    """The magnitude an error in `quantity` is judged against.
-
-    Args:
-        quantity: one of bnparity.reference.steps.QUANTITIES.
-        ref: the reference value of the quantity.
-        terms: for "dgamma" and "dbeta", the summed terms (dy·x̂ or dy), channel axis `axis`; for
-            "dx", the element-wise magnitude of its terms.
-        axis: the channel axis of `terms`.
-    """
-    if quantity in ("dgamma", "dbeta") and terms is not None:
-        return float(np.max(np.abs(terms).sum(axis=bn.reduce_axes(terms.ndim, axis))))
-    if quantity == "dx" and terms is not None:
-        return float(np.max(terms))
+def scale_of(quantity: str, ref: np.ndarray | None, scales: Mapping[str, float]) -> float:
+    """The magnitude an error in `quantity` is judged against: the normalization's own scale for it (a sum's
+    terms, see its `error_scales`), else the largest finite |ref| (0 when there is no reference value)."""
+    if quantity in scales:
+        return float(scales[quantity])
+    if ref is None:
+        return 0.0
     finite = np.abs(ref[np.isfinite(ref)])
     return float(finite.max()) if finite.size else 0.0
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bnparity.frameworks.registry import FRAMEWORKS
+from bnparity.frameworks.registry import sort_key
 from bnparity.suites.convergence.presets import TrainPreset
 from bnparity.suites.convergence.records import RunId, checkpoint_epochs, load_checkpoint, read_manifest
 from bnparity.suites.environment import environment
@@ -61,7 +61,7 @@ def choose_run(train_dir: Path, manifest: dict, name: str | None) -> tuple[RunId
         if not saved:
             raise UserError(f"{run.name} has no checkpoint yet in {train_dir}")
         return run, saved[-1]
-    order = sorted((r for r in runs if r.variant == "bn"), key=lambda r: (FRAMEWORKS.index(r.framework), r.seed))
+    order = sorted((r for r in runs if r.variant == "bn"), key=lambda r: (sort_key(r.framework), r.seed))
     for run in order:
         if epochs in checkpoint_epochs(train_dir, run):
             return run, epochs

@@ -1,9 +1,12 @@
-"""The Flax adapter: flax.linen.BatchNorm (or flax.nnx.BatchNorm), configured from the spec, never re-implemented.
+"""Flax's BatchNorm adapters: flax.linen.BatchNorm or flax.nnx.BatchNorm (builtin), raw jax.numpy ops (scratch).
 
-Training applies the layer with ``use_running_average=False`` (linen: ``mutable=['batch_stats']``, the updated
-statistics come back as the mutated collection); eval with ``use_running_average=True``. dx, dγ (d scale) and
-dβ (d bias) come from `jax.vjp` of that same apply function with the given dy. Flax is channels-last
+Builtin: training applies the layer with ``use_running_average=False`` (linen: ``mutable=['batch_stats']``, the
+updated statistics come back as the mutated collection); eval with ``use_running_average=True``. dx, dγ (d scale)
+and dβ (d bias) come from `jax.vjp` of that same apply function with the given dy. Flax is channels-last
 (``axis=-1``); the base class moves the data there and back.
+
+Scratch (teaching material): jax.vjp supplies the backward pass; it follows the spec exactly. Like Flax, it is a
+pure function: the updated running statistics are returned, not written in place.
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from bnparity.frameworks.base import BatchNormAdapter, Unsupported
+from bnparity.frameworks.base import LayerAdapter, Unsupported
 from bnparity.reference.spec import BNSpec
 
 from .convert import dtype_scope, jax_dtype, to_jax
+from .descriptor import DESCRIPTOR
 from .session import Apply, JaxLayer, StepCache
 
 APIS = ("linen", "nnx")
@@ -63,7 +67,7 @@ def _as_dict(tree: Any) -> dict[str, jax.Array]:
     return nnx.to_pure_dict(tree) if isinstance(tree, nnx.State) else dict(tree)
 
 
-class FlaxBatchNorm(BatchNormAdapter):
+class BuiltinBatchNorm(LayerAdapter):
     """flax.linen.BatchNorm (or flax.nnx.BatchNorm): channels last, momentum weighs the old value, biased σ².
 
     Args:
@@ -74,9 +78,10 @@ class FlaxBatchNorm(BatchNormAdapter):
         steps: the jitted steps per configuration; ``steps.traces`` counts compilations.
     """
 
-    framework = "jax"
+    framework = DESCRIPTOR.name
+    normalization = "batchnorm"
     impl = "builtin"
-    native_axis = -1  # Flax's default axis=-1 (NHWC)
+    native_axis = DESCRIPTOR.native_axis
 
     def __init__(self, *, api: str = "linen") -> None:
         if api not in APIS:
@@ -97,8 +102,9 @@ class FlaxBatchNorm(BatchNormAdapter):
             options.update(momentum=flax_momentum(spec), epsilon=spec.eps, use_fast_variance=False)
         return options
 
-    def build(self, spec: BNSpec, *, ndim: int, channels: int, dtype: np.dtype, gamma: np.ndarray,
+    def build(self, spec: BNSpec, *, shape: tuple[int, ...], dtype: np.dtype, gamma: np.ndarray,
               beta: np.ndarray, use_defaults: bool) -> JaxLayer:
+        ndim, channels = len(shape), shape[spec.axis]
         if spec.running_var != "biased":
             raise Unsupported(f"jax: flax {self.api}.BatchNorm always stores the biased running variance. "
                               f"Received: running_var={spec.running_var!r}")
@@ -137,4 +143,81 @@ class FlaxBatchNorm(BatchNormAdapter):
                 for name, value in (("mean", spec.init_running_mean), ("var", spec.init_running_var))}
 
 
-ADAPTER = FlaxBatchNorm
+def batch_norm(x: jax.Array, params: dict[str, jax.Array], stats: dict[str, jax.Array], *, spec: BNSpec,
+               training: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """y = γ x̂ + β over channel axis `spec.axis`, and the running statistics after this call.
+
+    Args:
+        x: the input, channels at `spec.axis`.
+        params: {"scale": γ, "bias": β}, shape (C,) each; empty when the spec is not affine.
+        stats: {"mean": running mean, "var": running variance}; empty when the spec tracks none.
+        spec: the conventions to follow (eps, momentum, running-variance estimator).
+        training: normalize with the batch's statistics and update `stats` (True), or normalize with
+            `stats` (False; with the batch's statistics when `stats` is empty).
+    """
+    axis = spec.axis % x.ndim
+    axes = tuple(a for a in range(x.ndim) if a != axis)
+    shape = tuple(-1 if a == axis else 1 for a in range(x.ndim))
+    new_stats = stats
+    if training or not stats:
+        mu = jnp.mean(x, axis=axes)  # μ_B
+        var = jnp.mean(jnp.square(x - mu.reshape(shape)), axis=axes)  # σ²_B (biased, two passes)
+        if training and stats:
+            m = x.size // x.shape[axis]
+            if spec.running_var == "unbiased":
+                stored_var = var * (m / (m - 1) if m > 1 else float("nan"))
+            else:
+                stored_var = var
+            w = spec.new_weight  # weight of the new batch statistic
+            new_stats = {"mean": (1 - w) * stats["mean"] + w * mu, "var": (1 - w) * stats["var"] + w * stored_var}
+    else:
+        mu, var = stats["mean"], stats["var"]
+    y = (x - mu.reshape(shape)) / jnp.sqrt(var.reshape(shape) + spec.eps)  # x̂
+    if "scale" in params:
+        y = params["scale"].reshape(shape) * y  # γ x̂
+    if "bias" in params:
+        y = y + params["bias"].reshape(shape)  # + β
+    return y, new_stats
+
+
+def _apply(spec: BNSpec) -> Apply:
+    def apply(params: dict, stats: dict, x: jax.Array, *, train: bool) -> tuple[jax.Array, dict]:
+        return batch_norm(x, params, stats, spec=spec, training=train)
+
+    return apply
+
+
+class ScratchBatchNorm(LayerAdapter):
+    """BatchNorm in raw jax.numpy ops: any channel axis, every spec field honoured.
+
+    Attributes:
+        steps: the jitted steps per spec; ``steps.traces`` counts compilations.
+    """
+
+    framework = DESCRIPTOR.name
+    normalization = "batchnorm"
+    impl = "scratch"
+    native_axis = DESCRIPTOR.native_axis
+
+    def __init__(self) -> None:
+        self.steps = StepCache()
+
+    def realize(self, spec: BNSpec, dtype: np.dtype) -> BNSpec:
+        jax_dtype(dtype)
+        return spec
+
+    def build(self, spec: BNSpec, *, shape: tuple[int, ...], dtype: np.dtype, gamma: np.ndarray,
+              beta: np.ndarray, use_defaults: bool) -> JaxLayer:
+        channels = shape[spec.axis]
+        # A scratch layer has no defaults of its own: "defaults" are the spec it is given.
+        dtype = jax_dtype(dtype)
+        with dtype_scope(dtype):
+            params = {"scale": to_jax(gamma, dtype), "bias": to_jax(beta, dtype)} if spec.affine else {}
+            stats = ({"mean": to_jax(np.full(channels, spec.init_running_mean), dtype),
+                      "var": to_jax(np.full(channels, spec.init_running_var), dtype)}
+                     if spec.track_running_stats else {})
+        # The initial statistics are arguments of the steps, not part of their configuration.
+        key = spec.replace(init_running_mean=0.0, init_running_var=1.0)
+        steps = self.steps.get(key, lambda: _apply(spec))
+        return JaxLayer(steps, params=params, stats=stats, dtype=dtype,
+                        track_running_stats=spec.track_running_stats, to_dict=dict)

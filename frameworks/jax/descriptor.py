@@ -1,0 +1,19 @@
+"""JAX/Flax, as bnparity sees it (data only: jax and flax are not imported here)."""
+
+from bnparity.frameworks.descriptor import Framework, LayerImpl, ModelLayout
+
+DESCRIPTOR = Framework(
+    name="jax",
+    display_name="JAX/Flax",
+    order=2,
+    pip_extra="jax",
+    distributions=("jax", "jaxlib", "flax", "optax"),
+    color="#009E73",  # Okabe-Ito bluish green
+    native_axis=-1,
+    layers=(LayerImpl("batchnorm", "builtin", "batchnorm", "BuiltinBatchNorm"),
+            LayerImpl("batchnorm", "scratch", "batchnorm", "ScratchBatchNorm")),
+    model_layout=ModelLayout(conv_kernel="(kh, kw, in, out) HWIO: `w.transpose(2, 3, 1, 0)`",
+                             dense_weight="(in, out) kernel: `w.T`",
+                             bn_params="`scale`, `bias` (collection `params`)",
+                             bn_stats="`mean`, `var` (collection `batch_stats`)", activations="NHWC"),
+)

@@ -1,0 +1,76 @@
+"""The normalization plug-in protocol: what a normalization declares so that the shared harness can check it.
+
+A normalization is one module of `bnparity.reference` with a module-level ``NORMALIZATION`` (a `Normalization`):
+its spec type, its reference protocol run (the formulas live in that module, each once), its condition factor κ
+(how much float rounding the input itself amplifies) and the magnitudes its errors are judged against. The
+harness, the tolerance model, the records, the CLI and the reports take these and nothing else, so adding a
+normalization adds one reference module (plus one adapter file per framework and its cases) and changes none
+of them. BatchNorm (batchnorm.py) is the first plug-in.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import pkgutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .spec import LayerSpec
+from .steps import LayerInputs, LayerOutputs
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """One normalization's plug-in.
+
+    Attributes:
+        name: the name in records and on the command line ("batchnorm"); equals its spec type's `normalization`.
+        title: the name a reader knows ("BatchNorm").
+        spec_type: its spec dataclass.
+        run: the reference protocol in float64: k training steps (forward, backward with the given dy, running
+            statistics), then one eval pass.
+        condition_factor: κ ≥ 1 of the inputs under a spec (1 for well-centred data; see suites/parity/tolerance.py).
+        error_scales: per quantity, the magnitude an error is judged against when it is not simply the largest
+            |reference| (a sum is judged against the sum of its terms' magnitudes).
+    """
+
+    name: str
+    title: str
+    spec_type: type[LayerSpec]
+    run: Callable[[LayerSpec, LayerInputs], LayerOutputs]
+    condition_factor: Callable[[LayerSpec, Sequence[np.ndarray]], float]
+    error_scales: Callable[[LayerSpec, LayerInputs], dict[str, float]]
+
+
+@functools.cache
+def normalizations() -> tuple[Normalization, ...]:
+    """Every plug-in: the modules of bnparity.reference that define NORMALIZATION, by name."""
+    package = importlib.import_module("bnparity.reference")
+    found = []
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"bnparity.reference.{info.name}")
+        plugin = getattr(module, "NORMALIZATION", None)
+        if isinstance(plugin, Normalization):
+            found.append(plugin)
+    return tuple(sorted(found, key=lambda p: p.name))
+
+
+def normalization(name: str) -> Normalization:
+    """The plug-in called `name`. Raises ValueError naming the known ones."""
+    for plugin in normalizations():
+        if plugin.name == name:
+            return plugin
+    raise ValueError(f"unknown normalization {name!r}; expected one of {', '.join(p.name for p in normalizations())}")
+
+
+def of_spec(spec: LayerSpec) -> Normalization:
+    """The plug-in whose spec `spec` is."""
+    return normalization(type(spec).normalization)
+
+
+def run_reference(spec: LayerSpec, inputs: LayerInputs) -> LayerOutputs:
+    """The ground truth for one case: the spec's normalization's protocol, in float64."""
+    return of_spec(spec).run(spec, inputs)
