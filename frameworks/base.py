@@ -61,6 +61,9 @@ class LayerAdapter(ABC):
     normalization: ClassVar[str]  # the reference plug-in it implements, e.g. "batchnorm"
     impl: ClassVar[str]  # "builtin" or "scratch"
     native_axis: ClassVar[int]  # the channel axis the layer is run with: 1 (NC...) or -1 (...C)
+    # Ways to build the same layer that the contract test must cover too (name -> constructor keywords), e.g.
+    # a hybridized and an imperative block; the first is the one the registry loads.
+    variants: ClassVar[dict[str, dict[str, object]]] = {"default": {}}
 
     @abstractmethod
     def realize(self, spec: LayerSpec, dtype: np.dtype) -> LayerSpec:

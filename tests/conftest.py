@@ -8,19 +8,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bnparity.frameworks.registry import descriptor
 from bnparity.suites.data.idx import write_idx
-
-_IMPORT_NAME = {"torch": "torch", "mxnet": "mxnet", "jax": "flax"}
 
 
 def framework_installed(name: str) -> bool:
-    return importlib.util.find_spec(_IMPORT_NAME[name]) is not None
+    """Whether every distribution framework `name`'s descriptor needs can be found (nothing is imported)."""
+    return all(importlib.util.find_spec(dist) is not None for dist in descriptor(name).distributions)
 
 
 def require(name: str) -> None:
     """Skip the calling test when framework `name` is not installed."""
     if not framework_installed(name):
-        pytest.skip(f"{name} is not installed (pip install 'bnparity[{name}]')")
+        pytest.skip(f"{name} is not installed ({descriptor(name).install_hint})")
 
 
 def write_fake_fashion_mnist(root: Path) -> Path:

@@ -13,15 +13,10 @@ from bnparity.reference.normalization import run_reference
 from bnparity.reference.spec import BNSpec
 from bnparity.reference.steps import LayerInputs, LayerOutputs
 
-# Allowed max |error| / max(1, max |reference|) per dtype. float64: far above the ~1e-15 measured, far below
-# any float32 leak (~1e-8); float32: ~100 ulps (measured ~2e-7); reduced precision: a few units of the dtype's
-# epsilon (the scratch layer rounds every op and its running statistics to the dtype, Flax reduces in float32).
-RTOL = {"float64": 1e-12, "float32": 1e-5, "float16": 4 * 2.0**-10, "bfloat16": 4 * 2.0**-7}
-SCRATCH_REDUCED_FACTOR = 2
+# Allowed max |error| / max(1, max |reference|) in float64: a few ulps of every formula, far above the measured.
+RTOL = 1e-12  # float64 only: the float32 and reduced-precision grids are the adapter contract's
 IMPLS = ("linen", "nnx", "scratch")
 SPEC = BNSpec(momentum=0.2, eps=1e-3, init_running_mean=0.25, init_running_var=1.5)
-CASES = {"affine-ch1": dict(axis=1), "affine-chlast": dict(axis=-1), "no-affine": dict(axis=-1, affine=False),
-         "no-track": dict(axis=1, track_running_stats=False)}
 
 
 @pytest.fixture(scope="module")
@@ -81,33 +76,12 @@ def run_case(adapter, inputs: LayerInputs, spec: BNSpec, **kwargs) -> tuple[Laye
     return adapter.run(inputs, spec=realized, **kwargs), run_reference(realized, inputs)
 
 
-@pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("rank", [2, 3, 4])
-@pytest.mark.parametrize("impl", IMPLS)
-def test_parity_grid(adapters, impl, rank, dtype, case):
-    options = CASES[case]
-    inputs = make_inputs(rank=rank, axis=options["axis"], dtype=dtype, seed=rank)
-    out, ref = run_case(adapters[impl], inputs, SPEC.replace(**options))
-    assert_parity(out, ref, rtol=RTOL[dtype])
-
-
-@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-@pytest.mark.parametrize("impl", IMPLS)
-def test_parity_reduced_precision(adapters, impl, dtype):
-    ml_dtypes = pytest.importorskip("ml_dtypes")
-    np_dtype = np.dtype(ml_dtypes.bfloat16) if dtype == "bfloat16" else np.dtype(dtype)
-    inputs = make_inputs(rank=4, axis=1, dtype=np_dtype)
-    out, ref = run_case(adapters[impl], inputs, SPEC)
-    assert_parity(out, ref, rtol=RTOL[dtype] * (SCRATCH_REDUCED_FACTOR if impl == "scratch" else 1))
-
-
 def test_scratch_follows_every_spec_field(adapters):
     # Old-weighing momentum and the biased estimator (Flax's conventions) as well as the grid's torch ones.
     spec = SPEC.replace(axis=-1, momentum=0.7, momentum_weighs="old", running_var="biased")
     inputs = make_inputs(rank=3, axis=-1, dtype="float64")
     out, ref = run_case(adapters["scratch"], inputs, spec)
-    assert_parity(out, ref, rtol=RTOL["float64"])
+    assert_parity(out, ref, rtol=RTOL)
     unbiased, _ = run_case(adapters["scratch"], inputs, spec.replace(running_var="unbiased"))
     assert not np.allclose(unbiased.running_var, out.running_var)
 
@@ -118,7 +92,7 @@ def test_defaults_mode_is_flax_as_shipped(adapters, api):
     adapter = adapters[api]
     inputs = make_inputs(rank=3, axis=-1, dtype="float64")
     out, ref = run_case(adapter, inputs, convention("jax").spec(), use_defaults=True)
-    assert_parity(out, ref, rtol=RTOL["float64"])
+    assert_parity(out, ref, rtol=RTOL)
     # The same layer built from SPEC (matched mode) differs: the defaults really were Flax's.
     matched, _ = run_case(adapter, inputs, SPEC.replace(axis=-1))
     assert not np.allclose(matched.running_mean, out.running_mean)

@@ -15,11 +15,8 @@ from bnparity.reference.spec import BNSpec
 from bnparity.reference.steps import LayerInputs, LayerOutputs
 from tests.conftest import require
 
-# Allowed max |error| / max(1, max |reference|) per dtype. float64: a few ulps of every formula, far above
-# the ~6e-16 measured; float32: ~100 ulps of float32; reduced precision: a few units of the dtype's epsilon
-# (reduced-precision inputs are rounded, every op of the scratch layer rounds to the dtype as well).
-RTOL = {"float64": 1e-12, "float32": 1e-5, "float16": 4 * 2.0**-10, "bfloat16": 4 * 2.0**-7}
-SCRATCH_REDUCED_FACTOR = 2  # the scratch layer keeps its running statistics in the reduced dtype too
+# Allowed max |error| / max(1, max |reference|) in float64: a few ulps of every formula, far above the measured.
+RTOL = 1e-12  # float64 only: the float32 and reduced-precision grids are the adapter contract's
 IMPLS = ("builtin-hybridized", "builtin-imperative", "scratch")
 SPEC = BNSpec(momentum=0.2, eps=1e-3, init_running_mean=0.25, init_running_var=1.5)
 REPO = Path(__file__).resolve().parents[1]
@@ -68,30 +65,6 @@ def run_case(adapter, inputs: LayerInputs, spec: BNSpec) -> tuple[LayerOutputs, 
     return adapter.run(inputs, spec=realized), run_reference(realized, inputs)
 
 
-@pytest.mark.parametrize("affine", [True, False], ids=["affine", "no-affine"])
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("axis", [1, -1])
-@pytest.mark.parametrize("rank", [2, 3, 4])
-@pytest.mark.parametrize("impl", IMPLS)
-def test_parity_grid(mxnet_adapters, impl, rank, axis, dtype, affine):
-    inputs = make_inputs(rank=rank, axis=axis, dtype=dtype, seed=rank * 10 + (axis % 5))
-    out, ref = run_case(mxnet_adapters[impl](), inputs, SPEC.replace(axis=axis, affine=affine))
-    assert_parity(out, ref, rtol=RTOL[dtype])
-
-
-@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
-@pytest.mark.parametrize("rank", [2, 4])
-@pytest.mark.parametrize("impl", IMPLS)
-def test_parity_reduced_precision(mxnet_adapters, impl, rank, dtype):
-    # MXNet's CPU BatchNorm runs float16 (native kernel) and its own bfloat16 (oneDNN kernel), with γ, β and
-    # the moving statistics in float32.
-    np_dtype = pytest.importorskip("ml_dtypes").bfloat16 if dtype == "bfloat16" else dtype
-    inputs = make_inputs(rank=rank, axis=1, dtype=np_dtype, seed=rank)
-    out, ref = run_case(mxnet_adapters[impl](), inputs, SPEC)
-    factor = SCRATCH_REDUCED_FACTOR if impl == "scratch" else 1
-    assert_parity(out, ref, rtol=factor * RTOL[dtype])
-
-
 @pytest.mark.parametrize("impl", IMPLS)
 def test_nhwc_through_the_adapter_equals_nchw_transposed(mxnet_adapters, impl):
     nchw = make_inputs(rank=4, axis=1, dtype="float32", seed=7)
@@ -118,7 +91,7 @@ def test_scratch_honours_every_spec_field(mxnet_adapters, spec):
     adapter = mxnet_adapters["scratch"]()
     assert adapter.realize(spec, np.dtype("float64")) == spec
     out, ref = run_case(adapter, make_inputs(rank=3, axis=1, dtype="float64", seed=3), spec)
-    assert_parity(out, ref, rtol=RTOL["float64"])
+    assert_parity(out, ref, rtol=RTOL)
 
 
 @pytest.mark.parametrize("weighs", ["new", "old"])
@@ -197,7 +170,7 @@ def test_registry_loads_the_hybridized_builtin_and_the_scratch(mxnet_adapters):
     assert isinstance(load_adapter("mxnet", "scratch"), ScratchBatchNorm)
     inputs = make_inputs(rank=2, axis=1, dtype="float64", seed=11)
     out, ref = run_case(builtin, inputs, SPEC)
-    assert_parity(out, ref, rtol=RTOL["float64"])
+    assert_parity(out, ref, rtol=RTOL)
 
 
 def test_numpy_shim_lives_only_in_the_mx_module():

@@ -82,6 +82,7 @@ class BuiltinBatchNorm(LayerAdapter):
     normalization = "batchnorm"
     impl = "builtin"
     native_axis = DESCRIPTOR.native_axis
+    variants = {"linen": {}, "nnx": {"api": "nnx"}}
 
     def __init__(self, *, api: str = "linen") -> None:
         if api not in APIS:

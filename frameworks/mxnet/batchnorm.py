@@ -70,6 +70,7 @@ class BuiltinBatchNorm(LayerAdapter):
     normalization = "batchnorm"
     impl = "builtin"
     native_axis = DESCRIPTOR.native_axis
+    variants = {"hybridized": {}, "imperative": {"hybridize": False}}
 
     def __init__(self, *, hybridize: bool = True) -> None:
         self.hybridize = hybridize
