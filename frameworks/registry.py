@@ -137,3 +137,8 @@ def load_adapter(framework: str, impl: str, normalization: str = "batchnorm") ->
     except Exception as e:  # a framework that is missing, or installed but broken, is reported, not raised
         return import_failure(framework, e)
     return getattr(module, layer.cls)()
+
+
+def frameworks_help(default: str = "all") -> str:
+    """The --frameworks help text of every command, listing the frameworks the registry knows."""
+    return f"comma-separated, some of {','.join(framework_names())} (default: {default})"
