@@ -1,14 +1,15 @@
 """The conventions registry: each framework's BatchNorm defaults, one frozen record per framework.
 
 The records are data (no framework is imported here); each field cites where the framework defines it,
-and tests/test_conventions.py runs the framework to prove every field. A difference between frameworks
-lives here and in the reports, never in a widened tolerance.
+and the tests named in its `proofs` run the framework to prove them. A difference between frameworks lives
+here and in the reports, never in a widened tolerance. A run records the rows it used in conventions.json
+(suites/schema.py: ConventionsDoc).
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from bnparity.reference.spec import BNSpec, MomentumWeighs, VarianceEstimator
 
@@ -33,6 +34,12 @@ class Convention:
         scale_switch: how γ is turned off (and the pitfall, if any).
         running_stats_written: when the running statistics change (forward or backward pass).
         citations: field name -> where the framework's source or documentation defines it.
+        constructor: the layer configured by a porter, as a `str.format` template: {m} the momentum argument, {eps}
+            ε, {fast} whether to compute σ²_B as E[x²] − E[x]² (the porting guide fills them in).
+        batch_of_one: what a training step on a 1-D batch of one (σ²_B = 0, m − 1 = 0) does, as a phrase that
+            follows the framework's name ("raises ...", "normalizes to β").
+        proofs: field name (or "batch_of_one") -> the tests that prove it, "tests/<file>.py::<function>"; the
+            porting guide links them (reports/porting_facts.py holds the proofs shared by every framework).
     """
 
     framework: str
@@ -48,6 +55,9 @@ class Convention:
     scale_switch: str
     running_stats_written: str
     citations: dict[str, str]
+    constructor: str = ""
+    batch_of_one: str = ""
+    proofs: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def spec(self, *, axis: int | None = None) -> BNSpec:
         """The reference spec that reproduces this framework's defaults (channel axis overridable)."""
@@ -61,8 +71,13 @@ class Convention:
 
     @property
     def new_weight(self) -> float:
-        """The weight given to the new batch statistic, comparable across frameworks."""
-        return self.spec().new_weight
+        """The weight given to the new batch statistic, comparable across frameworks (rounded to 12 digits:
+        1 − 0.9 is 0.09999999999999998 in binary, and is PyTorch's 0.1)."""
+        return round(self.spec().new_weight, 12)
+
+    def momentum_for(self, weight: float) -> float:
+        """The momentum argument that makes this layer give the new batch `weight` (rounded like new_weight)."""
+        return round(weight if self.momentum_weighs == "new" else 1.0 - weight, 12)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)

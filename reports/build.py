@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from bnparity.suites.environment import short_commit
-from bnparity.suites.records import write_json
+from bnparity.suites.output import write_json, write_output
+from bnparity.suites.schema import to_dict
 
 from .document import Section
 from .figures import Figure, training_figures
 from .html import render_html
-from .layer_summary import FRAMEWORK_ORDER
 from .load import RunData, load_run
 from .markdown import render_markdown
 from .parity_sections import conventions_section, hard_section, layer_section, model_section
@@ -59,15 +59,15 @@ def build_report(run_dir: Path, *, out_dir: Path | None = None) -> Report:
     data = load_run(Path(run_dir))
     out = Path(out_dir) if out_dir is not None else data.run_dir
     summary = build_summary(data)
-    epochs = (data.train_manifest or {}).get("preset", {}).get("epochs")
-    figures = training_figures(data.train_records, list(FRAMEWORK_ORDER), epochs=epochs) if data.train_records else []
+    epochs = data.conclusions.epochs if data.conclusions is not None else None  # the planned length
+    figures = training_figures(data.train_records, epochs=epochs) if data.train_records else []
     parts = sections(data, summary, figures)
     summary["sections"] = [s.id for s in parts]
     summary["figures"] = [f"{FIGURE_DIR}/{f.name}.png" for f in figures]
     incomplete = ("; ".join(f"{p.part} {p.status}: {p.detail}" for p in data.incomplete)
                   if data.incomplete else None)
     when = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    commit = short_commit(data.environment.get("git_commit"))
+    commit = short_commit(data.environment.git_commit)
     subtitle = f"Run directory {data.run_dir} · commit {commit} · report built {when} from the records alone"
     out.mkdir(parents=True, exist_ok=True)
     figure_paths = []
@@ -75,12 +75,11 @@ def build_report(run_dir: Path, *, out_dir: Path | None = None) -> Report:
         (out / FIGURE_DIR).mkdir(exist_ok=True)
         for f in figures:
             path = out / FIGURE_DIR / f"{f.name}.png"
-            path.write_bytes(f.png)
+            write_output(path, f.png)
             figure_paths.append(path)
     html_path, md_path, json_path = out / "report.html", out / "report.md", out / "summary.json"
-    html_path.write_text(render_html(parts, title=TITLE, subtitle=subtitle, incomplete=incomplete), encoding="utf-8")
-    md_path.write_text(render_markdown(parts, title=TITLE, subtitle=subtitle, incomplete=incomplete,
-                                       figure_dir=FIGURE_DIR), encoding="utf-8")
-    write_json(json_path, summary)
-    json_path.chmod(0o644)  # write_json's temporary file is private; the report is meant to be read by others
+    write_output(html_path, render_html(parts, title=TITLE, subtitle=subtitle, incomplete=incomplete))
+    write_output(md_path, render_markdown(parts, title=TITLE, subtitle=subtitle, incomplete=incomplete,
+                                          figure_dir=FIGURE_DIR))
+    write_json(json_path, to_dict(summary))
     return Report(html_path, md_path, json_path, figure_paths, summary)

@@ -20,6 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from .build import build_report
 
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        raise UserError(f"--out must be a directory (new or existing). Received: {args.out}, an existing file")
     report = build_report(args.run_dir, out_dir=args.out)
     for verdict in report.summary["verdicts"]:
         print(f"- {verdict}")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import matplotlib
 
@@ -13,21 +13,33 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import FormatStrFormatter, FuncFormatter  # noqa: E402
 
-# One colour per framework everywhere (Okabe-Ito palette: distinct for colour-blind readers and in grey print).
-COLORS = {"torch": "#D55E00", "mxnet": "#0072B2", "jax": "#009E73"}
-OTHER_COLOR = "#555555"
+from bnparity.frameworks.registry import descriptor, display_name, sort_key  # noqa: E402
+from bnparity.suites.schema import EvalEvent, TrainEvent  # noqa: E402
+
+OTHER_COLOR = "#555555"  # a framework no folder declares (an old record's)
 VARIANT_STYLE = {"bn": "-", "nobn": "--"}
 VARIANT_LABEL = {"bn": "with BN", "nobn": "without BN"}
-PANELS = (("train_loss", "train loss (cross-entropy, nats)"), ("test_accuracy", "test accuracy (fraction correct)"))
 
 
 @dataclass(frozen=True)
-class Figure:
-    """One PNG figure: `name` is its file stem (figures/<name>.png), `caption` its one-line description."""
+class Metric:
+    """A panel: which value of an evaluation record it plots, and its axis label."""
 
     name: str
-    caption: str
-    png: bytes
+    label: str
+    value: Callable[[EvalEvent], float | None]
+
+
+PANELS = (Metric("train_loss", "train loss (cross-entropy, nats)", lambda e: e.train_loss),
+          Metric("test_accuracy", "test accuracy (fraction correct)", lambda e: e.test_accuracy))
+
+
+def color(framework: str) -> str:
+    """The framework's colour from its descriptor (a colour-blind-safe palette); grey for an unknown name."""
+    try:
+        return descriptor(framework).color
+    except ValueError:
+        return OTHER_COLOR
 
 
 @dataclass(frozen=True)
@@ -40,14 +52,42 @@ class Curve:
     seeds: int
 
 
-def curve(records_by_seed: list[list[dict[str, Any]]], metric: str) -> Curve | None:
+@dataclass(frozen=True)
+class Series:
+    """One plotted line: what it shows and its points (epochs done, mean over seeds), as drawn."""
+
+    figure: str
+    framework: str
+    variant: str
+    metric: str
+    label: str
+    epochs: tuple[float, ...]
+    values: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One PNG figure: `name` is its file stem (figures/<name>.png), `caption` its one-line description, `series`
+    the data of every line drawn."""
+
+    name: str
+    caption: str
+    png: bytes
+    series: tuple[Series, ...] = ()
+
+
+Runs = dict[tuple[str, str], list[list[EvalEvent]]]
+
+
+def curve(evals_by_seed: list[list[EvalEvent]], metric: Metric) -> Curve | None:
     """The metric's curve over evaluation points, averaged over seeds at equal iterations (None if no point)."""
     points: dict[int, tuple[float, list[float]]] = {}
-    for records in records_by_seed:
-        for r in records:
-            if r.get("kind") == "eval" and r.get(metric) is not None:
-                epochs, values = points.setdefault(r["iteration"], (r.get("epochs_done") or 0.0, []))
-                values.append(float(r[metric]))
+    for evals in evals_by_seed:
+        for e in evals:
+            value = metric.value(e)
+            if value is not None and np.isfinite(value):
+                _, values = points.setdefault(e.iteration, (e.epochs_done, []))
+                values.append(float(value))
     if not points:
         return None
     iterations = sorted(points)
@@ -58,13 +98,13 @@ def curve(records_by_seed: list[list[dict[str, Any]]], metric: str) -> Curve | N
     return Curve(np.array([points[i][0] for i in iterations]), means, std, max(counts))
 
 
-def group_runs(train_records: dict[str, list[dict[str, Any]]]) -> dict[tuple[str, str], list[list[dict[str, Any]]]]:
-    """(framework, variant) -> the records of each seed's run that has any evaluation."""
-    groups: dict[tuple[str, str], list[list[dict[str, Any]]]] = {}
+def group_runs(train_records: dict[str, list[TrainEvent]]) -> Runs:
+    """(framework, variant) -> the evaluation records of each seed's run that has any."""
+    groups: Runs = {}
     for records in train_records.values():
-        evals = [r for r in records if r.get("kind") == "eval"]
+        evals = [r for r in records if isinstance(r, EvalEvent)]
         if evals:
-            groups.setdefault((evals[0]["framework"], evals[0]["variant"]), []).append(records)
+            groups.setdefault((evals[0].framework, evals[0].variant), []).append(evals)
     return groups
 
 
@@ -75,27 +115,33 @@ def _plot(ax: plt.Axes, c: Curve, *, color: str, style: str, label: str) -> None
         ax.fill_between(c.epochs, c.mean - c.std, c.mean + c.std, color=color, alpha=0.18, linewidth=0)
 
 
+def _series(figure: str, framework: str, variant: str, metric: Metric, label: str, c: Curve) -> Series:
+    return Series(figure=figure, framework=framework, variant=variant, metric=metric.name, label=label,
+                  epochs=tuple(float(x) for x in c.epochs), values=tuple(float(x) for x in c.mean))
+
+
 def _minor_label(value: float, _pos: int) -> str:
     """Label the minor ticks of a log axis at 2, 3 and 5 × 10^k only, so that labels never overlap."""
     mantissa = value / 10 ** np.floor(np.log10(value))
     return f"{value:.2g}" if any(abs(mantissa - m) < 1e-6 for m in (2, 3, 5)) else ""
 
 
-def _finish(ax: plt.Axes, metric: str, ylabel: str, title: str, epochs: float | None) -> None:
+def _finish(ax: plt.Axes, metric: Metric, title: str, epochs: float | None) -> None:
     ax.set_xlabel("epochs (passes over the training subset)")
     if epochs:
         ax.set_xlim(0, epochs)  # the planned length: a run cut short shows as a shorter curve
-    ax.set_ylabel(ylabel)
+    ax.set_ylabel(metric.label)
     ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
-    if metric == "test_accuracy":
+    if metric.name == "test_accuracy":
         ax.set_ylim(0.0, 1.0)
     else:
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(FormatStrFormatter("%.2g"))
         ax.yaxis.set_minor_formatter(FuncFormatter(_minor_label))
         ax.tick_params(axis="y", which="minor", labelsize=7)
-    ax.legend(fontsize=8, loc="best")
+    if ax.get_legend_handles_labels()[0]:  # a panel with no points (e.g. train loss before any step) has none
+        ax.legend(fontsize=8, loc="best")
 
 
 def _png(fig: plt.Figure) -> bytes:
@@ -105,57 +151,56 @@ def _png(fig: plt.Figure) -> bytes:
     return buf.getvalue()
 
 
-def curves_figure(groups: dict[tuple[str, str], list[list[dict[str, Any]]]], order: list[str],
-                  epochs: float | None) -> Figure | None:
+def curves_figure(groups: Runs, order: list[str], epochs: float | None) -> Figure | None:
     """One row per framework: train loss and test accuracy vs epoch, with BN (solid) and without (dashed)."""
     frameworks = [f for f in order if any(k[0] == f for k in groups)]
     if not frameworks:
         return None
+    series = []
     fig, axes = plt.subplots(len(frameworks), 2, figsize=(10, 3.1 * len(frameworks)), squeeze=False)
     for row, fw in zip(axes, frameworks, strict=True):
-        for ax, (metric, ylabel) in zip(row, PANELS, strict=True):
+        for ax, metric in zip(row, PANELS, strict=True):
             for variant in VARIANT_STYLE:
                 c = curve(groups.get((fw, variant), []), metric)
                 if c is not None:
-                    _plot(ax, c, color=COLORS.get(fw, OTHER_COLOR), style=VARIANT_STYLE[variant],
-                          label=f"{fw} {VARIANT_LABEL[variant]}")
-            _finish(ax, metric, ylabel, f"{fw}: {ylabel.split(' (')[0]}", epochs)
+                    label = f"{display_name(fw)} {VARIANT_LABEL[variant]}"
+                    _plot(ax, c, color=color(fw), style=VARIANT_STYLE[variant], label=label)
+                    series.append(_series("curves", fw, variant, metric, label, c))
+            _finish(ax, metric, f"{display_name(fw)}: {metric.label.split(' (')[0]}", epochs)
     fig.tight_layout()
     return Figure("curves", "Training curves per framework: train loss (log scale, running mean since the previous "
                   "evaluation) and test accuracy against epochs, with BN (solid) and without (dashed); bands are "
-                  "± one standard deviation over seeds.", _png(fig))
+                  "± one standard deviation over seeds.", _png(fig), tuple(series))
 
 
-def overlay_figure(groups: dict[tuple[str, str], list[list[dict[str, Any]]]], order: list[str],
-                   epochs: float | None) -> Figure | None:
+def overlay_figure(groups: Runs, order: list[str], epochs: float | None) -> Figure | None:
     """One row per variant: the frameworks' curves on the same axes."""
     variants = [v for v in VARIANT_STYLE if any(k[1] == v for k in groups)]
     if not variants:
         return None
+    series = []
     fig, axes = plt.subplots(len(variants), 2, figsize=(10, 3.1 * len(variants)), squeeze=False)
     for row, variant in zip(axes, variants, strict=True):
-        for ax, (metric, ylabel) in zip(row, PANELS, strict=True):
+        for ax, metric in zip(row, PANELS, strict=True):
             for fw in order:
                 c = curve(groups.get((fw, variant), []), metric)
                 if c is not None:
-                    _plot(ax, c, color=COLORS.get(fw, OTHER_COLOR), style=VARIANT_STYLE[variant], label=fw)
-            _finish(ax, metric, ylabel, f"{VARIANT_LABEL[variant]}: {ylabel.split(' (')[0]}", epochs)
+                    _plot(ax, c, color=color(fw), style=VARIANT_STYLE[variant], label=display_name(fw))
+                    series.append(_series("overlay", fw, variant, metric, display_name(fw), c))
+            _finish(ax, metric, f"{VARIANT_LABEL[variant]}: {metric.label.split(' (')[0]}", epochs)
     fig.tight_layout()
     return Figure("overlay", "The frameworks overlaid (same weights, data order and dropout masks): "
-                  "with BN (top) and without (bottom).", _png(fig))
+                  "with BN (top) and without (bottom).", _png(fig), tuple(series))
 
 
-def training_figures(train_records: dict[str, list[dict[str, Any]]], order: list[str], *,
-                     epochs: float | None = None) -> list[Figure]:
+def training_figures(train_records: dict[str, list[TrainEvent]], *, epochs: float | None = None) -> list[Figure]:
     """Every training figure that the records allow (none without evaluation records).
 
     Args:
         train_records: run name -> its JSONL records.
-        order: frameworks in the order of the rows (others follow, sorted).
         epochs: the planned number of epochs: the x axis ends there (else at the last point).
     """
     groups = group_runs(train_records)
-    known = [f for f in order if any(k[0] == f for k in groups)]
-    order = known + sorted({k[0] for k in groups} - set(known))
+    order = sorted({k[0] for k in groups}, key=sort_key)  # the registry's order; unknown names last
     figures = (curves_figure(groups, order, epochs), overlay_figure(groups, order, epochs))
     return [f for f in figures if f is not None]

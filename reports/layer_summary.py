@@ -1,78 +1,63 @@
-"""Conclusions of a layer-parity record file: the gate per implementation, the hard-input findings, conventions."""
+"""Conclusions of a layer-parity record file: the gate per implementation, the hard-input findings, conventions.
+
+Every function reads a `ParityDoc` (suites/schema.py; `parity_of` accepts a parity.json's raw JSON too, of any
+version `load_parity` reads) and returns the JSON-ready structures summary.json keeps.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from bnparity.suites.parity.summary import Cell, cell_key, cells, gate_failures
+from bnparity.frameworks.registry import sort_key
+from bnparity.suites.parity.summary import Cell, cell_key, cells, gate_failures, gated
+from bnparity.suites.schema import LayerComparison, LayerRecord, ParityDoc, load_parity
 
-Record = dict[str, Any]
-FRAMEWORK_ORDER = ("torch", "mxnet", "jax")
 IMPL_ORDER = ("builtin", "scratch")
 MEASURED = ("running_mean", "running_var", "y_eval")
+DTYPES = ("float32", "float64")
 
 
-def column_order(column: str) -> tuple[int, int, str]:
-    """Sort key of a 'framework/impl[ vs reference]' column: frameworks in FRAMEWORK_ORDER, builtin first."""
+def parity_of(doc: ParityDoc | Mapping[str, Any]) -> ParityDoc:
+    """`doc` as a ParityDoc (a parity.json's JSON is loaded, and upgraded if it is of an older version)."""
+    return doc if isinstance(doc, ParityDoc) else load_parity(doc)
+
+
+def column_order(column: str) -> tuple[tuple[int, str], int, str]:
+    """Sort key of a 'framework/impl[ vs reference]' column: frameworks in the registry's order, builtin first."""
     framework, _, rest = column.partition("/")
     impl = rest.split(" ")[0]
-    return (FRAMEWORK_ORDER.index(framework) if framework in FRAMEWORK_ORDER else len(FRAMEWORK_ORDER),
-            IMPL_ORDER.index(impl) if impl in IMPL_ORDER else len(IMPL_ORDER), column)
+    return sort_key(framework), IMPL_ORDER.index(impl) if impl in IMPL_ORDER else len(IMPL_ORDER), column
 
 
-def ratio_of(r: Record) -> float:
-    """error / allowed of a record; inf when the error is inf or nan (recorded as null)."""
-    value = r.get("worst_ratio")
-    return float("inf") if value is None else float(value)
+def worst_record(records: Iterable[LayerRecord]) -> LayerComparison | None:
+    """The comparison with the largest error/allowed ratio (the one a table cell shows), or None."""
+    ok = [r for r in records if isinstance(r, LayerComparison)]
+    return max(ok, key=lambda r: r.ratio) if ok else None
 
 
-def worst_record(records: list[Record]) -> Record | None:
-    """The "ok" record with the largest error/allowed ratio (the one a table cell shows), or None."""
-    ok = [r for r in records if r.get("status") == "ok"]
-    return max(ok, key=ratio_of) if ok else None
-
-
-def scaled_error(r: Record) -> float | None:
-    """max |got − ref| / the quantity's scale (its largest |ref| for outputs and running statistics).
-
-    The tolerance model sets atol = rtol · scale, so the scale is atol / rtol. Unlike max_rel_err, this does not
-    blow up on an element whose reference is near zero. None when the error is inf or nan.
-    """
-    err, atol, rtol = r.get("max_abs_err"), r.get("atol"), r.get("rtol")
-    if err is None:
-        return None
-    return err * rtol / atol if atol and rtol else err
-
-
-def brief(r: Record | None) -> dict[str, Any] | None:
+def brief(r: LayerComparison | None) -> dict[str, Any] | None:
     """The numbers of one comparison, for summary.json."""
     if r is None:
         return None
-    return {"case": r.get("case"), "framework": r.get("framework"), "impl": r.get("impl"),
-            "quantity": r.get("quantity"), "max_abs_err": r.get("max_abs_err"), "max_rel_err": r.get("max_rel_err"),
-            "scaled_err": scaled_error(r), "worst_ratio": r.get("worst_ratio"), "atol": r.get("atol"),
-            "rtol": r.get("rtol")}
+    return {"case": r.case, "framework": r.framework, "impl": r.impl, "quantity": r.quantity,
+            "max_abs_err": r.max_abs_err, "max_rel_err": r.max_rel_err, "scaled_err": r.scaled_error,
+            "worst_ratio": r.worst_ratio, "atol": r.atol, "rtol": r.rtol}
 
 
-def case_names(doc: dict[str, Any], *, gate: bool) -> list[str]:
-    """The gated (standard) or ungated (hard) case names in the file's order, from its meta or its records."""
-    listed = doc.get("meta", {}).get("cases")
-    if listed:
-        return [c["name"] for c in listed if bool(c.get("gate")) == gate]
-    return list(dict.fromkeys(r["case"] for r in doc.get("records", [])
-                              if r.get("case") is not None and bool(r.get("gate")) == gate))
+def judged(records: Iterable[LayerRecord], *, mode: str) -> list[LayerRecord]:
+    """The records of `mode` that judge the layer itself (not the comparisons with the baseline's convention)."""
+    return [r for r in records if r.mode == mode and not r.vs_baseline]
 
 
-def matrix(records: list[Record], cases: list[str], *,
+def matrix(records: Iterable[LayerRecord], cases: list[str], *,
            mode: str = "matched") -> tuple[list[str], dict[tuple[str, str], Cell]]:
     """(columns, cells) of `mode` records restricted to `cases`: the worst record per case × column.
 
     In defaults mode only the comparisons with each framework's own convention count (the layer as shipped).
     """
     wanted = set(cases)
-    mine = [r for r in records if r.get("mode") == mode and r.get("case") in wanted
-            and r.get("reference") in (None, "matched", "own-convention")]
-    table = cells(mine)
+    table = cells(r for r in judged(records, mode=mode) if r.case in wanted)
     columns = sorted({col for _, col in table}, key=column_order)
     return columns, table
 
@@ -81,20 +66,20 @@ def _fmt(value: float | None, spec: str = ".1e") -> str:
     return "inf/nan" if value is None else format(value, spec)
 
 
-def layer_parity(doc: dict[str, Any]) -> dict[str, Any]:
+def layer_parity(doc: ParityDoc | Mapping[str, Any]) -> dict[str, Any]:
     """The gate: per implementation how many standard cases pass, fail, are skipped; the worst comparisons."""
-    records = doc.get("records", [])
-    matched = [r for r in records if r.get("mode") == "matched"]
-    standard = case_names(doc, gate=True)
+    doc = parity_of(doc)
+    matched = [r for r in doc.records if r.mode == "matched"]
+    standard = doc.case_names(gate=True)
     columns, table = matrix(matched, standard)
-    unavailable = {f"{r['framework']}/{r['impl']}": r.get("reason") for r in matched if r.get("case") is None}
+    unavailable = {f"{r.framework}/{r.impl}": r.reason for r in doc.not_run if r.mode == "matched" and r.case is None}
+    gate_ok = [r for r in matched if isinstance(r, LayerComparison) and r.gate]
     per_column = []
     for col in columns:
         mine = [(case, table[(case, col)]) for case in standard if (case, col) in table]
         status = {case: cell.status for case, cell in mine}
-        ok_records = [r for r in matched if r.get("gate") and r.get("case") is not None and cell_key(r)[1] == col]
-        worst = {dtype: brief(worst_record([r for r in ok_records if r.get("dtype") == dtype]))
-                 for dtype in ("float32", "float64")}
+        ok_records = [r for r in gate_ok if cell_key(r)[1] == col]
+        worst = {dtype: brief(worst_record(r for r in ok_records if r.dtype == dtype)) for dtype in DTYPES}
         per_column.append({
             "column": col, "cases": len(standard),
             "passed": sum(s == "pass" for s in status.values()),
@@ -102,14 +87,12 @@ def layer_parity(doc: dict[str, Any]) -> dict[str, Any]:
             "skipped_cases": {c: cell.reason for c, cell in mine if cell.status == "skipped"},
             "not_run": [c for c in standard if c not in status],
             "worst": worst})
-    gated = [r for r in matched if r.get("gate") and r.get("status") in ("ok", "error")]
-    failures = gate_failures(matched)
-    worst = {dtype: brief(worst_record([r for r in matched if r.get("gate") and r.get("dtype") == dtype]))
-             for dtype in ("float32", "float64")}
+    n_gated, failures = gated(matched), gate_failures(matched)
+    worst = {dtype: brief(worst_record(r for r in gate_ok if r.dtype == dtype)) for dtype in DTYPES}
     frameworks = list(dict.fromkeys(c.split("/")[0] for c in columns))
     return {"frameworks": frameworks, "standard_cases": len(standard), "columns": per_column,
-            "unavailable": unavailable, "gated_comparisons": len(gated), "gate_failures": len(failures),
-            "all_pass": bool(gated) and not failures, "worst": worst}
+            "unavailable": unavailable, "gated_comparisons": len(n_gated), "gate_failures": len(failures),
+            "all_pass": bool(n_gated) and not failures, "worst": worst}
 
 
 def layer_verdict(s: dict[str, Any]) -> str:
@@ -137,17 +120,16 @@ def layer_verdict(s: dict[str, Any]) -> str:
     return text
 
 
-def hard_inputs(doc: dict[str, Any], *, mode: str = "matched") -> dict[str, Any]:
+def hard_inputs(doc: ParityDoc | Mapping[str, Any], *, mode: str = "matched") -> dict[str, Any]:
     """Per hard case and implementation: the worst comparison, and whether it is inside the tolerance model.
 
     mode "matched": every implementation configured alike; "defaults": the builtin layers as shipped, against
     the reference in their own convention.
     """
-    records = [r for r in doc.get("records", []) if r.get("mode") == mode
-               and r.get("reference") in (None, "matched", "own-convention")]
-    hard = case_names(doc, gate=False)
-    notes = {c["name"]: c.get("note", "") for c in doc.get("meta", {}).get("cases", [])}
-    columns, table = matrix(records, hard, mode=mode)
+    doc = parity_of(doc)
+    hard = doc.case_names(gate=False)
+    notes = doc.notes()
+    columns, table = matrix(doc.records, hard, mode=mode)
     findings = []
     for case in hard:
         for col in columns:
@@ -155,12 +137,11 @@ def hard_inputs(doc: dict[str, Any], *, mode: str = "matched") -> dict[str, Any]
             if cell is None:
                 continue
             framework, impl = col.split("/")
-            chosen = worst_record([r for r in records if r.get("case") == case and cell_key(r)[1] == col
-                                   and r.get("quantity") == cell.worst_quantity])
             entry = {"case": case, "note": notes.get(case, ""), "framework": framework, "impl": impl,
                      "status": cell.status, "inside_tolerance": {"pass": True, "differs": False}.get(cell.status),
                      "reason": cell.reason}
-            entry.update({k: v for k, v in (brief(chosen) or {}).items() if k not in ("case", "framework", "impl")})
+            numbers = brief(cell.record) or {}
+            entry.update({k: v for k, v in numbers.items() if k not in ("case", "framework", "impl")})
             findings.append(entry)
     return {"mode": mode, "cases": len(hard), "columns": columns, "findings": findings,
             "inside": sum(f["inside_tolerance"] is True for f in findings),
@@ -195,31 +176,34 @@ def hard_case_findings(s: dict[str, Any]) -> list[str]:
 
 def hard_verdict(s: dict[str, Any]) -> str:
     """One paragraph: how many hard-input results are inside the tolerance model; the others by case."""
-    judged = s["inside"] + s["outside"] + s["errors"]
+    judged_ = s["inside"] + s["outside"] + s["errors"]
     which = "layers as shipped, defaults mode" if s["mode"] == "defaults" else "matched semantics"
-    return (f"Hard inputs ({which}; findings, not gated): {s['inside']} of {judged} case × implementation results "
+    return (f"Hard inputs ({which}; findings, not gated): {s['inside']} of {judged_} case × implementation results "
             "are inside the tolerance model. " + " ".join(hard_case_findings(s))).strip()
 
 
-def measured_defaults(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Per framework: the defaults-mode proof of its registry row and its measured difference from PyTorch's.
+def measured_defaults(doc: ParityDoc | Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per framework: the defaults-mode proof of its registry row and its measured difference from the baseline's.
 
-    Returns framework -> {"own_convention": {"passed", "of"}, "vs_torch": {quantity: worst comparison}}, over
-    the standard cases (every framework's builtin layer with its own defaults).
+    Returns framework -> {"own_convention": {"passed", "of"} (its gated comparisons), "vs_baseline": {quantity: worst
+    comparison},
+    "vs_baseline_outside", "vs_baseline_of"}, over the standard cases (every framework's builtin layer with its
+    own defaults; the baseline framework is the file's meta.baseline).
     """
-    standard = set(case_names(doc, gate=True))
-    records = [r for r in doc.get("records", []) if r.get("mode") == "defaults" and r.get("case") in standard
-               and r.get("status") == "ok"]
+    doc = parity_of(doc)
+    standard = set(doc.case_names(gate=True))
+    records = [r for r in doc.comparisons if r.mode == "defaults" and r.case in standard]
     out: dict[str, dict[str, Any]] = {}
-    for framework in dict.fromkeys(r["framework"] for r in records):
-        own = [r for r in records if r["framework"] == framework and r.get("reference") == "own-convention"]
-        vs = [r for r in records if r["framework"] == framework and r.get("reference") == "torch-convention"]
+    for framework in dict.fromkeys(r.framework for r in records):
+        mine = [r for r in records if r.framework == framework]
+        own = [r for r in mine if r.reference == "own-convention" and r.gate]  # a case may be gated in one mode
+        vs = [r for r in mine if r.vs_baseline]
         measured = {}
         for quantity in MEASURED:
-            rel = [r for r in vs if r["quantity"] == quantity]
-            worst = max(rel, key=lambda r: (scaled_error(r) is None, scaled_error(r) or 0.0), default=None)
+            rel = [r for r in vs if r.quantity == quantity]
+            worst = max(rel, key=lambda r: (r.scaled_error is None, r.scaled_error or 0.0), default=None)
             measured[quantity] = brief(worst)
-        out[framework] = {"own_convention": {"passed": sum(bool(r["passed"]) for r in own), "of": len(own)},
-                          "vs_torch": measured,
-                          "vs_torch_outside": sum(not r["passed"] for r in vs), "vs_torch_of": len(vs)}
+        out[framework] = {"own_convention": {"passed": sum(r.passed for r in own), "of": len(own)},
+                          "vs_baseline": measured,
+                          "vs_baseline_outside": sum(not r.passed for r in vs), "vs_baseline_of": len(vs)}
     return out

@@ -1,4 +1,6 @@
-"""Reading a run directory: every record file it may hold, and which parts are missing or cut short."""
+"""Reading a run directory: every record file it may hold, typed (bnparity.suites.schema), and which parts are
+missing, cut short or unreadable. A file of a newer format than this bnparity reads makes its part "unreadable"
+(one line naming both versions); it never stops the report."""
 
 from __future__ import annotations
 
@@ -8,11 +10,24 @@ from typing import Any
 
 from bnparity.suites.errors import UserError
 from bnparity.suites.records import read_json
+from bnparity.suites.schema import (
+    TRAIN_MANIFEST,
+    Conclusions,
+    Environment,
+    FormatError,
+    ModelParityDoc,
+    ParityDoc,
+    RunManifest,
+    TrainEvent,
+    TrainManifest,
+    format_string,
+    load_model_parity,
+    load_parity,
+    load_run_manifest,
+    load_train_manifest,
+)
 
-PARITY_FORMAT = "bnparity-parity/1"
-PITFALLS_FORMAT = "bnparity-pitfalls/1"  # suites/pitfalls/command.py
-MODEL_PARITY_FORMAT = "bnparity-model-parity/1"
-TRAIN_FORMAT = "bnparity-train/1"
+PITFALLS_FORMAT = "bnparity-pitfalls/1"  # suites/pitfalls/command.py (read by reports/porting.py)
 # part -> (file or folder in the run directory, the `bnparity run` step that writes it)
 PARTS: dict[str, tuple[str, str | None]] = {
     "manifest": ("manifest.json", None),
@@ -22,6 +37,7 @@ PARTS: dict[str, tuple[str, str | None]] = {
     "train": ("train", "train"),
 }
 FINISHED_STEPS = ("done", "done-with-differences", "done-with-failed-runs")  # suites/main_job.py
+_TRAIN_PREFIX = format_string(TRAIN_MANIFEST, 0).removesuffix("0")  # "bnparity-train/": a training run manifest
 
 
 @dataclass(frozen=True)
@@ -46,18 +62,22 @@ class PartStatus:
 
 @dataclass
 class RunData:
-    """Everything the report reads from one run directory (None where a part is absent)."""
+    """Everything the report reads from one run directory (None where a part is absent).
+
+    train_unreadable: run file name -> how many of its lines could not be read (only files with some).
+    """
 
     run_dir: Path
-    manifest: dict[str, Any] | None = None
+    manifest: RunManifest | None = None
     conventions: list[dict[str, Any]] = field(default_factory=list)
     conventions_source: str = "conventions.json"
-    parity: dict[str, Any] | None = None
-    model_parity: dict[str, Any] | None = None
+    parity: ParityDoc | None = None
+    model_parity: ModelParityDoc | None = None
     train_dir: Path | None = None
-    train_manifest: dict[str, Any] | None = None
-    train_records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    conclusions: dict[str, Any] | None = None
+    train_manifest: TrainManifest | None = None
+    train_records: dict[str, list[TrainEvent]] = field(default_factory=dict)
+    train_unreadable: dict[str, int] = field(default_factory=dict)
+    conclusions: Conclusions | None = None
     parts: dict[str, PartStatus] = field(default_factory=dict)
 
     @property
@@ -66,41 +86,31 @@ class RunData:
         return [p for p in self.parts.values() if p.incomplete]
 
     @property
-    def environment(self) -> dict[str, Any]:
-        """The environment manifest: the run's, else the one a record file carries."""
-        if self.manifest and self.manifest.get("environment"):
-            return self.manifest["environment"]
-        for doc in (self.parity, self.model_parity):
-            if doc and doc.get("meta"):
-                return {k: v for k, v in doc["meta"].items() if k in _ENV_KEYS}
-        if self.train_manifest and self.train_manifest.get("environment"):
-            return self.train_manifest["environment"]
-        return {}
+    def environment(self) -> Environment:
+        """The environment manifest: the run's, else the one a record file carries (empty when none does)."""
+        candidates = (self.manifest, self.parity and self.parity.meta, self.model_parity and self.model_parity.meta,
+                      self.train_manifest)
+        for holder in candidates:
+            if holder is not None and holder.environment is not None and holder.environment != Environment():
+                return holder.environment
+        return Environment()
 
 
-_ENV_KEYS = ("time", "python", "platform", "machine", "cpu", "cpu_count", "threads", "packages", "git_commit")
-
-
-def _read(path: Path, expected_format: str | None) -> tuple[dict[str, Any] | None, str | None]:
-    """(document, None) or (None, why it cannot be used)."""
+def _read(path: Path, loader: Any) -> tuple[Any, str | None]:
+    """(record, None) or (None, why it cannot be used: one line)."""
     try:
-        doc = read_json(path)
-    except (ValueError, OSError) as e:
+        return loader(read_json(path), where=path.name), None
+    except (ValueError, OSError) as e:  # FormatError is a ValueError
         return None, str(e)
-    if not isinstance(doc, dict):
-        return None, f"{path.name} must hold a JSON object. Received: {type(doc).__name__}"
-    if expected_format is not None and doc.get("format") != expected_format:
-        return None, f"{path.name} must have format {expected_format!r}. Received: {doc.get('format')!r}"
-    return doc, None
 
 
-def _step_status(manifest: dict[str, Any] | None, step: str | None) -> str | None:
+def _step_status(manifest: RunManifest | None, step: str | None) -> str | None:
     if manifest is None or step is None:
         return None
-    return manifest.get("steps", {}).get(step, "not requested")
+    return manifest.steps.get(step, "not requested")
 
 
-def _suite_part(data: RunData, part: str, fmt: str) -> None:
+def _suite_part(data: RunData, part: str, loader: Any) -> None:
     """parity.json or model_parity.json: read it and judge whether it is complete."""
     name, step = PARTS[part]
     path = data.run_dir / name
@@ -110,13 +120,13 @@ def _suite_part(data: RunData, part: str, fmt: str) -> None:
         why = f"the run's step {step} is {step_status}" if step_status else "no such file"
         data.parts[part] = PartStatus(part, status, f"{name}: {why}")
         return
-    doc, problem = _read(path, fmt)
+    doc, problem = _read(path, loader)
     if doc is None:
         data.parts[part] = PartStatus(part, "unreadable", problem or "")
         return
     setattr(data, part, doc)
-    if not doc.get("meta", {}).get("complete", False):
-        data.parts[part] = PartStatus(part, "partial", f"{name}: interrupted after {len(doc.get('records', []))} "
+    if not doc.meta.complete:
+        data.parts[part] = PartStatus(part, "partial", f"{name}: interrupted after {len(doc.records)} "
                                                        "records (meta.complete is false)")
     elif step_status not in (None, *FINISHED_STEPS):
         data.parts[part] = PartStatus(part, "partial", f"{name}: the run's step {step} is {step_status}")
@@ -146,9 +156,14 @@ def _conventions_part(data: RunData) -> None:
                                                "conventions.json: no such file; the installed registry is shown")
 
 
+def unreadable_note(unreadable: dict[str, int]) -> str:
+    """'2 unreadable lines in torch-bn-seed0.jsonl; ...' ('' when every line was read)."""
+    return "; ".join(f"{n} unreadable line{'s' if n != 1 else ''} in {name}" for name, n in unreadable.items())
+
+
 def _train_part(data: RunData, train_dir: Path) -> None:
     from bnparity.suites.convergence.conclusions import compute_conclusions
-    from bnparity.suites.convergence.records import RunId, read_records
+    from bnparity.suites.convergence.records import RunId, read_run
 
     step_status = _step_status(data.manifest, PARTS["train"][1])
     if not (train_dir / "manifest.json").exists():
@@ -156,29 +171,33 @@ def _train_part(data: RunData, train_dir: Path) -> None:
         why = f"the run's step train is {step_status}" if step_status else "no training run directory"
         data.parts["train"] = PartStatus("train", status, f"{train_dir.name}/manifest.json: {why}")
         return
-    manifest, problem = _read(train_dir / "manifest.json", TRAIN_FORMAT)
+    manifest, problem = _read(train_dir / "manifest.json", load_train_manifest)
     if manifest is None:
-        data.parts["train"] = PartStatus("train", "unreadable", problem or "")
+        data.parts["train"] = PartStatus("train", "unreadable", f"{train_dir.name}/{problem}")
         return
     data.train_dir, data.train_manifest = train_dir, manifest
     try:
-        runs = [RunId.parse(name) for name in manifest["runs"]]
-        data.train_records = {r.name: read_records(r.records_path(train_dir)) for r in runs}
-        data.conclusions = compute_conclusions(train_dir)
-    except (ValueError, KeyError, OSError) as e:
+        runs = [RunId.parse(name) for name in manifest.runs]
+        records = {r.name: read_run(r.records_path(train_dir)) for r in runs}
+        data.conclusions = compute_conclusions(train_dir, manifest=manifest, records=records)
+    except (ValueError, OSError) as e:  # FormatError (a run file of a newer version) is a ValueError
         data.parts["train"] = PartStatus("train", "unreadable", f"{train_dir.name}: {e}")
         return
-    cut = [f"{i['run']} {i['status']} after {i['epochs_completed']} epochs" for i in data.conclusions["incomplete"]]
+    data.train_records = {name: rr.events for name, rr in records.items()}
+    data.train_unreadable = dict(data.conclusions.unreadable_lines)
+    note = unreadable_note(data.train_unreadable)
+    cut = [f"{i.run} {i.status} after {i.epochs_completed} epochs" for i in data.conclusions.incomplete]
     if cut:
-        data.parts["train"] = PartStatus("train", "partial", "training runs not done: " + "; ".join(cut))
+        data.parts["train"] = PartStatus("train", "partial", "; ".join(
+            ["training runs not done: " + "; ".join(cut), *([note] if note else [])]))
     elif step_status not in (None, *FINISHED_STEPS):
         data.parts["train"] = PartStatus("train", "partial", f"the run's step train is {step_status}")
     else:
-        data.parts["train"] = PartStatus("train", "ok")
+        data.parts["train"] = PartStatus("train", "ok", note)
 
 
 def load_run(run_dir: Path) -> RunData:
-    """Read every part of `run_dir` that exists; a missing or cut-short part is recorded, never raised.
+    """Read every part of `run_dir` that exists; a missing, cut-short or unreadable part is recorded, never raised.
 
     A training run directory (the output of `bnparity train`) is accepted as RUN_DIR too.
 
@@ -190,32 +209,39 @@ def load_run(run_dir: Path) -> RunData:
         what = "is not a directory" if run_dir.exists() else "does not exist"
         raise UserError(f"RUN_DIR must be a bnparity run directory. Received: {run_dir}, which {what}")
     data = RunData(run_dir=run_dir)
-    manifest, problem = (_read(run_dir / "manifest.json", None) if (run_dir / "manifest.json").exists()
-                         else (None, "manifest.json: no such file"))
-    if manifest is not None and manifest.get("format") == TRAIN_FORMAT:
+    path = run_dir / "manifest.json"
+    raw, problem = _read(path, lambda doc, where: doc) if path.exists() else (None, "manifest.json: no such file")
+    if isinstance(raw, dict) and str(raw.get("format", "")).startswith(_TRAIN_PREFIX):
         data.parts["manifest"] = PartStatus("manifest", "not requested", "a training run directory on its own")
         _train_part(data, run_dir)
         for part in ("parity", "model_parity", "conventions"):
             data.parts[part] = PartStatus(part, "not requested", "a training run directory on its own")
         _conventions_part(data)  # the installed registry, since no conventions.json was recorded
         return data
+    manifest = None
+    if raw is not None:
+        try:
+            manifest = load_run_manifest(raw, where=path.name)
+        except FormatError as e:
+            problem = str(e)
     if manifest is None:
         data.parts["manifest"] = PartStatus("manifest", "missing" if "no such" in (problem or "") else "unreadable",
                                             problem or "")
     else:
         data.manifest = manifest
-        unfinished = [f"{s} {v}" for s, v in manifest.get("steps", {}).items()
-                      if s != "report" and v not in FINISHED_STEPS]
-        if manifest.get("finished") is None or unfinished:
+        unfinished = [f"{s} {v}" for s, v in manifest.steps.items() if s != "report" and v not in FINISHED_STEPS]
+        if manifest.finished is None or unfinished:
             detail = "steps not finished: " + ", ".join(unfinished) if unfinished else "the run never finished"
             data.parts["manifest"] = PartStatus("manifest", "partial", detail)
         else:
             data.parts["manifest"] = PartStatus("manifest", "ok")
-    _suite_part(data, "parity", PARITY_FORMAT)
-    _suite_part(data, "model_parity", MODEL_PARITY_FORMAT)
+    _suite_part(data, "parity", load_parity)
+    _suite_part(data, "model_parity", load_model_parity)
     _train_part(data, run_dir / PARTS["train"][0])
     _conventions_part(data)
     if data.parity is None and data.model_parity is None and data.train_manifest is None:
+        if any(data.parts[p].status == "unreadable" for p in ("parity", "model_parity", "train")):
+            return data  # record files this version cannot read: the report says so, part by part
         raise UserError(f"RUN_DIR must hold parity.json, model_parity.json or train/. Received: {run_dir}, "
                         "which holds none of them")
     return data

@@ -4,42 +4,41 @@ from __future__ import annotations
 
 from typing import Any
 
+from bnparity.frameworks.registry import display_name, sort_key
+from bnparity.suites.model_parity.summary import worst
 from bnparity.suites.parity.summary import Cell as ParityCell
-from bnparity.suites.parity.summary import cell_key
+from bnparity.suites.schema import ModelComparison, ParityDoc
 
 from .document import Bullets, Cell, Section, Table, fmt, text_cell
-from .layer_summary import case_names, column_order, hard_case_findings, matrix, worst_record
+from .layer_summary import MEASURED, hard_case_findings, matrix, parity_of
 from .load import RunData
-from .summary import relative
+from .summary import CONVENTION_FIELDS, ModelParitySummary, convention_rows
 
 _STATUS = {"pass": "pass", "FAIL": "fail", "differs": "differs", "skipped": "skipped", "error": "error"}
-MODEL_ROWS = (("logits", "reference"), ("loss", "reference"), ("running_stats", "reference"),
-              ("eval_loss", "reference"), ("logits", "torch"), ("loss", "torch"), ("loss_step2", "torch"),
-              ("grad", "torch"), ("param_step1", "torch"), ("param_step2", "torch"), ("momentum", "torch"),
-              ("running_stats", "torch"), ("running_var_raw", "torch"))
+# the model-parity table's rows: what is compared against the float64 reference, then against the anchor framework
+MODEL_KINDS = {"reference": ("logits", "loss", "running_stats", "eval_loss"),
+               "anchor": ("logits", "loss", "loss_step2", "grad", "param_step1", "param_step2", "momentum",
+                          "running_stats", "running_var_raw")}
 
 
-def _parity_cell(cell: ParityCell | None, records: list[dict[str, Any]], case: str, column: str) -> Cell:
+def _parity_cell(cell: ParityCell | None) -> Cell:
     """'max |Δ| · error/allowed' of the worst comparison, coloured, with the details as hover text."""
     if cell is None:
         return Cell("")
-    if cell.status in ("skipped", "error"):
+    if cell.status in ("skipped", "error") or cell.record is None:
         return Cell(cell.status, _STATUS[cell.status], cell.reason)
-    r = worst_record([x for x in records if x.get("case") == case and cell_key(x)[1] == column
-                      and x.get("quantity") == cell.worst_quantity]) or {}
-    title = (f"worst quantity {cell.worst_quantity}: max |got − ref| {fmt(r.get('max_abs_err'))}, max relative "
-             f"{fmt(r.get('max_rel_err'))}, {r.get('n_mismatched')} of {r.get('n_total')} elements outside; "
-             f"allowed atol {fmt(r.get('atol'))} + rtol {fmt(r.get('rtol'))}·|ref|")
+    r = cell.record
+    title = (f"worst quantity {r.quantity}: max |got − ref| {fmt(r.max_abs_err)}, max relative "
+             f"{fmt(r.max_rel_err)}, {r.n_mismatched} of {r.n_total} elements outside; "
+             f"allowed atol {fmt(r.atol)} + rtol {fmt(r.rtol)}·|ref|")
     return Cell(f"{fmt(cell.max_abs_err, '.1e')} · {fmt(cell.worst_ratio)}", _STATUS[cell.status], title)
 
 
-def _case_matrix(data: RunData, cases: list[str], notes: dict[str, str], caption: str, *,
-                 mode: str = "matched") -> Table:
-    records = [r for r in data.parity["records"] if r.get("mode") == mode
-               and r.get("reference") in (None, "matched", "own-convention")]
-    columns, table = matrix(records, cases, mode=mode)
+def _case_matrix(doc: ParityDoc, cases: list[str], caption: str, *, mode: str = "matched") -> Table:
+    columns, table = matrix(doc.records, cases, mode=mode)
+    notes = doc.notes()
     rows = [[Cell(case, title=notes.get(case) or None)]
-            + [_parity_cell(table.get((case, col)), records, case, col) for col in columns] for case in cases]
+            + [_parity_cell(table.get((case, col))) for col in columns] for case in cases]
     return Table(["case", *columns], rows, caption=caption)
 
 
@@ -47,13 +46,13 @@ def layer_section(data: RunData, summary: dict[str, Any]) -> Section:
     section = Section("layer-parity", "Layer parity matrix")
     if data.parity is None:
         return Section(section.id, section.title, missing=data.parts["parity"].detail)
-    notes = {c["name"]: c.get("note", "") for c in data.parity["meta"].get("cases", [])}
+    doc = parity_of(data.parity)
     s = summary["layer_parity"]
     section.blocks.append(
         "Every standard case (the gate) through every implementation in matched semantics, compared with the float64 "
         "reference. A cell shows the worst comparison over y, dx, dγ, dβ, the running statistics and y_eval: its "
         "largest absolute error · its error as a fraction of the allowed error (≤ 1 passes). Hover for details.")
-    section.blocks.append(_case_matrix(data, case_names(data.parity, gate=True), notes,
+    section.blocks.append(_case_matrix(doc, doc.case_names(gate=True),
                                        f"{s['standard_cases']} standard cases; {s['gated_comparisons']} gated "
                                        f"comparisons, {s['gate_failures']} failures."))
     for col, reason in s["unavailable"].items():
@@ -65,16 +64,16 @@ def hard_section(data: RunData, summary: dict[str, Any]) -> Section:
     section = Section("hard-inputs", "Hard-input findings")
     if data.parity is None:
         return Section(section.id, section.title, missing=data.parts["parity"].detail)
-    hard = case_names(data.parity, gate=False)
+    doc = parity_of(data.parity)
+    hard = doc.case_names(gate=False)
     if not hard:
         return Section(section.id, section.title, ["This run has no hard-input cases (bnparity parity --no-hard)."])
-    notes = {c["name"]: c.get("note", "") for c in data.parity["meta"].get("cases", [])}
     h = summary["hard_inputs"]
     section.blocks.append(f"Inputs that separate a careful implementation from a naive one. Findings, never a gate: "
                           f"{h['inside']} results inside the tolerance model, {h['outside']} outside, "
                           f"{h['errors']} errors.")
     section.blocks.append(Bullets(hard_case_findings(h)))
-    section.blocks.append(_case_matrix(data, hard, notes, "Matched semantics (every implementation configured "
+    section.blocks.append(_case_matrix(doc, hard, "Matched semantics (every implementation configured "
                                        "alike). Cells as in the layer parity matrix."))
     d = summary["hard_inputs_defaults"]
     if d and d["findings"]:
@@ -82,88 +81,97 @@ def hard_section(data: RunData, summary: dict[str, Any]) -> Section:
                               f"framework's own convention): {d['inside']} inside, {d['outside']} outside, "
                               f"{d['errors']} errors.")
         section.blocks.append(Bullets(hard_case_findings(d)))
-        section.blocks.append(_case_matrix(data, hard, notes, "Defaults mode: each framework's own layer with its "
+        section.blocks.append(_case_matrix(doc, hard, "Defaults mode: each framework's own layer with its "
                                            "own defaults (e.g. Flax's E[x²] − E[x]² variance).", mode="defaults"))
     return section
 
 
+# (Convention attribute, row label); CONVENTION_FIELDS (reports/summary.py) are the ones a porter must change
+_CONVENTION_ROWS = (("layer", "layer"), ("momentum", "momentum (default)"), ("momentum_weighs", "momentum weighs"),
+                    ("new_weight", "weight of the new batch"), ("eps", "ε"),
+                    ("running_var", "running variance stored"), ("channel_axis", "channel axis"),
+                    ("variance_algorithm", "σ²_B algorithm"), ("train_eval_switch", "train/eval switch"),
+                    ("scale_switch", "turning γ off"), ("running_stats_written", "running statistics written"))
+
+
 def conventions_section(data: RunData, summary: dict[str, Any]) -> Section:
     section = Section("conventions", "Conventions and measured default differences")
-    rows = {r["framework"]: r for r in data.conventions}
+    rows = {r.framework: r for r in convention_rows(data.conventions, where=data.conventions_source)}
     frameworks = list(rows)
-    conv = {r["framework"]: r for r in summary["conventions"]["frameworks"]}
-    fields = [("layer", "layer"), ("momentum", "momentum (default)"), ("momentum_weighs", "momentum weighs"),
-              ("new_weight", "weight of the new batch"), ("eps", "ε"), ("running_var", "running variance stored"),
-              ("channel_axis", "channel axis"), ("variance_algorithm", "σ²_B algorithm"),
-              ("train_eval_switch", "train/eval switch"), ("scale_switch", "turning γ off"),
-              ("running_stats_written", "running statistics written")]
+    measured = {r["framework"]: r["measured"] for r in summary["conventions"]["frameworks"]}
+    anchor = summary["conventions"]["baseline"]
+    shown = display_name(anchor)
     body = []
-    for key, label in fields:
-        values = {fw: conv[fw].get(key, rows[fw].get(key)) for fw in frameworks}
-        ref = values.get("torch")
+    for key, label in _CONVENTION_ROWS:
+        values = {fw: getattr(rows[fw], key) for fw in frameworks}
+        ref = values.get(anchor)
         body.append([Cell(label)] + [
             text_cell(f"{values[fw]:g}" if isinstance(values[fw], float) else values[fw],
-                      status="differs" if fw != "torch" and ref is not None and values[fw] != ref
-                      and key not in ("layer", "train_eval_switch", "scale_switch", "running_stats_written") else None,
-                      title=rows[fw].get("citations", {}).get(key)) for fw in frameworks])
-    for quantity in ("running_mean", "running_var", "y_eval"):
+                      status="differs" if fw != anchor and ref is not None and values[fw] != ref
+                      and key in CONVENTION_FIELDS else None,
+                      title=rows[fw].citations.get(key)) for fw in frameworks])
+    for quantity in MEASURED:
         cells = []
         for fw in frameworks:
-            m = (conv[fw].get("measured") or {}).get("vs_torch", {}).get(quantity)
+            m = (measured.get(fw) or {}).get("vs_baseline", {}).get(quantity)
             cells.append(Cell("–") if m is None else Cell(
                 fmt(m["scaled_err"]), "pass" if (m["worst_ratio"] or float("inf")) <= 1 else "differs",
                 f"worst over the standard cases: {m['case']}; max |Δ| {fmt(m['max_abs_err'])}, "
                 f"{fmt(m['worst_ratio'])}× the float tolerance"))
-        body.append([Cell(f"{quantity} vs PyTorch's convention (max |Δ| / max |ref|)")] + cells)
+        body.append([Cell(f"{quantity} vs {shown}'s convention (max |Δ| / max |ref|)")] + cells)
     proof = []
     for fw in frameworks:
-        m = conv[fw].get("measured")
+        m = measured.get(fw)
         ok = m and m["own_convention"]["of"] and m["own_convention"]["passed"] == m["own_convention"]["of"]
         proof.append(Cell("–") if not m else Cell(f"{m['own_convention']['passed']}/{m['own_convention']['of']}",
                                                  "pass" if ok else "fail"))
     body.append([Cell("defaults reproduce this row (gated comparisons)")] + proof)
     section.blocks.append(
         f"Each framework's BatchNorm as a user who changes nothing gets it ({summary['conventions']['source']}; "
-        "hover a value for where the framework defines it). Coloured: a default that differs from PyTorch's. The "
+        f"hover a value for where the framework defines it). Coloured: a default that differs from {shown}'s. The "
         "last rows are measured in defaults mode: each framework's own layer after the case's training steps, "
-        "against the reference in PyTorch's convention — the difference a porter who keeps the defaults sees.")
+        f"against the reference in {shown}'s convention — the difference a porter who keeps the defaults sees.")
     section.blocks.append(Table(["", *frameworks], body, row_class="kv"))
     return section
 
 
-def _model_cell(records: list[dict[str, Any]]) -> Cell:
+def _model_cell(records: list[ModelComparison]) -> Cell:
+    """'relative error · error/allowed' of the worst comparison (ratio first; inf/nan the worst), with the raw
+    error and the scale it is relative to as hover text."""
     if not records:
         return Cell("–")
-    worst = max(records, key=lambda r: (r.get("worst_ratio") is None, r.get("worst_ratio") or 0.0))
-    outside = sum(not r.get("passed") for r in records)
-    gated = bool(worst.get("gate"))
-    status = "pass" if outside == 0 else ("fail" if any(r.get("gate") and not r.get("passed") for r in records)
-                                          else "differs")
-    title = (f"worst: {worst.get('quantity')} ({worst.get('variant')}, dropout {worst.get('dropout')}); "
-             f"{outside} of {len(records)} outside the tolerance; {'gated' if gated else 'not gated'}")
-    return Cell(f"{fmt(relative(worst), '.1e')} · {fmt(worst.get('worst_ratio'))}", status, title)
+    w = worst(records)
+    outside = sum(not r.passed for r in records)
+    status = "pass" if outside == 0 else ("fail" if any(r.gate and not r.passed for r in records) else "differs")
+    title = (f"worst: {w.quantity} ({w.variant}, dropout {w.dropout}): max |Δ| {fmt(w.max_abs_err)} against scale "
+             f"{fmt(w.scale)}; {outside} of {len(records)} outside the tolerance; "
+             f"{'gated' if w.gate else 'not gated'}")
+    return Cell(f"{fmt(w.rel_err, '.1e')} · {fmt(w.worst_ratio)}", status, title)
 
 
 def model_section(data: RunData, summary: dict[str, Any]) -> Section:
     section = Section("model-parity", "Model-level parity (AlexNet)")
     if data.model_parity is None:
         return Section(section.id, section.title, missing=data.parts["model_parity"].detail)
-    records = [r for r in data.model_parity.get("records", []) if r.get("status") == "ok"]
-    columns = sorted({(r["framework"], r["dtype"]) for r in records}, key=lambda c: (c[1], column_order(c[0] + "/")))
+    m: ModelParitySummary = summary["model_parity"]
+    records = data.model_parity.comparisons
+    columns = sorted({(r.framework, r.dtype) for r in records}, key=lambda c: (c[1], sort_key(c[0])))
+    anchor = m.anchor or ""
     body = []
-    for kind, against in MODEL_ROWS:
-        mine = [r for r in records if r.get("kind") == kind and r.get("against") == against]
-        if mine:
-            body.append([Cell(kind), Cell(against)]
-                        + [_model_cell([r for r in mine if (r["framework"], r["dtype"]) == c]) for c in columns])
-    m = summary["model_parity"]
+    for against, kinds in (("reference", MODEL_KINDS["reference"]), (anchor, MODEL_KINDS["anchor"])):
+        for kind in kinds:
+            mine = [r for r in records if r.kind == kind and r.against == against]
+            if mine:
+                body.append([Cell(kind), Cell(against if against == "reference" else display_name(against))]
+                            + [_model_cell([r for r in mine if (r.framework, r.dtype) == c]) for c in columns])
+    versus = f" and against {display_name(anchor)}" if anchor else ""
     section.blocks.append(
-        f"The same AlexNet (preset {m['preset']}), weights, batches and dropout masks in every framework, against the "
-        "float64 NumPy reference and against PyTorch. A cell: the worst relative error (max |Δ| / the quantity's "
-        "scale) · its fraction of the allowed error, over variants and dropout modes. float32 gradients and updates "
-        "and the raw running variance are recorded, not gated.")
-    section.blocks.append(Table(["quantity", "against", *[f"{fw} {dt}" for fw, dt in columns]], body,
-                                caption=f"{m['gated'] - m['failures']}/{m['gated']} gated comparisons pass."))
-    for fw, reason in {**m["skipped"], **m["errors"]}.items():
-        section.blocks.append(f"{fw} was not compared: {reason}")
+        f"The same AlexNet (preset {m.preset}), weights, batches and dropout masks in every framework, against the "
+        f"float64 NumPy reference{versus}. A cell: the worst relative error (max |Δ| / the quantity's scale) · its "
+        "fraction of the allowed error, over variants and dropout modes (hover: the raw max |Δ| and the scale). "
+        "float32 gradients and updates and the raw running variance are recorded, not gated.")
+    section.blocks.append(Table(["quantity", "against", *[f"{display_name(fw)} {dt}" for fw, dt in columns]], body,
+                                caption=f"{m.gated - m.failures}/{m.gated} gated comparisons pass."))
+    for fw, reason in {**m.skipped, **m.errors}.items():
+        section.blocks.append(f"{display_name(fw)} was not compared: {reason}")
     return section

@@ -10,72 +10,82 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bnparity.frameworks.conventions import all_conventions
+from bnparity.frameworks.conventions import Convention, all_conventions
+from bnparity.frameworks.registry import baseline, descriptors, display_name
 from bnparity.suites.environment import short_commit
 from bnparity.suites.errors import UserError
+from bnparity.suites.output import write_output
 from bnparity.suites.parity.summary import cells
 from bnparity.suites.records import read_json
+from bnparity.suites.schema import PARITY_FORMAT, FormatError, ParityDoc, load_parity
 
-from .layer_summary import case_names, layer_parity, measured_defaults
-from .load import PARITY_FORMAT, PITFALLS_FORMAT
-from .porting_facts import PROOFS, ROOT, missing_tests, tutorial_pitfalls, variance_gap
+from .layer_summary import layer_parity, measured_defaults
+from .load import PITFALLS_FORMAT
+from .porting_facts import ROOT, all_proofs, missing_tests, proof_refs, tutorial_pitfalls, variance_gap
 from .porting_pairs import pair_section
 
-NAMES = {"torch": "PyTorch", "mxnet": "MXNet Gluon", "jax": "JAX/Flax"}
+# (ModelLayout attribute, row label) of the model-level table
+MODEL_ROWS = (("conv_kernel", "convolution kernel"), ("dense_weight", "Dense/Linear weight"), ("bn_params", "BN γ, β"),
+              ("bn_stats", "BN running statistics"), ("activations", "activations"))
 
 
 def proof(key: str, frameworks: tuple[str, ...] | None = None) -> str:
-    """'Proved by <links>.' for a statement key of PROOFS; with `frameworks`, only their tests and shared ones."""
-    refs = [r for r in PROOFS[key] if frameworks is None or r.framework is None or r.framework in frameworks]
+    """'Proved by <links>.' for statement `key`; with `frameworks`, only their own tests and the shared ones."""
+    refs = proof_refs(key, all_conventions(), frameworks)
     return "Proved by " + ", ".join(ref.link() for ref in refs) + "."
+
+
+def _and(names: Sequence[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def _g(x: float) -> str:
     return f"{x:.2g}"
 
 
-def overview(rows: list[dict[str, Any]]) -> list[str]:
+def overview(rows: Sequence[Convention]) -> list[str]:
     fields = [("layer", "layer"), ("momentum", "momentum (default)"), ("momentum_weighs", "momentum weighs"),
               ("eps", "ε"), ("running_var", "running variance stored"), ("channel_axis", "channel axis"),
               ("variance_algorithm", "σ²_B algorithm"), ("running_stats_written", "running statistics written")]
-    lines = ["| | " + " | ".join(NAMES.get(r["framework"], r["framework"]) for r in rows) + " |",
-             "|---|" + "---|" * len(rows)]
+    lines = ["| | " + " | ".join(display_name(r.framework) for r in rows) + " |", "|---|" + "---|" * len(rows)]
     for key, label in fields:
-        lines.append(f"| {label} | " + " | ".join(str(r[key]).replace("|", "\\|") for r in rows) + " |")
+        lines.append(f"| {label} | " + " | ".join(str(getattr(r, key)).replace("|", "\\|") for r in rows) + " |")
     return lines
 
 
-def measured(doc: dict[str, Any]) -> list[str]:
-    """What the parity run measured: matched mode agrees; defaults mode differs from PyTorch's convention by ..."""
+def measured(doc: ParityDoc) -> list[str]:
+    """What the parity run measured: matched mode agrees; defaults mode differs from the baseline's convention by ..."""
     lp, dm = layer_parity(doc), measured_defaults(doc)
-    meta = doc.get("meta", {})
-    lines = [f"From the parity run of {meta.get('time')} (commit {short_commit(meta.get('git_commit'))}, "
-             f"frameworks {', '.join(meta.get('frameworks', []))}).", "",
+    meta = doc.meta
+    anchor = display_name(meta.baseline or baseline().name)
+    lines = [f"From the parity run of {meta.environment.time} (commit {short_commit(meta.environment.git_commit)}, "
+             f"frameworks {', '.join(meta.frameworks)}).", "",
              "**Configured as in this guide** (matched mode), every builtin layer agrees with the float64 reference: "
              + "; ".join(f"{c['column']} {c['passed']}/{c['cases']} standard cases"
                          + (f" ({len(c['skipped_cases'])} not configurable)" if c["skipped_cases"] else "")
                          for c in lp["columns"] if c["column"].endswith("/builtin"))
              + f". {proof('matched')}", "",
              "**Left at their defaults** (defaults mode, after the case's training steps), against the reference in "
-             "PyTorch's convention; max |Δ| / max |ref| over the standard cases:", "",
+             f"{anchor}'s convention; max |Δ| / max |ref| over the standard cases:", "",
              "| framework | running_mean | running_var | y_eval | its own registry row reproduced |",
              "|---|---|---|---|---|"]
     for fw, m in dm.items():
-        cells = [("–" if m["vs_torch"][q] is None or m["vs_torch"][q]["scaled_err"] is None
-                  else _g(m["vs_torch"][q]["scaled_err"])) for q in ("running_mean", "running_var", "y_eval")]
+        cells = [("–" if m["vs_baseline"][q] is None or m["vs_baseline"][q]["scaled_err"] is None
+                  else _g(m["vs_baseline"][q]["scaled_err"])) for q in ("running_mean", "running_var", "y_eval")]
         own = m["own_convention"]
-        lines.append(f"| {NAMES.get(fw, fw)} | " + " | ".join(cells) + f" | {own['passed']}/{own['of']} |")
+        lines.append(f"| {display_name(fw)} | " + " | ".join(cells) + f" | {own['passed']}/{own['of']} |")
     return lines + far_from_zero(doc)
 
 
-def far_from_zero(doc: dict[str, Any]) -> list[str]:
+def far_from_zero(doc: ParityDoc) -> list[str]:
     """The builtin layers on the offset hard cases, configured (matched) and at their defaults."""
-    cases = [c for c in case_names(doc, gate=False) if "offset" in c]
-    records = [r for r in doc.get("records", []) if r.get("case") in cases and r.get("impl") == "builtin"
-               and r.get("reference") in ("matched", "own-convention")]
+    cases = [c for c in doc.case_names(gate=False) if "offset" in c]
+    records = [r for r in doc.records if r.case in cases and r.impl == "builtin"
+               and r.reference in ("matched", "own-convention")]
     if not records:
         return []
     columns = [(c, mode) for c in cases for mode in ("matched", "defaults")]
@@ -84,28 +94,27 @@ def far_from_zero(doc: dict[str, Any]) -> list[str]:
              "guide, which for Flax means `use_fast_variance=False`):", "",
              "| framework | " + " | ".join(f"{c.split('-')[-1]} {mode}" for c, mode in columns) + " |",
              "|---|" + "---|" * len(columns)]
-    for fw in dict.fromkeys(r["framework"] for r in records):
+    for fw in dict.fromkeys(r.framework for r in records):
         row = []
         for case, mode in columns:
-            cell = cells([r for r in records if r["framework"] == fw and r["mode"] == mode]).get(
+            cell = cells([r for r in records if r.framework == fw and r.mode == mode]).get(
                 (case, f"{fw}/builtin"))
             if cell is None or cell.status in ("skipped", "error"):
                 row.append("–" if cell is None else cell.status)
             else:
                 row.append(f"{_g(cell.max_abs_err or float('inf'))} ({_g(cell.worst_ratio or float('inf'))}×)")
-        lines.append(f"| {NAMES.get(fw, fw)} | " + " | ".join(row) + " |")
+        lines.append(f"| {display_name(fw)} | " + " | ".join(row) + " |")
     return lines + ["", proof("variance_algorithm")]
 
 
 def model_level() -> list[str]:
+    """How each framework stores the AlexNet (its descriptor's model_layout), and what a whole-model port needs."""
+    frameworks = descriptors()
+    table = ["| | " + " | ".join(d.display_name for d in frameworks) + " |", "|---|" + "---|" * len(frameworks)]
+    table += [f"| {label} | " + " | ".join(getattr(d.model_layout, key) for d in frameworks) + " |"
+              for key, label in MODEL_ROWS]
     return [
-        "| | PyTorch | MXNet Gluon | JAX/Flax |", "|---|---|---|---|",
-        "| convolution kernel | (out, in, kh, kw) OIHW | OIHW | (kh, kw, in, out) HWIO: `w.transpose(2, 3, 1, 0)` |",
-        "| Dense/Linear weight | (out, in) | (out, in) | (in, out) kernel: `w.T` |",
-        "| BN γ, β | `weight`, `bias` | `gamma`, `beta` | `scale`, `bias` (collection `params`) |",
-        "| BN running statistics | `running_mean`, `running_var` | `running_mean`, `running_var` | "
-        "`mean`, `var` (collection `batch_stats`) |",
-        "| activations | NCHW | NCHW | NHWC |", "",
+        *table, "",
         f"- Weights: convert with the transposes above; the same AlexNet then computes the same logits, losses, "
         f"gradients and updates in every framework. {proof('weights')}",
         "- Flatten order: flattening an NHWC feature map orders the features (h, w, c), an NCHW one (c, h, w). The "
@@ -200,20 +209,17 @@ def trained_network_section(pitfalls: dict[str, Any] | None) -> list[str]:
     return lines
 
 
-def guide(*, parity: dict[str, Any], conventions: list[dict[str, Any]],
-          pitfalls: dict[str, Any] | None = None) -> str:
+def guide(*, parity: ParityDoc, conventions: Sequence[Convention], pitfalls: dict[str, Any] | None = None) -> str:
     """The whole guide as Markdown."""
-    meta = parity.get("meta", {})
     lines = ["<!-- Generated by `python -m bnparity.reports.porting` from the conventions registry and a parity run. "
              "Do not edit by hand: regenerate. -->", "",
-             "# Porting BatchNorm between PyTorch, MXNet Gluon and JAX/Flax", "",
+             f"# Porting BatchNorm between {_and([display_name(c.framework) for c in conventions])}", "",
              f"Generated from the conventions registry (`frameworks/*/convention.py`) and the parity records of "
-             f"{meta.get('time')}. Every statement links the test that proves it; run those tests with "
+             f"{parity.meta.environment.time}. Every statement links the test that proves it; run those tests with "
              "`.venv/bin/pytest tests/<file> -k <name>`.", "", "## The defaults side by side", ""]
     lines += overview(conventions)
-    for a, b in itertools.combinations([r["framework"] for r in conventions], 2):
-        rows = {r["framework"]: r for r in conventions}
-        lines += ["", *pair_section(rows[a], rows[b], names=NAMES, proof=proof)]
+    for a, b in itertools.combinations(conventions, 2):
+        lines += ["", *pair_section(a, b, proof=proof)]
     lines += ["", "## Whole models: weights, names, layout, flatten order", "", *model_level(),
               "", "## Measured", "", *measured(parity),
               "", "## Pitfalls of the seed tutorial", "", *tutorial_section(), "", *trained_network_section(pitfalls)]
@@ -227,10 +233,13 @@ def write_porting_guide(*, parity_path: Path, out: Path, root: Path = ROOT,
     Raises:
         UserError: the parity file is not a bnparity parity record, or a cited test does not exist.
     """
-    parity = read_json(parity_path)
-    if not isinstance(parity, dict) or parity.get("format") != PARITY_FORMAT:
-        raise UserError(f"--parity must be a {PARITY_FORMAT} record file. Received: {parity_path}")
-    missing = missing_tests([ref for refs in PROOFS.values() for ref in refs], root=root)
+    try:
+        parity = load_parity(read_json(parity_path), where=str(parity_path))
+    except FormatError as e:
+        raise UserError(f"--parity must be a {PARITY_FORMAT} record file (or an older version). Received: {e}") \
+            from None
+    conventions = all_conventions()
+    missing = missing_tests(all_proofs(conventions), root=root)
     if missing:
         raise UserError(f"the porting guide cites tests that do not exist: {', '.join(missing)}")
     pitfalls = None
@@ -238,10 +247,10 @@ def write_porting_guide(*, parity_path: Path, out: Path, root: Path = ROOT,
         pitfalls = read_json(pitfalls_path)
         if not isinstance(pitfalls, dict) or pitfalls.get("format") != PITFALLS_FORMAT:
             raise UserError(f"--pitfalls must be a {PITFALLS_FORMAT} record file. Received: {pitfalls_path}")
-    text = guide(parity=parity, conventions=[c.to_dict() for c in all_conventions()], pitfalls=pitfalls)
+    text = guide(parity=parity, conventions=conventions, pitfalls=pitfalls)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text, encoding="utf-8")
+    out.parent.mkdir(parents=True, exist_ok=True)  # the guide's folder (e.g. docs/) is created when missing
+    write_output(out, text)
     return text
 
 

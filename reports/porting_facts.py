@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import ast
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from bnparity.frameworks.conventions import Convention
 from bnparity.reference.normalization import run_reference
 from bnparity.reference.spec import BNSpec
 from bnparity.reference.steps import LayerInputs
@@ -17,16 +19,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @dataclass(frozen=True)
 class ProofRef:
-    """A test function that proves a statement: `file` relative to the repository root, `name` the function."""
+    """A test function that proves a statement: `file` relative to the repository root, `name` the function, and
+    the framework whose convention cites it (None for a test shared by every framework)."""
 
     file: str
     name: str
+    framework: str | None = None
 
-    @property
-    def framework(self) -> str | None:
-        """The framework a test file is about (tests/test_<framework>_*.py), None for a shared test file."""
-        part = Path(self.file).stem.split("_")[1]
-        return part if part in ("torch", "mxnet", "jax") else None
+    @classmethod
+    def parse(cls, text: str, *, framework: str | None = None) -> ProofRef:
+        """'tests/<file>.py::<function>' as a ProofRef."""
+        file, sep, name = text.partition("::")
+        if not sep or not file or not name:
+            raise ValueError(f"a proof must be 'tests/<file>.py::<function>'. Received: {text!r}")
+        return cls(file, name, framework)
 
     def link(self, *, prefix: str = "../") -> str:
         """A Markdown link to the test file, named file::function (`prefix` leads from the guide to the root)."""
@@ -37,46 +43,13 @@ def _t(file: str, *names: str) -> list[ProofRef]:
     return [ProofRef(f"tests/{file}", n) for n in names]
 
 
-# statement -> the tests that prove it (every one is checked to exist before the guide is written)
+# statement -> the shared tests that prove it, whatever the framework (each framework's own tests are in its
+# convention's `proofs`, frameworks/<name>/convention.py); every one is checked to exist before the guide is written
 PROOFS: dict[str, list[ProofRef]] = {
-    "momentum": _t("test_torch_adapter.py", "test_momentum_weighs_the_new_batch_and_running_var_is_unbiased")
-    + _t("test_mxnet_conventions.py", "test_default_momentum_weighs_the_old_value",
-         "test_momentum_is_parsed_as_float32")
-    + _t("test_jax_conventions.py", "test_momentum_weighs_the_old_value_and_running_var_is_biased")
-    + _t("test_reference.py", "test_momentum_conventions_are_two_names_for_one_update"),
-    "running_var": _t("test_torch_adapter.py", "test_realize_fixes_the_running_variance_torch_always_stores")
-    + _t("test_mxnet_conventions.py", "test_running_var_is_the_biased_batch_variance")
-    + _t("test_mxnet_adapter.py", "test_builtin_realize_fixes_what_mxnet_stores")
-    + _t("test_jax_adapter.py", "test_realize_fixes_the_running_variance_flax_always_stores")
-    + _t("test_model_parity.py", "test_running_var_conversion_closed_form",
-         "test_every_gradient_is_gated_in_float64_and_running_var_differs_raw"),
-    "eps": _t("test_torch_adapter.py", "test_registry_defaults_are_the_module_defaults")
-    + _t("test_mxnet_conventions.py", "test_default_eps") + _t("test_jax_conventions.py", "test_default_eps"),
-    "layout": _t("test_torch_adapter.py", "test_layout_conversion_nhwc_equals_nchw_transposed")
-    + _t("test_mxnet_conventions.py", "test_default_channel_axis_is_1")
-    + _t("test_mxnet_adapter.py", "test_nhwc_through_the_adapter_equals_nchw_transposed")
-    + _t("test_jax_conventions.py", "test_channel_axis_is_last")
-    + _t("test_jax_adapter.py", "test_layout_conversion_nhwc_equals_nchw_transposed"),
-    "variance_algorithm": _t("test_torch_adapter.py", "test_train_eval_switch_and_two_pass_variance")
-    + _t("test_mxnet_conventions.py", "test_variance_is_two_pass")
-    + _t("test_jax_conventions.py", "test_default_variance_is_the_fast_E_x2_minus_E_x_squared")
-    + _t("test_jax_adapter.py", "test_matched_mode_uses_two_pass_variance_and_defaults_mode_the_fast_one"),
-    "train_eval_switch": _t("test_torch_adapter.py", "test_train_eval_switch_and_two_pass_variance")
-    + _t("test_mxnet_conventions.py", "test_record_selects_batch_statistics_and_eval_the_running_ones",
-         "test_use_global_stats_normalizes_with_running_statistics_in_training")
-    + _t("test_mxnet_adapter.py", "test_builtin_without_running_stats_is_unsupported")
-    + _t("test_jax_conventions.py", "test_train_eval_switch_linen", "test_nnx_trains_by_default"),
-    "running_stats_written": _t("test_torch_adapter.py", "test_running_stats_are_written_in_the_forward_pass")
-    + _t("test_mxnet_conventions.py", "test_running_statistics_are_written_in_the_backward_pass",
-         "test_training_forward_without_backward_never_updates")
-    + _t("test_jax_conventions.py", "test_linen_writes_running_stats_in_the_forward_pass_and_not_in_init",
-         "test_nnx_writes_running_stats_in_place_in_the_forward_pass"),
-    "scale_switch": _t("test_mxnet_conventions.py",
-                       "test_scale_false_forces_gamma_to_one_and_center_false_still_adds_beta",
-                       "test_gluon_uses_gamma_but_the_raw_operator_ignores_it")
-    + _t("test_jax_conventions.py", "test_scale_and_bias_switch_independently")
-    + _t("test_parity.py", "test_matched_mode_passes_every_standard_case_for_every_installed_framework"),
-    "batch_of_one": _t("test_torch_adapter.py", "test_batch_of_one_in_1d_is_an_error"),
+    "momentum": _t("test_reference.py", "test_momentum_conventions_are_two_names_for_one_update"),
+    "running_var": _t("test_model_parity.py", "test_running_var_conversion_closed_form",
+                      "test_every_gradient_is_gated_in_float64_and_running_var_differs_raw"),
+    "scale_switch": _t("test_parity.py", "test_matched_mode_passes_every_standard_case_for_every_installed_framework"),
     "weights": _t("test_alexnet.py", "test_framework_model_equals_the_numpy_forward")
     + _t("test_model_parity.py", "test_tiny_preset_passes_and_writes_every_record"),
     "flatten": _t("test_alexnet.py", "test_flatten_order_needs_the_permutation"),
@@ -86,13 +59,29 @@ PROOFS: dict[str, list[ProofRef]] = {
 }
 
 
+def proof_refs(key: str, conventions: Iterable[Convention],
+               frameworks: Collection[str] | None = None) -> list[ProofRef]:
+    """The tests that prove statement `key` (a Convention field, or a PROOFS key): each framework's own, in the
+    order of `conventions` (only those of `frameworks` when given), then the shared ones."""
+    own = [ProofRef.parse(text, framework=c.framework) for c in conventions
+           if frameworks is None or c.framework in frameworks for text in c.proofs.get(key, ())]
+    return own + PROOFS.get(key, [])
+
+
+def all_proofs(conventions: Iterable[Convention]) -> list[ProofRef]:
+    """Every test the guide may cite: the shared ones and every convention's."""
+    return [*(ref for refs in PROOFS.values() for ref in refs),
+            *(ProofRef.parse(text, framework=c.framework) for c in conventions
+              for texts in c.proofs.values() for text in texts)]
+
+
 def function_names(path: Path) -> set[str]:
     """The names of every function defined in a Python file (test functions and methods alike)."""
     tree = ast.parse(Path(path).read_text(), filename=str(path))
     return {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
 
 
-def missing_tests(refs: list[ProofRef], *, root: Path = ROOT) -> list[str]:
+def missing_tests(refs: Iterable[ProofRef], *, root: Path = ROOT) -> list[str]:
     """The cited tests that do not exist under `root`, as 'file::name' (empty when every one exists)."""
     missing, known = [], {}
     for ref in refs:

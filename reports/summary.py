@@ -3,17 +3,32 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from bnparity.frameworks.conventions import Convention
+from bnparity.frameworks.registry import baseline, display_name, sort_key
+from bnparity.suites.schema import (
+    AccuracyStat,
+    Agreement,
+    BatchDigests,
+    IncompleteRun,
+    ModelComparison,
+    ModelParityDoc,
+    Speedup,
+    load_conventions,
+)
+
 from .layer_summary import (
-    FRAMEWORK_ORDER,
     hard_inputs,
     hard_verdict,
     layer_parity,
     layer_verdict,
     measured_defaults,
 )
-from .load import RunData
+from .load import RunData, unreadable_note
 
 FORMAT = "bnparity-report/1"
 # registry fields a porter must change, in the order the conventions table shows them
@@ -21,171 +36,305 @@ CONVENTION_FIELDS = ("momentum", "momentum_weighs", "new_weight", "eps", "runnin
                      "variance_algorithm")
 
 
-def _new_weight(row: dict[str, Any]) -> float:
-    """The weight of the new batch statistic (rounded: 1 − 0.9 is 0.09999999999999998 in binary)."""
-    return round(row["momentum"] if row["momentum_weighs"] == "new" else 1.0 - row["momentum"], 12)
+def convention_rows(rows: Iterable[Convention | Mapping[str, Any]], *,
+                    where: str = "conventions.json") -> tuple[Convention, ...]:
+    """The recorded registry rows as Conventions: rows already loaded, or a conventions.json's (any version)."""
+    rows = list(rows)
+    if all(isinstance(r, Convention) for r in rows):
+        return tuple(rows)
+    return load_conventions(rows, where=where).conventions
 
 
 def conventions(data: RunData) -> dict[str, Any]:
-    """The registry rows (as recorded) with the measured defaults-mode differences from PyTorch's convention."""
+    """The registry rows (as recorded) with the measured defaults-mode differences from the baseline's convention."""
     measured = measured_defaults(data.parity) if data.parity else {}
     rows = []
-    for row in data.conventions:
-        entry = {k: row.get(k) for k in CONVENTION_FIELDS if k != "new_weight"}
-        entry["framework"], entry["new_weight"] = row["framework"], _new_weight(row)
-        entry["measured"] = measured.get(row["framework"])
+    for row in convention_rows(data.conventions, where=data.conventions_source):
+        entry: dict[str, Any] = {k: getattr(row, k) for k in CONVENTION_FIELDS}
+        entry["framework"], entry["measured"] = row.framework, measured.get(row.framework)
         rows.append(entry)
-    return {"source": data.conventions_source, "frameworks": rows}
+    return {"source": data.conventions_source, "baseline": baseline().name, "frameworks": rows}
 
 
 def conventions_verdict(s: dict[str, Any]) -> str:
-    """Which defaults differ from PyTorch's, and by how much they change the running statistics (measured)."""
+    """Which defaults differ from the baseline's, and by how much they change the running statistics (measured)."""
     rows = {r["framework"]: r for r in s["frameworks"]}
-    torch = rows.get("torch")
-    if torch is None:
+    name_b = s["baseline"]
+    base = rows.get(name_b)
+    if base is None:
         return ""
+    shown = display_name(name_b)
     parts = []
     for name, row in rows.items():
-        if name == "torch":
+        if name == name_b:
             continue
         diffs = []
-        if row["momentum_weighs"] != torch["momentum_weighs"] or row["new_weight"] != torch["new_weight"]:
-            same = "the same as" if row["new_weight"] == torch["new_weight"] else "unlike"
-            diffs.append(f"momentum {row['momentum']:g} weighs the {row['momentum_weighs']} value, i.e. PyTorch's "
-                         f"momentum {row['new_weight']:g} ({same} PyTorch's default {torch['new_weight']:g})")
-        diffs += [f"{label} {row[k]} (torch {torch[k]})" for k, label in
+        if row["momentum_weighs"] != base["momentum_weighs"] or row["new_weight"] != base["new_weight"]:
+            same = "the same as" if row["new_weight"] == base["new_weight"] else "unlike"
+            diffs.append(f"momentum {row['momentum']:g} weighs the {row['momentum_weighs']} value, i.e. {shown}'s "
+                         f"momentum {row['new_weight']:g} ({same} {shown}'s default {base['new_weight']:g})")
+        diffs += [f"{label} {row[k]} ({name_b} {base[k]})" for k, label in
                   (("running_var", "running variance"), ("channel_axis", "channel axis"),
-                   ("variance_algorithm", "variance algorithm"), ("eps", "eps")) if row[k] != torch[k]]
-        text = f"{name}: " + (", ".join(diffs) if diffs else "same as torch")
+                   ("variance_algorithm", "variance algorithm"), ("eps", "eps")) if row[k] != base[k]]
+        text = f"{name}: " + (", ".join(diffs) if diffs else f"same as {name_b}")
         m = row.get("measured")
         if m:
             own = m["own_convention"]
             text += f"; its defaults reproduce its registry row in {own['passed']}/{own['of']} comparisons"
-            moved = [f"{q} by up to {w['scaled_err']:.2g}" for q, w in m["vs_torch"].items()
+            moved = [f"{q} by up to {w['scaled_err']:.2g}" for q, w in m["vs_baseline"].items()
                      if w and w["scaled_err"] is not None and (w["worst_ratio"] or 0) > 1]
             if moved:
-                text += ("; left at its defaults it differs from PyTorch's convention in " + ", ".join(moved)
+                text += (f"; left at its defaults it differs from {shown}'s convention in " + ", ".join(moved)
                          + " (max |Δ| / max |ref|, standard cases)")
         parts.append(text)
-    return "Conventions (each framework's defaults vs PyTorch's): " + "; ".join(parts) + "."
+    return f"Conventions (each framework's defaults vs {shown}'s): " + "; ".join(parts) + "."
 
 
-def model_parity(doc: dict[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class WorstGated:
+    """The gated comparison of a framework × dtype closest to (or furthest past) its tolerance."""
+
+    kind: str
+    quantity: str
+    against: str
+    rel_err: float | None
+    worst_ratio: float | None
+
+
+@dataclass(frozen=True)
+class ModelGroup:
+    """One framework × dtype of model parity: its gated comparisons, failures and worst case; its ungated ones."""
+
+    framework: str
+    dtype: str
+    gated: int
+    failed: int
+    worst_gated: WorstGated | None
+    ungated: int
+    ungated_outside: int
+    ungated_worst_rel_err: float | None
+
+
+@dataclass(frozen=True)
+class ModelFinding:
+    """One kind × dtype of ungated comparisons (float32 gradients, the raw running variance)."""
+
+    kind: str
+    dtype: str
+    frameworks: tuple[str, ...]
+    outside: int
+    of: int
+    worst_rel_err: float | None
+    worst_quantity: str
+    worst_framework: str
+
+
+@dataclass(frozen=True)
+class ModelParitySummary:
+    """summary.json's "model_parity": what model_parity.json shows. anchor: the framework compared against."""
+
+    preset: str
+    anchor: str | None
+    frameworks: tuple[str, ...]
+    gated: int
+    failures: int
+    all_pass: bool
+    groups: tuple[ModelGroup, ...]
+    ungated_findings: tuple[ModelFinding, ...]
+    skipped: dict[str, str]
+    errors: dict[str, str]
+
+
+def _worst_ratio_key(r: ModelComparison) -> tuple[bool, float]:
+    return r.worst_ratio is None, r.worst_ratio or 0.0
+
+
+def _rel_key(r: ModelComparison) -> float:
+    return math.inf if r.rel_err is None else r.rel_err
+
+
+def model_parity(doc: ModelParityDoc) -> ModelParitySummary:
     """Gated comparisons per framework × dtype, their worst relative error, and the ungated findings."""
-    records = doc.get("records", [])
-    ok = [r for r in records if r.get("status") == "ok"]
-    skipped = {r["framework"]: r.get("reason") for r in records if r.get("status") == "skipped"}
-    errors = {r["framework"]: r.get("reason") for r in records if r.get("status") == "error"}
+    ok = doc.comparisons
     groups = []
-    for key in sorted({(r["framework"], r["dtype"]) for r in ok}, key=lambda k: (k[1], k[0])):
-        mine = [r for r in ok if (r["framework"], r["dtype"]) == key]
-        gated = [r for r in mine if r.get("gate")]
-        ungated = [r for r in mine if not r.get("gate")]
-        worst = max(gated, key=lambda r: (r.get("worst_ratio") is None, r.get("worst_ratio") or 0.0), default=None)
-        groups.append({"framework": key[0], "dtype": key[1], "gated": len(gated),
-                       "failed": sum(not r.get("passed") for r in gated),
-                       "worst_gated": None if worst is None else {
-                           "kind": worst.get("kind"), "quantity": worst.get("quantity"),
-                           "against": worst.get("against"), "rel_err": relative(worst),
-                           "worst_ratio": worst.get("worst_ratio")},
-                       "ungated": len(ungated), "ungated_outside": sum(not r.get("passed") for r in ungated),
-                       "ungated_worst_rel_err": max((relative(r) or 0.0 for r in ungated), default=None)})
-    gated = [r for r in records if r.get("gate")]
-    failures = [r for r in gated if r.get("passed") is False]
+    for key in sorted({(r.framework, r.dtype) for r in ok}, key=lambda k: (k[1], sort_key(k[0]))):
+        mine = [r for r in ok if (r.framework, r.dtype) == key]
+        gated = [r for r in mine if r.gate]
+        ungated = [r for r in mine if not r.gate]
+        worst = max(gated, key=_worst_ratio_key, default=None)
+        groups.append(ModelGroup(
+            framework=key[0], dtype=key[1], gated=len(gated), failed=sum(not r.passed for r in gated),
+            worst_gated=None if worst is None else WorstGated(kind=worst.kind, quantity=worst.quantity,
+                                                              against=worst.against, rel_err=worst.rel_err,
+                                                              worst_ratio=worst.worst_ratio),
+            ungated=len(ungated), ungated_outside=sum(not r.passed for r in ungated),
+            ungated_worst_rel_err=max((_rel_key(r) for r in ungated), default=None)))
+    gated_all = [r for r in doc.records if r.gate]
+    failures = [r for r in gated_all if r.passed is False]
     findings = []
-    for kind, dtype in sorted({(r["kind"], r["dtype"]) for r in ok if not r.get("gate")}):
-        mine = [r for r in ok if not r.get("gate") and (r["kind"], r["dtype"]) == (kind, dtype)]
-        worst = max(mine, key=lambda r: relative(r) or 0.0)
-        findings.append({"kind": kind, "dtype": dtype, "frameworks": _ordered({r["framework"] for r in mine}),
-                         "outside": sum(not r.get("passed") for r in mine), "of": len(mine),
-                         "worst_rel_err": relative(worst), "worst_quantity": worst.get("quantity"),
-                         "worst_framework": worst.get("framework")})
-    meta = doc.get("meta", {})
-    return {"preset": meta.get("preset"), "frameworks": _ordered({g["framework"] for g in groups}),
-            "gated": len(gated), "failures": len(failures), "all_pass": bool(gated) and not failures,
-            "groups": groups, "ungated_findings": findings, "skipped": skipped, "errors": errors}
+    for kind, dtype in sorted({(r.kind, r.dtype) for r in ok if not r.gate}):
+        mine = [r for r in ok if not r.gate and (r.kind, r.dtype) == (kind, dtype)]
+        worst = max(mine, key=_rel_key)
+        findings.append(ModelFinding(kind=kind, dtype=dtype, frameworks=_ordered({r.framework for r in mine}),
+                                     outside=sum(not r.passed for r in mine), of=len(mine), worst_rel_err=worst.rel_err,
+                                     worst_quantity=worst.quantity, worst_framework=worst.framework))
+    return ModelParitySummary(
+        preset=doc.meta.preset, anchor=doc.meta.anchor, frameworks=_ordered({g.framework for g in groups}),
+        gated=len(gated_all), failures=len(failures), all_pass=bool(gated_all) and not failures,
+        groups=tuple(groups), ungated_findings=tuple(findings),
+        skipped={r.framework: r.reason for r in doc.not_run if r.status == "skipped"},
+        errors={r.framework: r.reason for r in doc.not_run if r.status == "error"})
 
 
-def _ordered(frameworks: set[str]) -> list[str]:
-    known = [f for f in FRAMEWORK_ORDER if f in frameworks]
-    return known + sorted(frameworks - set(known))
+def _ordered(frameworks: set[str]) -> tuple[str, ...]:
+    """The registry's order; a name no framework folder declares (an old record's) last."""
+    return tuple(sorted(frameworks, key=sort_key))
 
 
-def relative(r: dict[str, Any]) -> float | None:
-    """max_abs_err / scale: the relative error the model-parity tolerance is stated in."""
-    err, scale = r.get("max_abs_err"), r.get("scale")
-    if err is None:
-        return None
-    return err / scale if scale else err
+def relative(r: ModelComparison) -> float | None:
+    """max_abs_err / scale, the relative error the model-parity tolerance is stated in (recorded: rel_err)."""
+    return r.rel_err
 
 
-def model_verdict(s: dict[str, Any]) -> str:
-    who = ", ".join(s["frameworks"]) or "no framework"
-    text = (f"Model parity (AlexNet preset {s['preset']}): {who} — {s['gated'] - s['failures']}/{s['gated']} gated "
-            "comparisons pass" + ("." if s["all_pass"] else f"; {s['failures']} FAIL."))
-    outside = [f for f in s["ungated_findings"] if f["outside"]]
+def _num(value: float | None, spec: str) -> str:
+    return "inf/nan" if value is None or not math.isfinite(value) else format(value, spec)
+
+
+def model_verdict(s: ModelParitySummary) -> str:
+    who = ", ".join(display_name(f) for f in s.frameworks) or "no framework"
+    text = (f"Model parity (AlexNet preset {s.preset}): {who} — {s.gated - s.failures}/{s.gated} gated "
+            "comparisons pass" + ("." if s.all_pass else f"; {s.failures} FAIL."))
+    outside = [f for f in s.ungated_findings if f.outside]
     if outside:
         text += " Not gated, outside the tolerance: " + "; ".join(
-            f"{f['kind']} {f['dtype']} ({', '.join(f['frameworks'])}) {f['outside']}/{f['of']}, worst relative error "
-            f"{f['worst_rel_err']:.2g} ({f['worst_quantity']})" for f in outside) + "."
-    for fw, reason in {**s["skipped"], **s["errors"]}.items():
-        text += f" {fw} not compared: {reason}."
+            f"{f.kind} {f.dtype} ({', '.join(display_name(x) for x in f.frameworks)}) {f.outside}/{f.of}, worst "
+            f"relative error {_num(f.worst_rel_err, '.2g')} ({f.worst_quantity})" for f in outside) + "."
+    for fw, reason in {**s.skipped, **s.errors}.items():
+        text += f" {display_name(fw)} not compared: {reason}."
     return text
 
 
-def training(data: RunData) -> dict[str, Any]:
+@dataclass(frozen=True)
+class TargetSummary:
+    """How many seeds reached a target accuracy, and when (means over those that did)."""
+
+    reached: int
+    of: int
+    iterations_mean: float | None
+    epochs_mean: float | None
+
+
+@dataclass(frozen=True)
+class ConfigRow:
+    """One framework × variant as the report shows it (conclusions' ConfigSummary without the per-seed details).
+    final_test_accuracy: the finished seeds' final evaluations; best_test_accuracy: the highest evaluation."""
+
+    framework: str
+    variant: str
+    seeds: tuple[int, ...]
+    seeds_done: int
+    final_test_accuracy: AccuracyStat
+    best_test_accuracy: float | None
+    images_per_s: float | None
+    time_to_target: dict[str, TargetSummary]
+
+
+@dataclass(frozen=True)
+class TrainingSummary:
+    """summary.json's "training": the conclusions of the training run directory (suites/convergence)."""
+
+    preset: str
+    epochs: int | None
+    targets: tuple[float, ...]
+    complete: bool
+    configs: tuple[ConfigRow, ...]
+    bn_speedup: tuple[Speedup, ...]
+    agreement: Agreement
+    incomplete: tuple[IncompleteRun, ...]
+    skipped: dict[str, str]
+    batch_digests: BatchDigests
+    unreadable_lines: dict[str, int]
+
+
+def training(data: RunData) -> TrainingSummary:
     """The convergence suite's conclusions (bnparity.suites.convergence.conclusions), as summary.json keeps them."""
-    c = data.conclusions or {}
-    preset = (data.train_manifest or {}).get("preset", {})
-    configs = [{k: cfg[k] for k in ("framework", "variant", "seeds", "seeds_done", "final_test_accuracy",
-                                    "best_test_accuracy", "images_per_s")}
-               | {"time_to_target": {t: {k: v for k, v in x.items() if k != "per_seed"}
-                                     for t, x in cfg["targets"].items()}}
-               for cfg in c.get("configs", [])]
-    return {"preset": c.get("preset"), "epochs": preset.get("epochs"), "targets": c.get("targets", []),
-            "complete": c.get("complete"), "configs": configs, "bn_speedup": c.get("bn_speedup", []),
-            "agreement": c.get("agreement", {}), "incomplete": c.get("incomplete", []), "skipped": c.get("skipped", {})}
+    c = data.conclusions
+    assert c is not None, "training() needs the run's conclusions"
+    configs = sorted(c.configs, key=lambda cfg: (sort_key(cfg.framework), cfg.variant != "bn", cfg.variant))
+    rows = tuple(ConfigRow(
+        framework=cfg.framework, variant=cfg.variant, seeds=cfg.seeds, seeds_done=cfg.seeds_done,
+        final_test_accuracy=cfg.final_test_accuracy, best_test_accuracy=cfg.best_test_accuracy,
+        images_per_s=cfg.images_per_s,
+        time_to_target={t: TargetSummary(reached=x.reached, of=x.of, iterations_mean=x.iterations_mean,
+                                         epochs_mean=x.epochs_mean) for t, x in cfg.targets.items()})
+        for cfg in configs)
+    return TrainingSummary(preset=c.preset, epochs=c.epochs, targets=c.targets, complete=c.complete, configs=rows,
+                           bn_speedup=c.bn_speedup, agreement=c.agreement, incomplete=c.incomplete, skipped=c.skipped,
+                           batch_digests=c.batch_digests, unreadable_lines=c.unreadable_lines)
 
 
 def _pct(t: float) -> str:
     return f"{100 * t:g}%"
 
 
-def training_verdicts(s: dict[str, Any]) -> list[str]:
-    """What BN buys per framework (time to accuracy, final accuracy) and whether the frameworks' curves agree."""
+def digest_verdict(d: BatchDigests) -> str | None:
+    """Whether the frameworks trained on identical batches (None when no run recorded digests)."""
+    if not d.recorded:
+        return None
+    differ = [c for c in d.checks if not c.identical]
+    if differ:
+        return "DIFFERENT BATCHES: " + "; ".join(
+            f"{c.variant} seed {c.seed}: {', '.join(display_name(f) for f in c.frameworks)} trained on different "
+            f"batches at {c.mismatched} of {c.iterations} iterations (first at iteration {c.first_mismatch})"
+            for c in differ) + " — their curves are not comparable."
+    compared = sum(c.iterations for c in d.checks)
+    if not compared:
+        return None
+    return (f"Identical batches: every framework's runs of each variant and seed trained on the same batches at all "
+            f"{compared} compared iterations (batch digests).")
+
+
+def training_verdicts(s: TrainingSummary) -> list[str]:
+    """What BN buys per framework (time to accuracy, final accuracy), whether the frameworks trained on identical
+    batches and whether their curves agree, and which record lines could not be read."""
     out = []
-    by_fw: dict[str, list[dict[str, Any]]] = {}
-    for e in s["bn_speedup"]:
-        by_fw.setdefault(e["framework"], []).append(e)
+    by_fw: dict[str, list[Speedup]] = {}
+    for e in s.bn_speedup:
+        by_fw.setdefault(e.framework, []).append(e)
     for fw in _ordered(set(by_fw)):
-        entries, said = by_fw[fw], []
-        for e in entries:
-            if e["speedup"] is not None:
-                said.append(f"{_pct(e['target'])} test accuracy in {e['speedup']:.2f}× fewer iterations "
-                            f"({e['iterations_bn']:.0f} vs {e['iterations_nobn']:.0f})")
-            elif e["at_least"] is not None:
-                said.append(f"{_pct(e['target'])} in at least {e['at_least']:.2f}× fewer iterations (without BN "
+        said = []
+        for e in by_fw[fw]:
+            if e.speedup is not None:
+                said.append(f"{_pct(e.target)} test accuracy in {e.speedup:.2f}× fewer iterations "
+                            f"({e.iterations_bn:.0f} vs {e.iterations_nobn:.0f})")
+            elif e.at_least is not None:
+                said.append(f"{_pct(e.target)} in at least {e.at_least:.2f}× fewer iterations (without BN "
                             "never reached it)")
         if said:
-            out.append(f"BN ({fw}): reaches " + "; ".join(said) + ".")
+            out.append(f"BN ({display_name(fw)}): reaches " + "; ".join(said) + ".")
         else:
-            out.append(f"BN ({fw}): no target accuracy was reached by both variants in every seed.")
-    finals = {(c["framework"], c["variant"]): c["final_test_accuracy"] for c in s["configs"]}
+            out.append(f"BN ({display_name(fw)}): no target accuracy was reached by both variants in every seed.")
+    finals = {(c.framework, c.variant): c.final_test_accuracy for c in s.configs}
     lines = []
-    for fw in dict.fromkeys(c["framework"] for c in s["configs"]):
+    for fw in dict.fromkeys(c.framework for c in s.configs):
         bn, nobn = finals.get((fw, "bn")), finals.get((fw, "nobn"))
-        if bn and nobn and bn["mean"] is not None and nobn["mean"] is not None:
-            lines.append(f"{fw} {bn['mean']:.3f} with BN vs {nobn['mean']:.3f} without")
+        if bn and nobn and bn.mean is not None and nobn.mean is not None:
+            lines.append(f"{display_name(fw)} {bn.mean:.3f} with BN vs {nobn.mean:.3f} without")
     if lines:
-        n = max(c["final_test_accuracy"]["n"] for c in s["configs"])
-        out.append(f"Final test accuracy after {s['epochs']} epochs (mean over up to {n} seed(s)): "
+        n = max(c.final_test_accuracy.n for c in s.configs)
+        out.append(f"Final test accuracy after {s.epochs} epochs (mean over up to {n} seed(s)): "
                    + "; ".join(lines) + ".")
-    pairs = s["agreement"].get("pairs", [])
-    if pairs:
+    digests = digest_verdict(s.batch_digests)
+    if digests:
+        out.append(digests)
+    if s.agreement.pairs:
         out.append("Training curves across frameworks (test accuracy): " + "; ".join(
-            f"{p['variant']} {' vs '.join(p['frameworks'])} "
-            + ("agree" if p["agree"] else f"differ at {p['outside']} of {p['points']} points")
-            + f" (max |Δ| {p['max_abs_diff']:.3f})" for p in pairs) + ".")
+            f"{p.variant} {' vs '.join(display_name(f) for f in p.frameworks)} "
+            + ("agree" if p.agree else f"differ at {p.outside} of {p.points} points")
+            + f" (max |Δ| {p.max_abs_diff:.3f})" for p in s.agreement.pairs) + ".")
+    if s.unreadable_lines:
+        out.append("Unreadable training records: " + unreadable_note(s.unreadable_lines)
+                   + " (each costs that line only).")
     return out
 
 

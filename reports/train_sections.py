@@ -4,21 +4,26 @@ from __future__ import annotations
 
 from typing import Any
 
+from bnparity.frameworks.registry import display_name, sort_key
+
 from .document import STATUS_MEANING, Bullets, Cell, Section, Table, key_value_table, text_cell
 from .figures import Figure
-from .layer_summary import FRAMEWORK_ORDER
-from .load import RunData
+from .load import RunData, unreadable_note
+from .summary import ConfigRow, TrainingSummary, digest_verdict
 
 VARIANT_NAME = {"bn": "with BN", "nobn": "without BN"}
 
 
-def _order(configs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    rank = {f: i for i, f in enumerate(FRAMEWORK_ORDER)}
-    return sorted(configs, key=lambda c: (rank.get(c["framework"], len(rank)), c["framework"], c["variant"] != "bn"))
+def _order(configs: tuple[ConfigRow, ...]) -> list[ConfigRow]:
+    return sorted(configs, key=lambda c: (sort_key(c.framework), c.variant != "bn", c.variant))
 
 
 def _missing_train(data: RunData) -> str:
     return data.parts["train"].detail or "no training records"
+
+
+def _acc(value: float | None) -> str | None:
+    return None if value is None else f"{value:.4f}"
 
 
 def summary_section(data: RunData, summary: dict[str, Any]) -> Section:
@@ -34,89 +39,114 @@ def summary_section(data: RunData, summary: dict[str, Any]) -> Section:
 
 def convergence_section(data: RunData, figures: list[Figure]) -> Section:
     section = Section("convergence", "Convergence curves")
-    if data.conclusions is None:
+    if data.conclusions is None or data.train_manifest is None:
         return Section(section.id, section.title, missing=_missing_train(data))
-    preset = (data.train_manifest or {}).get("preset", {})
+    p = data.train_manifest.preset
     section.blocks.append(
-        f"AlexNet (preset {preset.get('name')}: {preset.get('arch')} architecture, {preset.get('image_size')}px, "
-        f"{preset.get('train_subset') or 60000} training and {preset.get('test_subset') or 10000} test images, batch "
-        f"{preset.get('batch_size')}, SGD lr {preset.get('lr')}, momentum {preset.get('momentum')}, "
-        f"{preset.get('epochs')} epochs) trained from identical weights on identical batches in every framework.")
+        f"AlexNet (preset {p.name}: {p.arch} architecture, {p.image_size}px, {p.train_subset or 60000} training and "
+        f"{p.test_subset or 10000} test images, batch {p.batch_size}, SGD lr {p.lr}, momentum {p.momentum}, "
+        f"{p.epochs} epochs) trained from identical weights on identical batches in every framework.")
+    digests = digest_verdict(data.conclusions.batch_digests)
+    if digests:
+        section.blocks.append(digests)
+    elif data.conclusions.batch_digests.without_digests:
+        section.blocks.append("These runs recorded no batch digests (an older format): identical batches are not "
+                              "checked.")
+    if data.train_unreadable:
+        section.blocks.append(unreadable_note(data.train_unreadable) + ": each such line is left out, the rest of "
+                              "its run is shown.")
     section.blocks.extend(figures or ["No run has an evaluation record yet."])
     return section
 
 
+def _digest_table(t: TrainingSummary) -> Table | None:
+    checks = [c for c in t.batch_digests.checks if not c.identical]
+    if not checks:
+        return None
+    rows = [[Cell(VARIANT_NAME.get(c.variant, c.variant)), Cell(str(c.seed)),
+             Cell(" vs ".join(display_name(f) for f in c.frameworks)), Cell(f"{c.mismatched} of {c.iterations}",
+                                                                             "fail"),
+             Cell(str(c.first_mismatch), "fail", ", ".join(f"{display_name(f)} {d}" for f, d in c.digests.items()))]
+            for c in checks]
+    return Table(["variant", "seed", "frameworks", "iterations with different batches", "first"], rows,
+                 caption="The frameworks did not train on identical batches: their curves are not comparable.")
+
+
 def time_to_accuracy_section(data: RunData, summary: dict[str, Any]) -> Section:
     section = Section("time-to-accuracy", "Time to accuracy and BN speed-up")
-    t = summary["training"]
+    t: TrainingSummary | None = summary["training"]
     if t is None:
         return Section(section.id, section.title, missing=_missing_train(data))
-    targets = [f"{x:g}" for x in t["targets"]]
+    targets = [f"{x:g}" for x in t.targets]
     body = []
-    for c in _order(t["configs"]):
-        final = c["final_test_accuracy"]
-        acc = "–" if final["mean"] is None else f"{final['mean']:.4f}" + (
-            f" ± {final['std']:.4f}" if final["std"] is not None else "") + f" (n={final['n']})"
-        row = [Cell(c["framework"]), Cell(VARIANT_NAME.get(c["variant"], c["variant"])),
-               Cell(f"{c['seeds_done']}/{len(c['seeds'])}"), Cell(acc), text_cell(
-                   None if c["best_test_accuracy"] is None else f"{c['best_test_accuracy']:.4f}")]
+    for c in _order(t.configs):
+        final = c.final_test_accuracy
+        acc = "–" if final.mean is None else f"{final.mean:.4f}" + (
+            f" ± {final.std:.4f}" if final.std is not None else "") + f" (n={final.n})"
+        row = [Cell(display_name(c.framework)), Cell(VARIANT_NAME.get(c.variant, c.variant)),
+               Cell(f"{c.seeds_done}/{len(c.seeds)}"), Cell(acc), text_cell(_acc(c.best_test_accuracy))]
         for target in targets:
-            x = c["time_to_target"][target]
-            if x["reached"] == 0:
-                row.append(Cell("not reached", "differs", f"0 of {x['of']} seeds reached {target}"))
+            x = c.time_to_target[target]
+            if x.reached == 0:
+                row.append(Cell("not reached", "differs", f"0 of {x.of} seeds reached {target}"))
             else:
-                row.append(Cell(f"{x['epochs_mean']:.2f} ep ({x['iterations_mean']:.0f} it)",
-                                "pass" if x["reached"] == x["of"] else "differs", f"{x['reached']} of {x['of']} seeds"))
+                epochs = "–" if x.epochs_mean is None else f"{x.epochs_mean:.2f}"
+                row.append(Cell(f"{epochs} ep ({x.iterations_mean:.0f} it)",
+                                "pass" if x.reached == x.of else "differs", f"{x.reached} of {x.of} seeds"))
         body.append(row)
     section.blocks.append("Time to a test accuracy: the first evaluation point at or above it (mean over the seeds "
-                          "that reached it), in epochs and iterations.")
+                          "that reached it), in epochs and iterations. Final: the last evaluation of each finished "
+                          "run (mean ± sample std over seeds); best: the highest evaluation of any seed.")
     section.blocks.append(Table(["framework", "variant", "seeds done", "final test accuracy", "best",
                                  *[f"to ≥ {x}" for x in targets]], body))
     speed = []
-    for e in t["bn_speedup"]:
-        if e["speedup"] is not None:
-            cell = Cell(f"{e['speedup']:.2f}×", "pass")
-        elif e["at_least"] is not None:
-            cell = Cell(f"≥ {e['at_least']:.2f}×", "pass", "without BN never reached the target: a lower bound")
+    for e in sorted(t.bn_speedup, key=lambda e: (sort_key(e.framework), e.target)):
+        if e.speedup is not None:
+            cell = Cell(f"{e.speedup:.2f}×", "pass")
+        elif e.at_least is not None:
+            cell = Cell(f"≥ {e.at_least:.2f}×", "pass", "without BN never reached the target: a lower bound")
         else:
             cell = Cell("–", None, "not every seed of both variants reached the target")
-        speed.append([Cell(e["framework"]), Cell(f"{e['target']:g}"), text_cell(
-            None if e["iterations_bn"] is None else f"{e['iterations_bn']:.0f}"), text_cell(
-            None if e["iterations_nobn"] is None else f"{e['iterations_nobn']:.0f}"), cell])
+        speed.append([Cell(display_name(e.framework)), Cell(f"{e.target:g}"), text_cell(
+            None if e.iterations_bn is None else f"{e.iterations_bn:.0f}"), text_cell(
+            None if e.iterations_nobn is None else f"{e.iterations_nobn:.0f}"), cell])
     if speed:
         section.blocks.append("BN speed-up: iterations to the target without BN / with BN (mean over seeds).")
         section.blocks.append(Table(["framework", "target", "iterations with BN", "iterations without BN",
                                      "speed-up"], speed))
-    rank = {f: i for i, f in enumerate(FRAMEWORK_ORDER)}
-    pairs = sorted(({**p, "frameworks": sorted(p["frameworks"], key=lambda f: rank.get(f, len(rank)))}
-                    for p in t["agreement"].get("pairs", [])),
-                   key=lambda p: (p["variant"] != "bn", [rank.get(f, len(rank)) for f in p["frameworks"]]))
+    pairs = sorted(t.agreement.pairs, key=lambda p: (p.variant != "bn", [sort_key(f) for f in p.frameworks]))
     if pairs:
-        section.blocks.append(f"Agreement across frameworks — {t['agreement'].get('criterion', '')}.")
+        section.blocks.append(f"Agreement across frameworks — {t.agreement.criterion}.")
         section.blocks.append(Table(["variant", "frameworks", "points", "outside", "max |Δ accuracy|", "verdict"], [
-            [Cell(VARIANT_NAME.get(p["variant"], p["variant"])), Cell(" vs ".join(p["frameworks"])),
-             Cell(str(p["points"])), Cell(str(p["outside"])),
-             Cell(f"{p['max_abs_diff']:.4f} (iteration {p['worst_iteration']})"),
-             Cell("agree", "pass") if p["agree"] else Cell("differ", "differs")] for p in pairs]))
+            [Cell(VARIANT_NAME.get(p.variant, p.variant)),
+             Cell(" vs ".join(display_name(f) for f in sorted(p.frameworks, key=sort_key))),
+             Cell(str(p.points)), Cell(str(p.outside)),
+             Cell(f"{p.max_abs_diff:.4f} (iteration {p.worst_iteration})"),
+             Cell("agree", "pass") if p.agree else Cell("differ", "differs")] for p in pairs]))
+    digests = _digest_table(t)
+    if digests is not None:
+        section.blocks.append(digests)
     return section
 
 
 def throughput_section(data: RunData, summary: dict[str, Any]) -> Section:
     section = Section("throughput", "Throughput")
-    t = summary["training"]
+    t: TrainingSummary | None = summary["training"]
     if t is None:
         return Section(section.id, section.title, missing=_missing_train(data))
-    speeds = {(c["framework"], c["variant"]): c["images_per_s"] for c in t["configs"]}
+    speeds = {(c.framework, c.variant): c.images_per_s for c in t.configs}
     body = []
-    for fw in dict.fromkeys(c["framework"] for c in _order(t["configs"])):
+    for fw in dict.fromkeys(c.framework for c in _order(t.configs)):
         bn, nobn = speeds.get((fw, "bn")), speeds.get((fw, "nobn"))
-        body.append([Cell(fw), text_cell(None if bn is None else f"{bn:.0f}"),
+        body.append([Cell(display_name(fw)), text_cell(None if bn is None else f"{bn:.0f}"),
                      text_cell(None if nobn is None else f"{nobn:.0f}"),
                      text_cell(None if not (bn and nobn) else f"{bn / nobn:.2f}")])
-    m = data.train_manifest or {}
+    m = data.train_manifest
+    jobs = m.jobs if m and m.jobs is not None else "?"
+    threads = m.threads_per_job if m and m.threads_per_job is not None else "?"
     section.blocks.append(f"Training images per second (evaluation excluded, mean over epochs and seeds), with "
-                          f"{m.get('jobs', '?')} run(s) in parallel and {m.get('threads_per_job', '?')} thread(s) "
-                          "each on a shared machine: an indication, not a benchmark.")
+                          f"{jobs} run(s) in parallel and {threads} thread(s) each on a shared machine: an "
+                          "indication, not a benchmark.")
     section.blocks.append(Table(["framework", "with BN (images/s)", "without BN (images/s)", "with / without"], body))
     return section
 
@@ -124,24 +154,22 @@ def throughput_section(data: RunData, summary: dict[str, Any]) -> Section:
 def environment_section(data: RunData) -> Section:
     section = Section("environment", "Environment")
     env = data.environment
-    m = data.manifest or {}
+    m = data.manifest
     items: list[tuple[str, object]] = [("run directory", str(data.run_dir))]
-    if m:
-        items += [("command", " ".join(m.get("command", []))), ("started", m.get("started")),
-                  ("finished", m.get("finished")),
-                  ("steps", ", ".join(f"{s}: {v} ({m.get('step_seconds', {}).get(s, '?')} s)"
-                                      for s, v in m.get("steps", {}).items()))]
-    items += [(k, env.get(k)) for k in ("time", "python", "platform", "cpu", "cpu_count", "git_commit")]
-    items.append(("threads", ", ".join(f"{k}={v}" for k, v in (env.get("threads") or {}).items())))
-    items.append(("packages", ", ".join(f"{k} {v}" for k, v in (env.get("packages") or {}).items() if v)))
+    if m is not None:
+        items += [("command", " ".join(m.command)), ("started", m.started), ("finished", m.finished),
+                  ("steps", ", ".join(f"{s}: {v} ({m.step_seconds.get(s, '?')} s)" for s, v in m.steps.items()))]
+    items += [("time", env.time or None), ("python", env.python or None), ("platform", env.platform or None),
+              ("cpu", env.cpu or None), ("cpu_count", env.cpu_count), ("git_commit", env.git_commit)]
+    items.append(("threads", ", ".join(f"{k}={v}" for k, v in env.threads.items())))
+    items.append(("packages", ", ".join(f"{k} {v}" for k, v in env.packages.items() if v)))
     for name, doc in (("parity", data.parity), ("model parity", data.model_parity)):
-        if doc:
-            meta = doc.get("meta", {})
-            items.append((f"{name} wall time", f"{meta.get('wall_time_s')} s, complete: {meta.get('complete')}"))
-    if data.train_manifest:
+        if doc is not None:
+            items.append((f"{name} wall time", f"{doc.meta.wall_time_s} s, complete: {doc.meta.complete}"))
+    if data.train_manifest is not None:
         tm = data.train_manifest
-        items.append(("training", f"preset {tm.get('preset', {}).get('name')}, {len(tm.get('runs', []))} runs, "
-                                  f"data {tm.get('data_dir')}, device {tm.get('device')}"))
+        items.append(("training", f"preset {tm.preset.name}, {len(tm.runs)} runs, data {tm.data_dir}, "
+                                  f"device {tm.device}"))
     section.blocks.append(key_value_table(items))
     section.blocks.append("Parts of the run directory: " + "; ".join(
         f"{p.part}: {p.status}" + (f" ({p.detail})" if p.detail else "") for p in data.parts.values()) + ".")

@@ -1,18 +1,28 @@
 """The bnparity command line: one sub-command per suite, each in its own `command` module.
 
 Every command module has ``add_arguments(parser)`` and ``run(args) -> int``; it is imported only when
-its command runs, so `bnparity conventions` works where no framework is installed. A UserError (or a
-ValueError from a spec) becomes one line on stderr and exit code 2; Ctrl-C exits 130 after the command
-has saved what it computed.
+its command runs, so `bnparity conventions` works where no framework is installed. Bad input (a bad flag,
+a UserError, a ValueError from a spec) and machine faults (an OSError: a full disk, a read-only or missing
+folder, a denied permission) end in one line on stderr, "bnparity CMD: error: ...", and exit code 2; Ctrl-C
+exits 130 after the command has saved what it computed; a reader that goes away from the pipe we write to
+ends the command quietly with 141 (128 + SIGPIPE, as a CLI killed by SIGPIPE). When a command's --json is
+standard output ('-' or /dev/stdout), its human-readable text goes to stderr so that stdout is pure JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import importlib
+import os
+import stat
 import sys
+from collections.abc import Iterable
+from typing import NoReturn
 
 from .errors import UserError
+from .output import is_stdout
 
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -28,8 +38,58 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+EXIT_BROKEN_PIPE = 141
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line on stderr (no usage block) and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {one_line(message)}\n")
+
+
+def one_line(text: str) -> str:
+    """`text` on one line (a message that spans lines is joined with '; ')."""
+    return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def describe(error: BaseException) -> str:
+    """The one-line message of a UserError, ValueError or OSError (an OSError with its path)."""
+    if isinstance(error, OSError) and type(error).__str__ is OSError.__str__ and error.strerror:
+        names = " -> ".join(str(f) for f in (error.filename, error.filename2) if f is not None)
+        return one_line(f"{names}: {error.strerror}" if names else error.strerror)
+    return one_line(str(error)) or type(error).__name__
+
+
+def _quiet_stdout() -> None:
+    """When stdout is a pipe (its reader may be the one that left), point it at /dev/null, so that nothing
+    printed later, nor the interpreter's last flush, fails again."""
+    with contextlib.suppress(Exception):
+        fd = sys.stdout.fileno()
+        if stat.S_ISFIFO(os.fstat(fd).st_mode):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, fd)
+            os.close(devnull)
+
+
+def named_frameworks(text: str | None) -> tuple[str, ...]:
+    """The frameworks the user named in --frameworks: none when it is absent or 'all' (ValueError if malformed)."""
+    from bnparity.frameworks.registry import parse_frameworks
+
+    return () if text is None or text.strip() == "all" else parse_frameworks(text)
+
+
+def broken_frameworks(names: Iterable[str]) -> dict[str, str]:
+    """{framework: reason} of those of `names` that are installed but fail to import (imports each one)."""
+    from bnparity.frameworks.registry import Unavailable
+    from bnparity.frameworks.training import load_trainer
+
+    found = {name: load_trainer(name) for name in names}
+    return {name: u.reason for name, u in found.items() if isinstance(u, Unavailable) and u.installed}
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
-    parser = argparse.ArgumentParser(prog="bnparity", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="bnparity", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers = {name: sub.add_parser(name, help=text, description=text)
                   for name, (_, text) in COMMANDS.items()}
@@ -49,11 +109,19 @@ def main(argv: list[str] | None = None) -> int:
     name = argv[0]
     module = importlib.import_module(COMMANDS[name][0])
     module.add_arguments(subparsers[name])
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # a bad flag: one line, SystemExit(2) (see OneLineParser)
+    # With --json on stdout, stdout carries only the JSON; the tables and progress go to stderr.
+    human = sys.stderr if is_stdout(getattr(args, "json", None)) else sys.stdout
     try:
-        return int(module.run(args))
-    except (UserError, ValueError, FileNotFoundError, PermissionError) as e:
-        print(f"bnparity {name}: error: {e}", file=sys.stderr)
+        with contextlib.redirect_stdout(human):
+            code = int(module.run(args))
+        sys.stdout.flush()  # a reader that left the pipe shows here, not in the interpreter's last flush
+        return code
+    except (UserError, ValueError, OSError) as e:
+        if isinstance(e, BrokenPipeError) or getattr(e, "errno", None) == errno.EPIPE:
+            _quiet_stdout()  # the reader of our output went away: nothing to tell it, no traceback
+            return EXIT_BROKEN_PIPE
+        print(f"bnparity {name}: error: {describe(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"bnparity {name}: interrupted", file=sys.stderr)

@@ -8,6 +8,7 @@ wrote, and the report is still built from whatever is there (marked incomplete).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import sys
 import time
@@ -15,17 +16,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bnparity.frameworks.conventions import all_conventions
-from bnparity.frameworks.registry import parse_frameworks
+from bnparity.frameworks.registry import frameworks_help, parse_frameworks
 
 from .environment import environment
 from .errors import UserError
 from .records import write_json
+from .schema import Environment, RunManifest, from_dict, to_dict
 
 STEPS = ("parity", "model-parity", "train", "pitfalls", "report")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--frameworks", help="comma-separated: torch,mxnet,jax (default: every installed one)")
+    parser.add_argument("--frameworks", help=frameworks_help("every installed one"))
     parser.add_argument("--preset", default="cpu", help="training preset (default: cpu; see bnparity train)")
     parser.add_argument("--model-preset", default="cpu", help="AlexNet preset of the model-parity step")
     parser.add_argument("--seeds", type=int, help="seeds per configuration (default: the preset's)")
@@ -40,6 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def new_run_dir(out: Path | None) -> Path:
     """A directory no earlier run used: --out if it is new or empty, else a fresh timestamped one."""
     if out is not None:
+        if out.exists() and not out.is_dir():
+            raise UserError(f"--out must be a new or empty directory. Received: {out}, an existing file")
         if out.exists() and any(out.iterdir()):
             raise UserError(f"{out} already holds a run; a run never overwrites another. Choose a new --out")
         out.mkdir(parents=True, exist_ok=True)
@@ -56,6 +60,10 @@ def new_run_dir(out: Path | None) -> Path:
 _EXIT_1 = {"parity": "done-with-differences", "model-parity": "done-with-differences", "train": "done-with-failed-runs"}
 
 
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
 def _sub(main: Callable[[list[str]], int], argv: list[str]) -> str:
     """Run one sub-command; its exit code becomes the step's status."""
     code = main(argv)
@@ -63,7 +71,7 @@ def _sub(main: Callable[[list[str]], int], argv: list[str]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .cli import main  # the sub-commands, exactly as a user runs them
+    from .cli import main, named_frameworks  # the sub-commands, exactly as a user runs them
 
     steps = [s for s in args.steps.split(",") if s]
     if not steps or any(s not in STEPS for s in steps):
@@ -72,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
         frameworks = ",".join(parse_frameworks(args.frameworks))
     except ValueError as e:
         raise UserError(str(e)) from None
+    # Passed on only when the user named frameworks: a step exits 1 for a broken framework it was asked for.
+    fw_args = ["--frameworks", frameworks] if named_frameworks(args.frameworks) else []
     data_args = (["--data-dir", str(args.data_dir)] if args.data_dir else []) + \
         (["--no-verify-data"] if args.no_verify_data else [])
     if "train" in steps:
@@ -79,16 +89,25 @@ def run(args: argparse.Namespace) -> int:
 
         print(f"Fashion-MNIST: {locate(args.data_dir)}")  # or a UserError saying how to get it
     run_dir = new_run_dir(args.out)
-    manifest = {"environment": environment(), "command": ["bnparity", *sys.argv[1:]],
-                "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "finished": None,
-                "steps": {s: "pending" for s in steps}, "step_seconds": {}}
-    write_json(run_dir / "manifest.json", manifest)
+    manifest = RunManifest(environment=from_dict(Environment, environment(), where="environment"),
+                           command=("bnparity", *sys.argv[1:]), started=_now(), finished=None,
+                           steps={s: "pending" for s in steps})
+    status, seconds, errors = dict(manifest.steps), {}, {}
+
+    def record(**changes: object) -> RunManifest:
+        """The manifest with the steps' status, seconds and errors so far, written to manifest.json."""
+        done = dataclasses.replace(manifest, steps=dict(status), step_seconds=dict(seconds), errors=dict(errors),
+                                   **changes)
+        write_json(run_dir / "manifest.json", to_dict(done))
+        return done
+
+    manifest = record()
     write_json(run_dir / "conventions.json", {"conventions": [c.to_dict() for c in all_conventions()]})
     commands = {
-        "parity": ["parity", "--frameworks", frameworks, "--json", str(run_dir / "parity.json")],
-        "model-parity": ["model-parity", "--preset", args.model_preset, "--frameworks", frameworks,
+        "parity": ["parity", *fw_args, "--json", str(run_dir / "parity.json")],
+        "model-parity": ["model-parity", "--preset", args.model_preset, *fw_args,
                          "--json", str(run_dir / "model_parity.json")],
-        "train": ["train", "--preset", args.preset, "--frameworks", frameworks, "--jobs", str(args.jobs),
+        "train": ["train", "--preset", args.preset, *fw_args, "--jobs", str(args.jobs),
                   "--out", str(run_dir / "train"), *data_args,
                   *(["--seeds", str(args.seeds)] if args.seeds else [])],
         "pitfalls": ["pitfalls", str(run_dir)],
@@ -96,31 +115,29 @@ def run(args: argparse.Namespace) -> int:
     interrupted = False
     for step in steps:
         if interrupted and step != "report":
-            manifest["steps"][step] = "skipped"
+            status[step] = "skipped"
             continue
         print(f"\n=== {step} ===", flush=True)
         start = time.perf_counter()
         if step == "report":  # the porting guide too, when this run measured layer parity
-            manifest["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-            write_json(run_dir / "manifest.json", manifest)
+            manifest = record(finished=_now())
             porting = ["--porting", str(run_dir / "porting.md")] if (run_dir / "parity.json").exists() else []
             commands["report"] = ["report", str(run_dir), *porting]
         try:
-            manifest["steps"][step] = _sub(main, commands[step])
+            status[step] = _sub(main, commands[step])
         except KeyboardInterrupt:
-            manifest["steps"][step] = "interrupted"
+            status[step] = "interrupted"
         except Exception as e:  # a bug in one step must not cost the others, nor the report of what is done
-            manifest["steps"][step] = "failed"
-            manifest.setdefault("errors", {})[step] = f"{type(e).__name__}: {e}".splitlines()[0]
-            print(f"bnparity run: step {step} failed: {manifest['errors'][step]}", file=sys.stderr)
-        interrupted = interrupted or manifest["steps"][step] == "interrupted"
-        manifest["step_seconds"][step] = round(time.perf_counter() - start, 1)
-        write_json(run_dir / "manifest.json", manifest)
+            status[step] = "failed"
+            errors[step] = f"{type(e).__name__}: {e}".splitlines()[0]
+            print(f"bnparity run: step {step} failed: {errors[step]}", file=sys.stderr)
+        interrupted = interrupted or status[step] == "interrupted"
+        seconds[step] = round(time.perf_counter() - start, 1)
+        manifest = record()
     if "report" in steps and (run_dir / "report.html").exists():
         print(f"\nreport: {(run_dir / 'report.html').resolve()}")
     print(f"run directory: {run_dir.resolve()}")
-    print("steps: " + ", ".join(f"{s} {v} ({manifest['step_seconds'].get(s, 0)} s)"
-                                for s, v in manifest["steps"].items()))
+    print("steps: " + ", ".join(f"{s} {v} ({manifest.step_seconds.get(s, 0)} s)" for s, v in manifest.steps.items()))
     if interrupted:
         return 130
-    return 0 if all(v == "done" for v in manifest["steps"].values()) else 1
+    return 0 if all(v == "done" for v in manifest.steps.values()) else 1

@@ -1,41 +1,28 @@
-"""Reading and writing record files: JSON written atomically; JSONL read tolerating a cut-off last line."""
+"""Reading and writing record files: JSON written atomically (see output.py); JSONL read line by line."""
 
 from __future__ import annotations
 
 import json
-import math
-import os
-import tempfile
-from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import output
+from .output import json_safe, stream_fd
 
-def json_safe(value: Any) -> Any:
-    """`value` with every inf or nan, at any depth, replaced by None (JSON has neither)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
+__all__ = ["JsonLines", "json_safe", "read_json", "read_jsonl", "write_json"]
 
 
 def write_json(path: Path, document: dict[str, Any]) -> None:
-    """Write `document` to `path` atomically (a reader never sees half a file)."""
+    """`output.write_json` (atomic for a regular file), creating the file's folder first.
+
+    Kept for the suites' own record files inside a run directory they lay out (e.g. a training run's
+    manifest.json); a path the user gave goes through `output.write_json`, which never creates a folder.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(json_safe(document), f, indent=1, allow_nan=False)
-            f.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp makes the file private; a record is for anyone who can read the run
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    if stream_fd(path) is None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    output.write_json(path, document)
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -46,15 +33,30 @@ def read_json(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path} is not valid JSON: {e}") from None
 
 
-def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    """The records of a JSONL file; a last line cut short by an interruption is ignored."""
-    lines = Path(path).read_text().splitlines()
-    for i, line in enumerate(lines):
+@dataclass(frozen=True)
+class JsonLines:
+    """What a JSONL file holds, line by line.
+
+    Attributes:
+        records: (1-based line number, parsed value) of every line that is valid JSON.
+        bad_lines: the numbers of the non-blank lines that are not (corrupt, or cut short by a kill).
+        cut: the file does not end with a newline: its last line was being written when the writer stopped.
+    """
+
+    records: list[tuple[int, Any]]
+    bad_lines: tuple[int, ...]
+    cut: bool
+
+
+def read_jsonl(path: Path) -> JsonLines:
+    """Every line of a JSONL file; a line that is not valid JSON costs that line only (see `bad_lines`)."""
+    data = Path(path).read_bytes()
+    records, bad = [], []
+    for i, line in enumerate(data.split(b"\n"), start=1):
         if not line.strip():
             continue
         try:
-            yield json.loads(line)
-        except json.JSONDecodeError:
-            if i == len(lines) - 1:
-                return  # the run was interrupted while writing its last record
-            raise ValueError(f"{path}:{i + 1} is not valid JSON") from None
+            records.append((i, json.loads(line)))
+        except ValueError:  # not JSON, or not UTF-8
+            bad.append(i)
+    return JsonLines(records, tuple(bad), cut=bool(data) and not data.endswith(b"\n"))

@@ -5,7 +5,7 @@ streams), and `bnparity.reports` reads them back through the same classes, never
 
 Every file names its format and version: a JSON document has a top-level ``"format": "bnparity-<family>/<N>"``;
 a JSONL stream's first line is a header record ``{"kind": "header", "format": "bnparity-<family>/<N>"}``.
-Files written by the release of 2026-11-29 load too (`LEGACY` below says what they looked like); a file from a
+Files written by the release of 2026-11-29 load too (each section says what its version 1 looked like); a file from a
 newer, unknown version is refused with one line naming both versions.
 
 Sections (one per record family; each is owned by the suite that writes it):
@@ -19,11 +19,16 @@ Sections (one per record family; each is owned by the suite that writes it):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import types
 import typing
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+from bnparity.frameworks.conventions import Convention
+from bnparity.suites.convergence.presets import TrainPreset
 
 T = TypeVar("T")
 
@@ -140,7 +145,7 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
 def from_dict(cls: type[T], data: Mapping[str, Any], *, where: str = "record") -> T:
     """A record of class `cls` from JSON data. Unknown keys are ignored (a newer minor addition); a missing key
     takes the field's default, or raises FormatError when the field has none."""
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     values = {}
     for f in dataclasses.fields(cls):
         if not f.init:
@@ -149,16 +154,987 @@ def from_dict(cls: type[T], data: Mapping[str, Any], *, where: str = "record") -
             values[f.name] = _convert(hints[f.name], data[f.name], f"{where}.{f.name}")
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise FormatError(f"{where}: missing field {f.name!r} of {cls.__name__}")
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ValueError as e:  # a record class's own check (e.g. TrainPreset's) refused the values
+        if isinstance(e, FormatError):
+            raise
+        raise FormatError(f"{where}: {e}") from None
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    """The resolved field types of a record class (cached: resolving them costs more than converting a record)."""
+    return typing.get_type_hints(cls)
+
+
+# The environment manifest, shared by the record files that carry one.
+
+@dataclass(frozen=True)
+class Environment:
+    """The environment manifest a record file carries (bnparity.suites.environment.environment())."""
+
+    time: str = ""
+    python: str = ""
+    platform: str = ""
+    machine: str = ""
+    cpu: str = ""
+    cpu_count: int | None = None
+    threads: dict[str, str | None] = dataclasses.field(default_factory=dict)
+    packages: dict[str, str | None] = dataclasses.field(default_factory=dict)
+    git_commit: str | None = None
+
+
+ENVIRONMENT_KEYS = tuple(f.name for f in dataclasses.fields(Environment))
 
 
 # --- layer parity -------------------------------------------------------------------------------------------------
+#
+# parity.json (bnparity parity --json, bnparity check --json): {"format": "bnparity-parity/2", "meta": ParityMeta,
+# "records": [LayerComparison | LayerSkip, ...]}. A record's "status" says which: "ok" is a comparison, "skipped"
+# and "error" are not. Version 1 (the release of 2026-11-29) wrote the same records as plain objects without
+# `normalization`, `scale` and `new_weight`, named the defaults-mode reference in the baseline framework's
+# convention "<baseline name>-convention", had the environment at the top of meta and no
+# meta.baseline; `load_parity` upgrades it.
+
+PARITY_FAMILY = "parity"
+PARITY_VERSION = 2
+PARITY_FORMAT = format_string(PARITY_FAMILY, PARITY_VERSION)
+
+ParityMode = Literal["matched", "defaults"]
+# "matched": the reference with the spec the implementation was configured to; "own-convention": the reference in the
+# framework's documented defaults (both judge the layer itself); "baseline-convention": the reference in the
+# baseline framework's defaults (the difference a porter sees; never a gate).
+ParityReference = Literal["matched", "own-convention", "baseline-convention"]
+BASELINE_REFERENCE = "baseline-convention"
+
+
+@dataclass(frozen=True)
+class LayerComparison:
+    """One quantity of one implementation on one case, compared with the float64 reference (status "ok").
+
+    Attributes:
+        case: the case's name (its description is in the document's meta.cases).
+        framework, impl: the framework's descriptor name and "builtin" or "scratch".
+        mode: "matched" (configured to the case's semantics) or "defaults" (the layer as shipped).
+        reference: which reference run it is compared with (see ParityReference).
+        normalization: the plug-in the case belongs to ("batchnorm"; bnparity.reference.normalization).
+        dtype, shape, axis, steps, note: the case's dtype, input shape, channel axis, training steps and note.
+        gate: whether a failure fails the run (standard cases in matched and own-convention comparisons).
+        kappa: the input's condition factor κ (the tolerance grows with it).
+        spec: the reference spec, as its fields (the normalization's own spec type).
+        spec_adjusted: "field=value" for every field where `spec` differs from the case's canonical spec.
+        new_weight: the weight `spec` gives the new batch in the running statistics (None for a normalization that
+            keeps none).
+        quantity: "y", "dx", "dgamma", "dbeta", "running_mean", "running_var" or "y_eval".
+        passed: every element satisfies |got − ref| ≤ atol + rtol·|ref|.
+        max_abs_err, max_rel_err: the greatest absolute and relative difference (None: inf or nan).
+        worst_index: the index of the element with the greatest error/allowed ratio (None when there is no array).
+        n_mismatched, n_total: elements outside the tolerance, and elements compared.
+        atol, rtol, scale: the tolerance: rtol = u·(32 + 4κ), atol = rtol·scale, scale the magnitude the error is
+            judged against (suites/parity/tolerance.py).
+        worst_ratio: the greatest error as a fraction of what was allowed there (≤ 1 passes; None: inf or nan).
+        problem: a structural problem (a missing value, a wrong shape) in place of numbers, else None.
+        status: always "ok".
+    """
+
+    case: str
+    framework: str
+    impl: str
+    mode: ParityMode
+    reference: ParityReference
+    normalization: str
+    dtype: str
+    gate: bool
+    shape: tuple[int, ...]
+    axis: int
+    steps: int
+    kappa: float
+    note: str
+    spec: dict[str, Any]
+    spec_adjusted: tuple[str, ...]
+    new_weight: float | None
+    quantity: str
+    passed: bool
+    max_abs_err: float | None
+    max_rel_err: float | None
+    worst_index: tuple[int, ...] | None
+    n_mismatched: int
+    n_total: int
+    atol: float
+    rtol: float
+    scale: float
+    worst_ratio: float | None
+    problem: str | None = None
+    status: Literal["ok"] = "ok"
+
+    @property
+    def vs_baseline(self) -> bool:
+        """Compared with the baseline framework's convention: a finding about defaults, not a judgement of the layer."""
+        return self.reference == BASELINE_REFERENCE
+
+    @property
+    def scaled_error(self) -> float | None:
+        """max |got − ref| / scale (unlike max_rel_err, finite where the reference is near zero); None: inf or nan."""
+        if self.max_abs_err is None:
+            return None
+        return self.max_abs_err / self.scale if self.scale else self.max_abs_err
+
+    @property
+    def ratio(self) -> float:
+        """worst_ratio with inf for an error that is inf or nan: the key that orders comparisons by badness."""
+        return math.inf if self.worst_ratio is None else self.worst_ratio
+
+
+@dataclass(frozen=True)
+class LayerSkip:
+    """An implementation that did not produce a comparison: skipped (with the reason) or crashed (status "error").
+
+    Attributes:
+        case: the case's name; None when the framework is not available at all (then one record per implementation).
+        framework, impl, mode, normalization: as in LayerComparison.
+        gate: whether it counts against the run: an "error" on a gated case fails it, a skip never does.
+        status: "skipped" (not installed, not configurable, an unsupported dtype) or "error" (the framework raised).
+        reason: one line: why (the pip command, what cannot be configured, the exception).
+        reference: the reference it would have been compared with (None when the case never ran).
+        dtype: the case's dtype (None when `case` is None).
+    """
+
+    case: str | None
+    framework: str
+    impl: str
+    mode: ParityMode
+    normalization: str
+    gate: bool
+    status: Literal["skipped", "error"]
+    reason: str
+    reference: ParityReference | None = None
+    dtype: str | None = None
+
+    @property
+    def passed(self) -> bool | None:
+        """False for an error (it fails its gate), None for a skip (nothing was judged)."""
+        return False if self.status == "error" else None
+
+    @property
+    def vs_baseline(self) -> bool:
+        return self.reference == BASELINE_REFERENCE
+
+
+LayerRecord = LayerComparison | LayerSkip
+
+
+@dataclass(frozen=True)
+class ParityCaseInfo:
+    """One case of the run, as the reports describe it (suites/parity/cases.py:ParityCase has the rest)."""
+
+    name: str
+    shape: tuple[int, ...]
+    axis: int
+    dtype: str
+    steps: int
+    gate: bool
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class ParityMeta:
+    """The environment the records were measured in, and what was run.
+
+    Attributes:
+        environment: the environment manifest (suites/environment.py).
+        modes: the modes run, in order.
+        frameworks: the frameworks asked for (available or not), in order.
+        impls: the implementations asked for.
+        baseline: the framework whose defaults "baseline-convention" means (None when the file does not say).
+        wall_time_s: seconds the run took (None when not measured).
+        complete: False when the run was interrupted (the records are what finished).
+        cases: every case asked for, in order (an interrupted run has no records for the last ones).
+        input: the user's .npz file (bnparity check), else None.
+    """
+
+    environment: Environment
+    modes: tuple[ParityMode, ...]
+    frameworks: tuple[str, ...]
+    impls: tuple[str, ...]
+    baseline: str | None
+    wall_time_s: float | None
+    complete: bool
+    cases: tuple[ParityCaseInfo, ...]
+    input: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ParityDoc:
+    """parity.json: meta and every record, in the order they were produced."""
+
+    format: str = PARITY_FORMAT
+    meta: ParityMeta
+    records: tuple[LayerRecord, ...]
+
+    @property
+    def comparisons(self) -> list[LayerComparison]:
+        return [r for r in self.records if isinstance(r, LayerComparison)]
+
+    @property
+    def not_run(self) -> list[LayerSkip]:
+        return [r for r in self.records if isinstance(r, LayerSkip)]
+
+    def case_names(self, *, gate: bool) -> list[str]:
+        """The gated (standard) or ungated (hard) case names, in the run's order."""
+        return [c.name for c in self.meta.cases if c.gate == gate]
+
+    def notes(self) -> dict[str, str]:
+        """case name -> what it probes."""
+        return {c.name: c.note for c in self.meta.cases}
+
+
+def _layer_record(data: object, *, where: str) -> LayerRecord:
+    """A version-2 record: a LayerComparison when its status is "ok", else a LayerSkip."""
+    if not isinstance(data, Mapping):
+        raise FormatError(f"{where}: expected an object. Received: {type(data).__name__}")
+    status = data.get("status")
+    if status == "ok":
+        return from_dict(LayerComparison, data, where=where)
+    if status in ("skipped", "error"):
+        return from_dict(LayerSkip, data, where=where)
+    raise FormatError(f"{where}: status must be 'ok', 'skipped' or 'error'. Received: {status!r}")
+
+
+def _v1_reference(value: object) -> object:
+    """Version 1 named the baseline comparison "<baseline name>-convention"."""
+    if isinstance(value, str) and value.endswith("-convention") and value != "own-convention":
+        return BASELINE_REFERENCE
+    return value
+
+
+def _v1_new_weight(spec: Mapping[str, Any]) -> float | None:
+    momentum, weighs = spec.get("momentum"), spec.get("momentum_weighs")
+    if not isinstance(momentum, (int, float)) or weighs not in ("new", "old"):
+        return None
+    return float(momentum) if weighs == "new" else 1.0 - float(momentum)
+
+
+def _v1_record(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A version-1 record as version 2 writes it (every version-1 record is a BatchNorm one)."""
+    out = {**data, "normalization": "batchnorm", "reference": _v1_reference(data.get("reference"))}
+    if data.get("status") == "ok":
+        atol, rtol = data.get("atol"), data.get("rtol")
+        numbers = isinstance(atol, (int, float)) and isinstance(rtol, (int, float)) and rtol
+        out["scale"] = atol / rtol if numbers else 0.0  # version 1 set atol = rtol·scale and did not record scale
+        spec = data.get("spec")
+        out["new_weight"] = _v1_new_weight(spec) if isinstance(spec, Mapping) else None
+    return out
+
+
+def _v1_meta(meta: Mapping[str, Any], records: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """Version-1 meta as version 2 writes it: the environment nested, what version 1 left out taken from its records."""
+    out: dict[str, Any] = {"environment": {k: meta[k] for k in ENVIRONMENT_KEYS if meta.get(k) is not None}}
+    out["modes"] = meta.get("modes") or list(dict.fromkeys(r.get("mode") for r in records))
+    out["frameworks"] = meta.get("frameworks") or list(dict.fromkeys(r.get("framework") for r in records))
+    out["impls"] = meta.get("impls") or list(dict.fromkeys(r.get("impl") for r in records))
+    named = [str(r["reference"])[:-len("-convention")] for r in records
+             if _v1_reference(r.get("reference")) == BASELINE_REFERENCE]
+    out["baseline"] = named[0] if named else None
+    out["wall_time_s"], out["input"], out["complete"] = meta.get("wall_time_s"), meta.get("input"), \
+        meta.get("complete", False)
+    cases = meta.get("cases")
+    if not cases:  # bnparity check wrote no case list: its one case is described by its records
+        described = {r["case"]: r for r in records if r.get("case") is not None and "shape" in r}
+        cases = [{"name": name, **{k: r.get(k) for k in ("shape", "axis", "dtype", "steps", "gate", "note")}}
+                 for name, r in described.items()]
+    out["cases"] = cases
+    return out
+
+
+def load_parity(data: object, *, where: str = "parity.json") -> ParityDoc:
+    """A parity.json document (version 1 or 2). Raises FormatError (one line, naming `where`) for anything else."""
+    if not isinstance(data, Mapping):
+        raise FormatError(f"{where}: expected a JSON object. Received: {type(data).__name__}")
+    version = parse_format(data.get("format"), family=PARITY_FAMILY, current=PARITY_VERSION, where=where)
+    meta, records = data.get("meta"), data.get("records")
+    if not isinstance(meta, Mapping) or not isinstance(records, list):
+        raise FormatError(f"{where}: expected an object 'meta' and a list 'records'. Received: "
+                          f"meta {type(meta).__name__}, records {type(records).__name__}")
+    if version == 1:
+        if not all(isinstance(r, Mapping) for r in records):
+            raise FormatError(f"{where}: every record must be an object")
+        meta, records = _v1_meta(meta, records), [_v1_record(r) for r in records]
+    return ParityDoc(meta=from_dict(ParityMeta, meta, where=f"{where}: meta"),
+                     records=tuple(_layer_record(r, where=f"{where}: records[{i}]") for i, r in enumerate(records)))
+
+
+# The conventions registry as a run recorded it: conventions.json, {"format": "bnparity-conventions/1",
+# "conventions": [Convention, ...]} (frameworks/conventions.py, one row per framework in the registry's order).
+# Before it had a format (the release of 2026-11-29) the file was {"conventions": [...]}, its rows without the
+# fields added since (constructor, batch_of_one, proofs), which take their defaults.
+
+CONVENTIONS_FAMILY = "conventions"
+CONVENTIONS_VERSION = 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConventionsDoc:
+    """conventions.json: the conventions registry's rows as the run recorded them."""
+
+    format: str = format_string(CONVENTIONS_FAMILY, CONVENTIONS_VERSION)
+    conventions: tuple[Convention, ...]
+
+
+def load_conventions(data: object, *, where: str = "conventions.json") -> ConventionsDoc:
+    """A conventions.json document (version 1, or the unversioned one of 2026-11-29). Raises FormatError."""
+    if isinstance(data, Mapping) and "format" in data:
+        parse_format(data["format"], family=CONVENTIONS_FAMILY, current=CONVENTIONS_VERSION, where=where)
+    rows = data.get("conventions") if isinstance(data, Mapping) else data
+    if not isinstance(rows, list):
+        raise FormatError(f"{where}: expected a list 'conventions'. Received: {type(rows).__name__}")
+    return ConventionsDoc(conventions=tuple(_convert(Convention, r, f"{where}: conventions[{i}]")
+                                            for i, r in enumerate(rows)))
 
 
 # --- model parity -------------------------------------------------------------------------------------------------
+# model_parity.json (bnparity model-parity --json), format "bnparity-model-parity/2". Version 1 (2026-11-29) had the
+# environment's keys at the top of "meta", the tolerance's keys spelled C_MODEL/D/K, no "anchor" in meta and no
+# "rel_err" in a comparison; `load_model_parity` upgrades it.
+
+MODEL_PARITY = "model-parity"
+MODEL_PARITY_VERSION = 2
+
+
+@dataclass(frozen=True)
+class ModelComparison:
+    """One model-parity comparison (status "ok"): `quantity` of `framework` against `against` ("reference" or the
+    anchor framework) for one config, under the model tolerance.
+
+    Attributes (besides the config's preset/variant/dropout/dtype):
+        kind: logits, loss, loss_step2, eval_loss, grad, param_step1, param_step2, momentum, running_stats,
+            running_var_raw (the stored running variance, never gated).
+        gate: whether a mismatch fails the run (float64: all; float32: forward quantities only).
+        passed: every element within atol + rtol·|ref|.
+        max_abs_err, max_rel_err, worst_ratio: the raw errors (null: inf or nan); worst_ratio = error / allowed.
+        scale: the magnitude the error is judged against (the largest |ref| of the quantity's layer).
+        rel_err: max_abs_err / scale, the relative error the report shows (max_abs_err itself when scale is 0).
+        convention, converted, m, compared, note: what the comparison did (running statistics, parameters).
+    """
+
+    preset: str
+    variant: str
+    dropout: str
+    dtype: str
+    framework: str
+    against: str
+    kind: str
+    quantity: str
+    gate: bool
+    passed: bool
+    max_abs_err: float | None
+    max_rel_err: float | None
+    worst_ratio: float | None
+    worst_index: tuple[int, ...] | None
+    n_mismatched: int
+    n_total: int
+    atol: float
+    rtol: float
+    scale: float
+    rel_err: float | None
+    problem: str | None = None
+    convention: str | None = None
+    converted: bool | None = None
+    m: int | None = None
+    compared: str | None = None
+    note: str | None = None
+    status: Literal["ok"] = "ok"
+
+
+@dataclass(frozen=True)
+class ModelNotRun:
+    """A framework that did not run one config: "skipped" (not installed; not a failure) or "error" (it raised;
+    a failure: gate true, passed false)."""
+
+    preset: str
+    variant: str
+    dropout: str
+    dtype: str
+    framework: str
+    status: Literal["skipped", "error"]
+    reason: str
+    gate: bool
+    passed: bool | None
+
+
+ModelRecord = ModelComparison | ModelNotRun
+
+
+@dataclass(frozen=True)
+class ModelConfigLabel:
+    preset: str
+    variant: str
+    dropout: str
+    dtype: str
+    batch: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class ModelDiagnostics:
+    """The reference forward pass's fragility on one config's batch (null margin: no ReLU / max-pool there)."""
+
+    preset: str
+    variant: str
+    dropout: str
+    dtype: str
+    batch: int
+    relu_min_margin: float | None
+    pool_min_margin: float | None
+    fragile_below: float
+    fragile_count: int
+
+
+@dataclass(frozen=True)
+class SGDRecord:
+    lr: float
+    momentum: float
+    weight_decay: float
+
+
+@dataclass(frozen=True)
+class ModelTolerance:
+    """rtol = u·c_model·depth·sqrt(length), atol = rtol·scale (suites/model_parity/tolerance.py)."""
+
+    model: str
+    c_model: float
+    depth: int
+    length: int
+    rtol: dict[str, float]
+
+
+@dataclass(frozen=True)
+class ModelParityMeta:
+    """How the comparisons were made. anchor: the framework the others were compared with (the baseline when it
+    ran), null when no framework ran."""
+
+    environment: Environment
+    preset: str
+    frameworks: tuple[str, ...]
+    anchor: str | None
+    configs: tuple[ModelConfigLabel, ...]
+    sgd: dict[str, SGDRecord]
+    bn_momentum: dict[str, float]
+    tolerance: ModelTolerance
+    diagnostics: tuple[ModelDiagnostics, ...]
+    seconds: dict[str, float]
+    compile_counts: dict[str, int | None]
+    wall_time_s: float
+    complete: bool
+    suite: str = "model-parity"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelParityDoc:
+    """model_parity.json: meta and every record (comparisons, skipped and crashed frameworks)."""
+
+    format: str = format_string(MODEL_PARITY, MODEL_PARITY_VERSION)
+    meta: ModelParityMeta
+    records: tuple[ModelRecord, ...]
+
+    @property
+    def comparisons(self) -> list[ModelComparison]:
+        return [r for r in self.records if isinstance(r, ModelComparison)]
+
+    @property
+    def not_run(self) -> list[ModelNotRun]:
+        return [r for r in self.records if isinstance(r, ModelNotRun)]
+
+
+def relative_error(max_abs_err: float | None, scale: float) -> float | None:
+    """max_abs_err / scale (max_abs_err itself when scale is 0; None when the error is inf or nan)."""
+    if max_abs_err is None or not math.isfinite(max_abs_err):
+        return None
+    return max_abs_err / scale if scale else max_abs_err
+
+
+def _model_parity_v1(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A version-1 model_parity.json in the shape of version 2."""
+    meta = dict(data.get("meta") or {})
+    environment = {k: meta.pop(k) for k in ENVIRONMENT_KEYS if k in meta}
+    tolerance = dict(meta.get("tolerance") or {})
+    for old, new in (("C_MODEL", "c_model"), ("D", "depth"), ("K", "length")):
+        if old in tolerance:
+            tolerance[new] = tolerance.pop(old)
+    records = []
+    for r in data.get("records") or []:
+        if isinstance(r, Mapping) and r.get("status") == "ok" and "rel_err" not in r and "scale" in r:
+            err = r.get("max_abs_err")
+            r = {**r, "rel_err": relative_error(err if isinstance(err, (int, float)) else None, r["scale"] or 0.0)}
+        records.append(r)
+    anchors = [r.get("against") for r in records if isinstance(r, Mapping) and r.get("against") not in (None,
+                                                                                                        "reference")]
+    ran = [r.get("framework") for r in records if isinstance(r, Mapping) and r.get("status") == "ok"]
+    meta.update(environment=environment, tolerance=tolerance, anchor=anchors[0] if anchors else (ran[0] if ran
+                                                                                                 else None))
+    return {**data, "meta": meta, "records": records}
+
+
+def load_model_parity(data: object, *, where: str = "model_parity.json") -> ModelParityDoc:
+    """A model_parity.json document (version 1 or 2). Raises FormatError (one line) for anything else."""
+    if not isinstance(data, Mapping):
+        raise FormatError(f"{where}: expected a JSON object. Received: {type(data).__name__}")
+    version = parse_format(data.get("format"), family=MODEL_PARITY, current=MODEL_PARITY_VERSION, where=where)
+    if version == 1:
+        data = _model_parity_v1(data)
+    doc = from_dict(ModelParityDoc, data, where=where)
+    return dataclasses.replace(doc, format=format_string(MODEL_PARITY, MODEL_PARITY_VERSION))
 
 
 # --- training runs ------------------------------------------------------------------------------------------------
+# A training run directory (bnparity train): one JSONL file per run, "bnparity-train-run/2" (its first line is the
+# header; version 1, 2026-11-29, had no header, no batch digests and no best accuracy in "done"), manifest.json
+# "bnparity-train/2" and conclusions.json "bnparity-train-conclusions/2" (version 1 of both loads: see the loaders).
+
+TRAIN_RUN = "train-run"
+TRAIN_RUN_VERSION = 2
+TRAIN_MANIFEST = "train"
+TRAIN_MANIFEST_VERSION = 2
+TRAIN_CONCLUSIONS = "train-conclusions"
+TRAIN_CONCLUSIONS_VERSION = 2
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunHeader:
+    """The first line of a run file: which format the lines after it have."""
+
+    kind: Literal["header"] = "header"
+    format: str = format_string(TRAIN_RUN, TRAIN_RUN_VERSION)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainEvent:
+    """What every training record has: its kind, the run's identity, where in the run, and when (Unix time)."""
+
+    kind: str
+    framework: str
+    variant: str
+    seed: int
+    epoch: int
+    iteration: int
+    t: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class StartEvent(TrainEvent):
+    """A run (or a resumed segment of it) began. epochs: the planned number; setup_time: data, model and
+    checkpoint loading, seconds."""
+
+    kind: Literal["start"] = "start"
+    preset: str
+    iters_per_epoch: int
+    epochs: int
+    n_train: int
+    n_test: int
+    batch_size: int
+    threads: str | None
+    device: str
+    pid: int
+    resumed_from_epoch: int
+    setup_time: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class IterEvent(TrainEvent):
+    """One SGD step. loss: the batch mean (null: diverged); batch_digest: 16 hex digits identifying the batch the
+    framework trained on (images, labels, dropout masks: suites/convergence/runner.py:batch_digest; null in
+    version 1)."""
+
+    kind: Literal["iter"] = "iter"
+    loss: float | None
+    correct: int
+    batch: int
+    accuracy: float
+    batch_digest: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalEvent(TrainEvent):
+    """An evaluation point. train_loss / train_accuracy: the running average since the previous point (null at
+    iteration 0); images_per_s: training throughput since the previous point; times in seconds since the run began
+    (resumed segments included)."""
+
+    kind: Literal["eval"] = "eval"
+    epochs_done: float
+    train_loss: float | None
+    train_accuracy: float | None
+    test_loss: float | None
+    test_accuracy: float | None
+    wall_time: float
+    train_time: float
+    eval_time: float
+    images_per_s: float | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class EpochEvent(TrainEvent):
+    """The end of an epoch: its training averages, its last evaluation, its checkpoint (relative path) and, for a
+    trainer that compiles, how often (JAX: traces of the training step; null elsewhere). epoch_digest: 16 hex
+    digits identifying the epoch's batch digests in order (runner.epoch_digest; null in version 1)."""
+
+    kind: Literal["epoch"] = "epoch"
+    train_loss: float | None
+    train_accuracy: float | None
+    test_loss: float | None
+    test_accuracy: float | None
+    epoch_time: float
+    images_per_s: float | None
+    wall_time: float
+    train_time: float
+    checkpoint: str
+    compile_count: int | None
+    compile_counts: dict[str, int] | None
+    epoch_digest: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class DoneEvent(TrainEvent):
+    """The run finished. test_accuracy: the final evaluation's; best_test_accuracy: the highest of any evaluation
+    point (null in version 1)."""
+
+    kind: Literal["done"] = "done"
+    epochs: int
+    wall_time: float
+    train_time: float
+    test_accuracy: float | None
+    images_per_s: float | None
+    compile_count: int | None
+    compile_counts: dict[str, int] | None
+    best_test_accuracy: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class FailedEvent(TrainEvent):
+    """The run raised (error: the exception's last line) or its process died (returncode, written by the
+    orchestrator)."""
+
+    kind: Literal["failed"] = "failed"
+    error: str
+    traceback: str = ""
+    returncode: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class InterruptedEvent(TrainEvent):
+    """Ctrl-C or SIGTERM: the run is incomplete; --resume continues it."""
+
+    kind: Literal["interrupted"] = "interrupted"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SkippedEvent(TrainEvent):
+    """The framework cannot be loaded here (reason: one line, with the install command)."""
+
+    kind: Literal["skipped"] = "skipped"
+    reason: str
+
+
+TRAIN_EVENTS: dict[str, type[TrainEvent]] = {cls.__dataclass_fields__["kind"].default: cls for cls in (
+    StartEvent, IterEvent, EvalEvent, EpochEvent, DoneEvent, FailedEvent, InterruptedEvent, SkippedEvent)}
+
+
+def run_file_version(line: Mapping[str, Any], *, where: str) -> int:
+    """The version a run file's header line declares (FormatError for another family or a newer version)."""
+    return parse_format(line.get("format"), family=TRAIN_RUN, current=TRAIN_RUN_VERSION, where=where)
+
+
+def load_train_event(data: object, *, where: str = "record") -> TrainEvent:
+    """One line of a run file (any version) as its event class. Raises FormatError for an unknown kind or a
+    missing or mistyped field."""
+    if not isinstance(data, Mapping):
+        raise FormatError(f"{where}: expected a JSON object. Received: {type(data).__name__}")
+    cls = TRAIN_EVENTS.get(data.get("kind"))  # type: ignore[arg-type]
+    if cls is None:
+        raise FormatError(f"{where}: expected a kind of {', '.join(TRAIN_EVENTS)}. Received: {data.get('kind')!r}")
+    return from_dict(cls, data, where=where)
+
+
+@dataclass(frozen=True)
+class ResumedSegment:
+    """One `bnparity train --resume` of the directory: when, which runs, with what."""
+
+    time: str
+    runs: tuple[str, ...]
+    jobs: int
+    threads_per_job: int
+    thread_env: dict[str, str]
+    data_dir: str
+    argv: tuple[str, ...]
+    environment: Environment
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainManifest:
+    """A training run directory's manifest.json: the configuration every run of the directory trains with.
+
+    Attributes:
+        preset: the TrainPreset (with --epochs applied).
+        runs: run names ("torch-bn-seed0"), in order; frameworks, variants, seeds: what they span.
+        device, verify_data, data_dir: passed to every run (data_dir: the resolved Fashion-MNIST folder).
+        jobs, threads_per_job, thread_env, argv, environment: how the first segment ran.
+        resumed: every later --resume.
+    """
+
+    format: str = format_string(TRAIN_MANIFEST, TRAIN_MANIFEST_VERSION)
+    preset: TrainPreset
+    runs: tuple[str, ...]
+    frameworks: tuple[str, ...] = ()
+    variants: tuple[str, ...] = ()
+    seeds: tuple[int, ...] = ()
+    device: str = "cpu"
+    verify_data: bool = True
+    data_dir: str | None = None
+    jobs: int | None = None
+    threads_per_job: int | None = None
+    thread_env: dict[str, str] = dataclasses.field(default_factory=dict)
+    argv: tuple[str, ...] = ()
+    environment: Environment | None = None
+    resumed: tuple[ResumedSegment, ...] = ()
+
+
+def load_train_manifest(data: object, *, where: str = "manifest.json") -> TrainManifest:
+    """A training run directory's manifest (version 1 or 2). Raises FormatError (one line) for anything else."""
+    if not isinstance(data, Mapping):
+        raise FormatError(f"{where}: expected a JSON object. Received: {type(data).__name__}")
+    parse_format(data.get("format"), family=TRAIN_MANIFEST, current=TRAIN_MANIFEST_VERSION, where=where)
+    manifest = from_dict(TrainManifest, data, where=where)  # version 2 only added fields with defaults
+    return dataclasses.replace(manifest, format=format_string(TRAIN_MANIFEST, TRAIN_MANIFEST_VERSION))
+
+
+RunStatus = Literal["done", "failed", "skipped", "interrupted", "incomplete", "not started"]
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One run, from its records. final_test_accuracy: the last evaluation of a finished run (null otherwise);
+    last_test_accuracy: the last evaluation so far; best_test_accuracy: the highest of any evaluation;
+    epochs_planned: the preset's epochs; unreadable_lines: lines of its file that could not be read."""
+
+    framework: str
+    variant: str
+    seed: int
+    status: RunStatus
+    epochs_completed: int
+    iterations: int
+    final_test_accuracy: float | None
+    last_test_accuracy: float | None
+    best_test_accuracy: float | None
+    images_per_s: float | None
+    wall_time: float | None
+    message: str
+    epochs_planned: int | None = None
+    unreadable_lines: int = 0
+
+
+@dataclass(frozen=True)
+class AccuracyStat:
+    """Mean, sample standard deviation (null with fewer than two) and count over seeds."""
+
+    mean: float | None
+    std: float | None
+    n: int
+
+
+@dataclass(frozen=True)
+class TargetHit:
+    """The first evaluation point at or above a target accuracy."""
+
+    iteration: int
+    epochs_done: float | None
+    epoch: int
+    wall_time: float | None
+
+
+@dataclass(frozen=True)
+class TimeToTarget:
+    """How many of the started seeds reached a target, and when (means over those that did)."""
+
+    reached: int
+    of: int
+    iterations_mean: float | None
+    epochs_mean: float | None
+    per_seed: dict[str, TargetHit | None] = dataclasses.field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ConfigSummary:
+    """One framework × variant over its seeds. final_test_accuracy: over the finished seeds' final evaluations;
+    best_test_accuracy: the highest evaluation of any seed; best_test_accuracy_mean: the mean over seeds of each
+    seed's best (null in version 1); targets: keyed by the target as '%g'."""
+
+    framework: str
+    variant: str
+    seeds: tuple[int, ...]
+    seeds_done: int
+    final_test_accuracy: AccuracyStat
+    best_test_accuracy: float | None
+    images_per_s: float | None
+    targets: dict[str, TimeToTarget]
+    best_test_accuracy_mean: float | None = None
+
+
+@dataclass(frozen=True)
+class Speedup:
+    """BN speed-up to a target: mean iterations without / with BN, or a lower bound when no-BN never got there."""
+
+    framework: str
+    target: float
+    iterations_bn: float | None
+    iterations_nobn: float | None
+    speedup: float | None
+    at_least: float | None
+
+
+@dataclass(frozen=True)
+class AgreementPair:
+    variant: str
+    frameworks: tuple[str, ...]
+    points: int
+    outside: int
+    max_abs_diff: float
+    worst_iteration: int | None
+    agree: bool
+
+
+@dataclass(frozen=True)
+class Agreement:
+    criterion: str
+    k: float
+    floor: float
+    pairs: tuple[AgreementPair, ...] = ()
+
+
+@dataclass(frozen=True)
+class PublishedPoint:
+    framework: str
+    variant: str
+    epoch: int
+    published: float
+    measured_mean: float | None
+    n: int
+
+
+@dataclass(frozen=True)
+class IncompleteRun:
+    run: str
+    status: RunStatus
+    epochs_completed: int
+    iterations: int
+    message: str
+
+
+@dataclass(frozen=True)
+class DigestCheck:
+    """Whether the frameworks' runs of one variant and seed trained on identical batches, iteration by iteration.
+
+    Attributes:
+        frameworks: the runs compared (those with batch digests).
+        iterations: the iterations at which two or more of them recorded a digest.
+        mismatched: how many of those iterations had different digests.
+        first_mismatch: the first such iteration (null: none), with each framework's digest there in `digests`.
+    """
+
+    variant: str
+    seed: int
+    frameworks: tuple[str, ...]
+    iterations: int
+    mismatched: int
+    first_mismatch: int | None
+    digests: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def identical(self) -> bool:
+        return self.mismatched == 0
+
+
+@dataclass(frozen=True)
+class BatchDigests:
+    """The identical-batches check over a run directory. recorded: some run has batch digests (version 1 runs
+    have none); without_digests: the runs that have none."""
+
+    recorded: bool = False
+    checks: tuple[DigestCheck, ...] = ()
+    without_digests: tuple[str, ...] = ()
+
+    @property
+    def identical(self) -> bool:
+        return all(c.identical for c in self.checks)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Conclusions:
+    """conclusions.json: what a training run directory shows (suites/convergence/conclusions.py defines each
+    figure). epochs: the planned number; unreadable_lines: run file -> lines that could not be read (only > 0)."""
+
+    format: str = format_string(TRAIN_CONCLUSIONS, TRAIN_CONCLUSIONS_VERSION)
+    run_dir: str
+    preset: str
+    targets: tuple[float, ...]
+    complete: bool
+    runs: dict[str, RunSummary]
+    configs: tuple[ConfigSummary, ...]
+    bn_speedup: tuple[Speedup, ...]
+    agreement: Agreement
+    published: tuple[PublishedPoint, ...]
+    incomplete: tuple[IncompleteRun, ...]
+    skipped: dict[str, str]
+    epochs: int | None = None
+    batch_digests: BatchDigests = BatchDigests()
+    unreadable_lines: dict[str, int] = dataclasses.field(default_factory=dict)
+
+
+def load_conclusions(data: object, *, where: str = "conclusions.json") -> Conclusions:
+    """conclusions.json (version 1 or 2). Raises FormatError (one line) for anything else."""
+    if not isinstance(data, Mapping):
+        raise FormatError(f"{where}: expected a JSON object. Received: {type(data).__name__}")
+    parse_format(data.get("format"), family=TRAIN_CONCLUSIONS, current=TRAIN_CONCLUSIONS_VERSION, where=where)
+    conclusions = from_dict(Conclusions, data, where=where)  # version 2 only added fields with defaults
+    return dataclasses.replace(conclusions, format=format_string(TRAIN_CONCLUSIONS, TRAIN_CONCLUSIONS_VERSION))
+
+
 
 
 # --- the main job's run manifest ----------------------------------------------------------------------------------
+# manifest.json of a `bnparity run` directory, "bnparity-run/2"; version 1 (2026-11-29) had no "format" field.
+
+RUN_MANIFEST = "run"
+RUN_MANIFEST_VERSION = 2
+StepStatus = Literal["pending", "done", "done-with-differences", "done-with-failed-runs", "failed", "interrupted",
+                     "skipped"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunManifest:
+    """What `bnparity run` did: the command, when, and each requested step's status and seconds.
+
+    Attributes:
+        steps: step -> "pending", "done", "done-with-differences" (parity found a mismatch),
+            "done-with-failed-runs" (a training run failed), "failed", "interrupted" or "skipped" (after an
+            interruption); a step not listed was not requested.
+        finished: when the report step began (null: the run did not get there).
+        errors: step -> the one-line error of a step that raised.
+    """
+
+    format: str = format_string(RUN_MANIFEST, RUN_MANIFEST_VERSION)
+    environment: Environment
+    command: tuple[str, ...]
+    started: str
+    finished: str | None
+    steps: dict[str, StepStatus]
+    step_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+    errors: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+def load_run_manifest(data: object, *, where: str = "manifest.json") -> RunManifest:
+    """A `bnparity run` manifest (version 1: no "format" field; or 2). Raises FormatError (one line) else."""
+    if not isinstance(data, Mapping):
+        raise FormatError(f"{where}: expected a JSON object. Received: {type(data).__name__}")
+    if "format" in data:
+        parse_format(data["format"], family=RUN_MANIFEST, current=RUN_MANIFEST_VERSION, where=where)
+    manifest = from_dict(RunManifest, data, where=where)
+    return dataclasses.replace(manifest, format=format_string(RUN_MANIFEST, RUN_MANIFEST_VERSION))

@@ -129,7 +129,7 @@ def test_parity_conventions_and_report_pick_it_up(fourth_framework, tmp_path, ca
     assert f"{NAME}/builtin" in out and f"{NAME}/scratch" in out
     doc = json.loads((run_dir / "parity.json").read_text())
     assert {r["framework"] for r in doc["records"]} == {NAME}
-    assert "numpy" in doc["meta"]["packages"]  # the environment manifest lists its distributions
+    assert "numpy" in doc["meta"]["environment"]["packages"]  # the environment manifest lists its distributions
 
     assert main(["conventions"]) == 0
     assert f"== {NAME} ==" in capsys.readouterr().out

@@ -218,3 +218,29 @@ def test_framework_dropout_is_random_and_resumes_exactly(framework: str) -> None
     assert resumed.train_step(xs[1], y).loss == expected
     off = _trainer(framework, spec.with_dropout(0.0), params)
     np.testing.assert_array_equal(off.gradients(xs[0], y).logits, off.gradients(xs[0], y).logits)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_framework_alexnet_converts_canonical_arrays_exactly(framework: str, dtype: str) -> None:
+    """from_canonical then to_canonical gives every array back (rounded to `dtype` only), in canonical order."""
+    require(framework)
+    from bnparity.frameworks.registry import framework_module
+
+    alexnet = framework_module(framework, "alexnet")
+    spec = alexnet_spec("tiny", batch_norm=True)
+    rng = np.random.default_rng(8)
+    # float64 values everywhere (running statistics too), so that a transposed or permuted layout cannot pass
+    params = {n: rng.uniform(0.5, 1.5, v.shape) for n, v in init_params(spec, seed=4).items()}
+    held = alexnet.from_canonical(spec, params, dtype=np.dtype(dtype))
+    back = alexnet.to_canonical(spec, held)
+    assert list(back) == list(param_shapes(spec))
+    for name, value in params.items():
+        assert back[name].dtype == np.dtype(dtype), name
+        np.testing.assert_array_equal(back[name], value.astype(dtype), err_msg=name)
+    subset = ("fc1.weight", "bn1.running_var", "conv2.weight")
+    picked = alexnet.to_canonical(spec, held, subset)
+    assert list(picked) == list(subset)
+    np.testing.assert_array_equal(picked["fc1.weight"], back["fc1.weight"])
+    with pytest.raises(ValueError, match=r"Missing: \['conv1.bias'\]"):
+        alexnet.from_canonical(spec, {n: v for n, v in params.items() if n != "conv1.bias"}, dtype=np.dtype(dtype))

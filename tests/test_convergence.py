@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pytest
 from conftest import framework_installed, write_fake_fashion_mnist
+from fabricate import event
 
 from bnparity.frameworks.registry import framework_names
 from bnparity.frameworks.training import StepStats, Trainer
@@ -24,6 +25,18 @@ from bnparity.suites.convergence.presets import PRESETS, TrainPreset, get_preset
 from bnparity.suites.convergence.progress import ProgressDisplay
 from bnparity.suites.convergence.runner import FAIL_ENV, eval_points, run_one, thread_env
 from bnparity.suites.errors import UserError
+from bnparity.suites.schema import (
+    AccuracyStat,
+    DoneEvent,
+    EpochEvent,
+    EvalEvent,
+    FailedEvent,
+    InterruptedEvent,
+    IterEvent,
+    SkippedEvent,
+    TrainManifest,
+    load_conclusions,
+)
 
 RunId = rec.RunId
 
@@ -91,8 +104,11 @@ def _write(path, records):
 
 
 def _rec(kind, epoch, iteration, **fields):
-    return {"kind": kind, "framework": "torch", "variant": "bn", "seed": 0, "epoch": epoch, "iteration": iteration,
-            "t": 0.0, **fields}
+    return event(kind, epoch=epoch, iteration=iteration, **fields)
+
+
+def _conclusions(run_dir):
+    return load_conclusions(json.loads((run_dir / rec.CONCLUSIONS).read_text()))
 
 
 def test_truncate_keeps_completed_epochs_and_moves_the_rest_aside(tmp_path):
@@ -102,7 +118,7 @@ def test_truncate_keeps_completed_epochs_and_moves_the_rest_aside(tmp_path):
     with path.open("a") as f:
         f.write('{"kind": "it')  # cut short by a kill
     assert rec.truncate_after_epoch(tmp_path, run, 1) == 3
-    assert [r["kind"] for r in rec.read_records(path)] == ["iter", "epoch"]
+    assert [r.kind for r in rec.read_records(path)] == ["iter", "epoch"]
     moved = (tmp_path / f"{run.name}.interrupted.jsonl").read_text().splitlines()
     assert len(moved) == 3 and json.loads(moved[0])["iteration"] == 2
     with pytest.raises(ValueError, match="no record of the end of epoch 5"):
@@ -112,12 +128,18 @@ def test_truncate_keeps_completed_epochs_and_moves_the_rest_aside(tmp_path):
 def test_writer_drops_a_half_written_last_line(tmp_path):
     run = RunId("jax", "nobn", 2)
     path = run.records_path(tmp_path)
-    path.write_text('{"kind": "iter"}\n{"kind": "ep')
+    path.write_text(json.dumps(event("iter", framework="jax", variant="nobn", seed=2, epoch=1, iteration=1))
+                    + '\n{"kind": "ep')
     with rec.RecordWriter(path, run) as out:
-        out.write("failed", epoch=1, iteration=7, error="boom", loss=float("nan"))
+        out.write("iter", epoch=1, iteration=2, loss=float("nan"), correct=0, batch=4, accuracy=0.0)
+        out.write("failed", epoch=1, iteration=7, error="boom")
     records = rec.read_records(path)
-    assert [r["kind"] for r in records] == ["iter", "failed"]
-    assert records[1]["loss"] is None and records[1]["seed"] == 2
+    assert [r.kind for r in records] == ["iter", "iter", "failed"]
+    assert records[1].loss is None and records[2].seed == 2 and records[2].error == "boom"
+    assert "header" not in path.read_text()  # an existing file keeps its first line: no header in the middle
+    with pytest.raises(TypeError):
+        with rec.RecordWriter(path, run) as out:
+            out.write("failed", epoch=1, iteration=7, error="boom", loss=1.0)  # a field "failed" does not have
 
 
 def test_checkpoints_round_trip_keep_two_and_resume_needs_the_epoch_record(tmp_path):
@@ -147,7 +169,7 @@ def _curve(run_dir, name, points, *, done=True, iters_per_epoch=100):
         epoch = max(1, -(-iteration // iters_per_epoch))
         records.append(_rec("eval", epoch, iteration, **fields))
         if i and iteration % iters_per_epoch == 0:
-            records.append(_rec("epoch", epoch, iteration, **fields))
+            records.append(_rec("epoch", epoch, iteration, **{k: v for k, v in fields.items() if k != "epochs_done"}))
     if done:
         records.append(_rec("done", records[-1]["epoch"], points[-1][0], test_accuracy=points[-1][1]))
     for r in records:
@@ -157,7 +179,7 @@ def _curve(run_dir, name, points, *, done=True, iters_per_epoch=100):
 
 def _manifest(run_dir, names, targets=(0.8, 0.85)):
     preset = get_preset("smoke").replace(targets=targets)
-    rec.write_manifest(run_dir, {"preset": preset.to_dict(), "runs": names, "seeds": [0, 1]})
+    rec.write_manifest(run_dir, TrainManifest(preset=preset, runs=tuple(names), seeds=(0, 1)))
 
 
 def test_conclusions_closed_form(tmp_path):
@@ -173,29 +195,29 @@ def test_conclusions_closed_form(tmp_path):
     _curve(tmp_path, "mxnet-nobn-seed0", [(0, 0.1), (500, 0.6), (1000, 0.84)])
     _curve(tmp_path, "mxnet-nobn-seed1", [(0, 0.1), (500, 0.6), (800, 0.8)], done=False)
     c = concl.compute_conclusions(tmp_path)
-    cfg = {(x["framework"], x["variant"]): x for x in c["configs"]}
-    t85 = cfg["torch", "bn"]["targets"]["0.85"]
-    assert t85["iterations_mean"] == 300 and t85["epochs_mean"] == 3.0 and t85["reached"] == 1
-    assert cfg["torch", "bn"]["final_test_accuracy"] == {"mean": 0.86, "std": None, "n": 1}
-    assert cfg["torch", "nobn"]["targets"]["0.8"]["iterations_mean"] == 600
-    speedup = {(s["framework"], s["target"]): s for s in c["bn_speedup"]}
-    assert speedup["torch", 0.85]["speedup"] == pytest.approx(3.0)
-    assert speedup["torch", 0.8]["speedup"] == pytest.approx(3.0)
-    assert speedup["jax", 0.85]["speedup"] is None and speedup["jax", 0.85]["at_least"] is None  # jax-nobn not done
-    assert speedup["mxnet", 0.85]["at_least"] is None  # a no-BN seed is still running
+    cfg = {(x.framework, x.variant): x for x in c.configs}
+    t85 = cfg["torch", "bn"].targets["0.85"]
+    assert t85.iterations_mean == 300 and t85.epochs_mean == 3.0 and t85.reached == 1
+    assert cfg["torch", "bn"].final_test_accuracy == AccuracyStat(mean=0.86, std=None, n=1)
+    assert cfg["torch", "nobn"].targets["0.8"].iterations_mean == 600
+    speedup = {(s.framework, s.target): s for s in c.bn_speedup}
+    assert speedup["torch", 0.85].speedup == pytest.approx(3.0)
+    assert speedup["torch", 0.8].speedup == pytest.approx(3.0)
+    assert speedup["jax", 0.85].speedup is None and speedup["jax", 0.85].at_least is None  # jax-nobn not done
+    assert speedup["mxnet", 0.85].at_least is None  # a no-BN seed is still running
     (tmp_path / "mxnet-nobn-seed1.jsonl").unlink()
     _curve(tmp_path, "mxnet-nobn-seed1", [(0, 0.1), (500, 0.6), (800, 0.8)])
     c = concl.compute_conclusions(tmp_path)
-    speedup = {(s["framework"], s["target"]): s for s in c["bn_speedup"]}
-    assert speedup["mxnet", 0.85]["at_least"] == pytest.approx(1000 / 200)  # no-BN never got there
-    assert speedup["mxnet", 0.8]["speedup"] == pytest.approx((1000 + 800) / 2 / 200)
-    pairs = {(p["variant"], *p["frameworks"]): p for p in c["agreement"]["pairs"]}
+    speedup = {(s.framework, s.target): s for s in c.bn_speedup}
+    assert speedup["mxnet", 0.85].at_least == pytest.approx(1000 / 200)  # no-BN never got there
+    assert speedup["mxnet", 0.8].speedup == pytest.approx((1000 + 800) / 2 / 200)
+    pairs = {(p.variant, *p.frameworks): p for p in c.agreement.pairs}
     jax_torch = pairs["bn", "jax", "torch"]
-    assert jax_torch["agree"] and jax_torch["points"] == 5 and jax_torch["max_abs_diff"] == pytest.approx(0.02)
-    assert not pairs["bn", "mxnet", "torch"]["agree"] and pairs["bn", "mxnet", "torch"]["points"] == 3
-    status = {i["run"]: i["status"] for i in c["incomplete"]}
+    assert jax_torch.agree and jax_torch.points == 5 and jax_torch.max_abs_diff == pytest.approx(0.02)
+    assert not pairs["bn", "mxnet", "torch"].agree and pairs["bn", "mxnet", "torch"].points == 3
+    status = {i.run: i.status for i in c.incomplete}
     assert status == {"jax-nobn-seed0": "incomplete", "jax-nobn-seed1": "not started"}
-    assert not c["complete"]
+    assert not c.complete
 
 
 def test_conclusions_mean_std_and_disagreement(tmp_path):
@@ -206,15 +228,15 @@ def test_conclusions_mean_std_and_disagreement(tmp_path):
     _curve(tmp_path, "mxnet-bn-seed0", [(0, 0.1), (100, 0.70), (200, 0.85)])
     _curve(tmp_path, "mxnet-bn-seed1", [(0, 0.1), (100, 0.72), (200, 0.85)])
     c = concl.write_conclusions(tmp_path)
-    cfg = {x["framework"]: x for x in c["configs"]}
-    assert cfg["torch"]["final_test_accuracy"]["mean"] == pytest.approx(0.85)
-    assert cfg["torch"]["final_test_accuracy"]["std"] == pytest.approx(0.02 / np.sqrt(2))
-    assert cfg["torch"]["targets"]["0.85"]["reached"] == 1  # only seed 1
-    (pair,) = c["agreement"]["pairs"]
+    cfg = {x.framework: x for x in c.configs}
+    assert cfg["torch"].final_test_accuracy.mean == pytest.approx(0.85)
+    assert cfg["torch"].final_test_accuracy.std == pytest.approx(0.02 / np.sqrt(2))
+    assert cfg["torch"].targets["0.85"].reached == 1  # only seed 1
+    (pair,) = c.agreement.pairs
     # at iteration 100: |0.81 - 0.71| = 0.10 > 3 * max(0.0141, 0.0141, 0.01) = 0.042
-    assert not pair["agree"] and pair["outside"] == 1 and pair["worst_iteration"] == 100
-    assert json.loads((tmp_path / rec.CONCLUSIONS).read_text())["format"] == concl.FORMAT
-    assert c["complete"]
+    assert not pair.agree and pair.outside == 1 and pair.worst_iteration == 100
+    assert _conclusions(tmp_path) == c  # what was written reads back as what was computed
+    assert c.complete
 
 
 # ---------------------------------------------------------------- progress display
@@ -279,9 +301,8 @@ class SoftmaxTrainer(Trainer):
 
 def _run_dir(tmp_path, data, name):
     run_dir = tmp_path / name
-    rec.write_manifest(run_dir, {"preset": get_preset("smoke").replace(lr=0.01).to_dict(),
-                                 "runs": ["torch-bn-seed0"], "seeds": [0], "data_dir": str(data),
-                                 "verify_data": False, "device": "cpu"})
+    rec.write_manifest(run_dir, TrainManifest(preset=get_preset("smoke").replace(lr=0.01), runs=("torch-bn-seed0",),
+                                              seeds=(0,), data_dir=str(data), verify_data=False, device="cpu"))
     return run_dir
 
 
@@ -291,27 +312,33 @@ def test_runner_records_every_step_and_a_resumed_run_repeats_the_interrupted_epo
     straight = _run_dir(tmp_path, fake_data, "straight")
     assert run_one(run_dir=straight, run=run, trainer_cls=SoftmaxTrainer) == "done"
     records = rec.read_records(run.records_path(straight))
-    kinds = [r["kind"] for r in records]
+    kinds = [r.kind for r in records]
     assert kinds.count("iter") == 2 * 8 and kinds.count("epoch") == 2 and kinds[-1] == "done"
-    evals = [r for r in records if r["kind"] == "eval"]
-    assert [e["iteration"] for e in evals] == [0, 4, 8, 12, 16]
-    assert evals[0]["train_loss"] is None and evals[-1]["test_accuracy"] > 0.5  # learnable fake data
+    evals = [r for r in records if isinstance(r, EvalEvent)]
+    assert [e.iteration for e in evals] == [0, 4, 8, 12, 16]
+    assert evals[0].train_loss is None and evals[-1].test_accuracy > 0.5  # learnable fake data
+    done = records[-1]
+    assert isinstance(done, DoneEvent) and done.test_accuracy == evals[-1].test_accuracy
+    assert done.best_test_accuracy == max(e.test_accuracy for e in evals)
+    digests = [r.batch_digest for r in records if isinstance(r, IterEvent)]
+    assert all(d and len(d) == 16 for d in digests) and len(set(digests)) == len(digests)  # every batch differs
 
     crashed = _run_dir(tmp_path, fake_data, "crashed")
     monkeypatch.setenv(FAIL_ENV, f"{run.name}@11")
     assert run_one(run_dir=crashed, run=run, trainer_cls=SoftmaxTrainer) == "failed"
     last = rec.read_records(run.records_path(crashed))[-1]
-    assert last["kind"] == "failed" and last["iteration"] == 11 and "injected failure" in last["error"]
+    assert isinstance(last, FailedEvent) and last.iteration == 11 and "injected failure" in last.error
     monkeypatch.delenv(FAIL_ENV)
     assert run_one(run_dir=crashed, run=run, resume=True, trainer_cls=SoftmaxTrainer) == "done"
     resumed = rec.read_records(run.records_path(crashed))
-    assert [r["iteration"] for r in resumed if r["kind"] == "iter"] == list(range(1, 17))
-    assert [r["kind"] for r in resumed].count("start") == 2
-    for a, b in zip([r for r in records if r["kind"] in ("iter", "eval")],
-                    [r for r in resumed if r["kind"] in ("iter", "eval")], strict=True):
-        assert (a.get("loss"), a.get("test_accuracy")) == (b.get("loss"), b.get("test_accuracy"))
+    assert [r.iteration for r in resumed if isinstance(r, IterEvent)] == list(range(1, 17))
+    assert [r.kind for r in resumed].count("start") == 2
+    for kind, value in ((IterEvent, lambda r: (r.loss, r.batch_digest)), (EvalEvent, lambda r: r.test_accuracy),
+                        (EpochEvent, lambda r: r.epoch_digest)):
+        assert [value(r) for r in records if isinstance(r, kind)] == [value(r) for r in resumed if isinstance(r, kind)]
+    assert resumed[-1].best_test_accuracy == done.best_test_accuracy  # the segment before the crash counts too
     dropped = rec.read_records(crashed / f"{run.name}.interrupted.jsonl")
-    assert [r["iteration"] for r in dropped] == [9, 10, 11, 11]  # epoch 2's iterations 9-11 and "failed"
+    assert [r.iteration for r in dropped] == [9, 10, 11, 11]  # epoch 2's iterations 9-11 and "failed"
 
 
 # ---------------------------------------------------------------- bnparity train end to end
@@ -337,34 +364,40 @@ def test_train_smoke_every_framework_end_to_end(tmp_path, fake_data):
     out = tmp_path / "run"
     code = _train(out, fake_data, "--frameworks", ",".join(TRAINABLE), "--jobs", "2")
     assert code == 0
-    manifest = rec.read_manifest(out)
-    assert manifest["preset"]["name"] == "smoke" and manifest["threads_per_job"] == threads_per_job(2)
-    c = json.loads((out / rec.CONCLUSIONS).read_text())
-    assert c["complete"] and not c["incomplete"]
+    manifest = rec.load_manifest(out)
+    assert manifest.preset.name == "smoke" and manifest.threads_per_job == threads_per_job(2)
+    c = _conclusions(out)
+    assert c.complete and not c.incomplete
     for framework in TRAINABLE:
         for variant in ("bn", "nobn"):
             records = rec.read_records(RunId(framework, variant, 0).records_path(out))
-            assert records[-1]["kind"] == "done", records[-1]
-            iters = [r for r in records if r["kind"] == "iter"]
-            assert len(iters) == 2 * (256 // 32) and all(np.isfinite(r["loss"]) for r in iters)
-            evals = [r for r in records if r["kind"] == "eval"]
-            assert len(evals) == 1 + 2 * 2 and evals[0]["iteration"] == 0
+            assert records[-1].kind == "done", records[-1]
+            iters = [r for r in records if isinstance(r, IterEvent)]
+            assert len(iters) == 2 * (256 // 32) and all(np.isfinite(r.loss) for r in iters)
+            evals = [r for r in records if isinstance(r, EvalEvent)]
+            assert len(evals) == 1 + 2 * 2 and evals[0].iteration == 0
     # The same initial weights in every framework: the same test accuracy before training.
-    first = {f: rec.read_records(RunId(f, "bn", 0).records_path(out))[1]["test_accuracy"] for f in TRAINABLE}
+    first = {f: rec.read_records(RunId(f, "bn", 0).records_path(out))[1].test_accuracy for f in TRAINABLE}
     assert len(set(first.values())) == 1, first
+    # The same batches, dropout masks included, at every iteration of every framework's run.
+    assert c.batch_digests.recorded and c.batch_digests.identical
+    if len(TRAINABLE) > 1:
+        assert {(d.variant, d.iterations, d.frameworks) for d in c.batch_digests.checks} == {
+            (v, 16, tuple(sorted(TRAINABLE))) for v in ("bn", "nobn")}
 
     # Interrupt-simulate: drop the last epoch (records and checkpoint); --resume trains it again, identically.
     run = RunId(TRAINABLE[0], "bn", 0)
-    before = [r for r in rec.read_records(run.records_path(out)) if r["kind"] == "iter" and r["epoch"] == 2]
+    before = [r for r in rec.read_records(run.records_path(out)) if isinstance(r, IterEvent) and r.epoch == 2]
     rec.truncate_after_epoch(out, run, 1)
     (run.checkpoint_dir(out) / "epoch2.npz").unlink()
     assert _train(out, fake_data, "--resume") == 0
     records = rec.read_records(run.records_path(out))
-    assert records[-1]["kind"] == "done" and [r["kind"] for r in records].count("epoch") == 2
-    after = [r for r in records if r["kind"] == "iter" and r["epoch"] == 2]
-    assert [r["iteration"] for r in after] == [r["iteration"] for r in before] == list(range(9, 17))
-    np.testing.assert_allclose([r["loss"] for r in after], [r["loss"] for r in before], rtol=1e-5)
-    assert json.loads((out / rec.CONCLUSIONS).read_text())["complete"]
+    assert records[-1].kind == "done" and [r.kind for r in records].count("epoch") == 2
+    after = [r for r in records if isinstance(r, IterEvent) and r.epoch == 2]
+    assert [r.iteration for r in after] == [r.iteration for r in before] == list(range(9, 17))
+    np.testing.assert_allclose([r.loss for r in after], [r.loss for r in before], rtol=1e-5)
+    assert [r.batch_digest for r in after] == [r.batch_digest for r in before]
+    assert _conclusions(out).complete
 
 
 @pytest.mark.skipif("torch" not in TRAINABLE, reason="needs the torch Trainer")
@@ -377,10 +410,10 @@ def test_a_framework_that_cannot_be_imported_is_skipped_with_a_record(tmp_path, 
     assert _train(out, fake_data, "--frameworks", "mxnet,torch", "--variants", "bn", "--jobs", "2") == 0
     assert "skipped: mxnet: mxnet is not installed" in capsys.readouterr().out
     (skipped,) = rec.read_records(RunId("mxnet", "bn", 0).records_path(out))
-    assert skipped["kind"] == "skipped" and "pip install" in skipped["reason"]
-    c = json.loads((out / rec.CONCLUSIONS).read_text())
-    assert c["complete"] and list(c["skipped"]) == ["mxnet-bn-seed0"]
-    assert [cfg["framework"] for cfg in c["configs"]] == ["torch"]
+    assert isinstance(skipped, SkippedEvent) and "pip install" in skipped.reason
+    c = _conclusions(out)
+    assert c.complete and list(c.skipped) == ["mxnet-bn-seed0"]
+    assert [cfg.framework for cfg in c.configs] == ["torch"]
 
 
 @pytest.mark.slow
@@ -391,20 +424,20 @@ def test_train_records_a_crash_and_resume_completes_it(tmp_path, fake_data, monk
     crash, hard = RunId(framework, "bn", 0), RunId(framework, "nobn", 0)
     monkeypatch.setenv(FAIL_ENV, f"{crash.name}@10,{hard.name}@3:exit")
     assert _train(out, fake_data, "--frameworks", framework, "--seeds", "2", "--jobs", "2") == 1
-    c = json.loads((out / rec.CONCLUSIONS).read_text())
-    assert {i["run"]: i["status"] for i in c["incomplete"]} == {crash.name: "failed", hard.name: "failed"}
-    assert c["runs"][f"{framework}-bn-seed1"]["status"] == "done"  # the others went on
+    c = _conclusions(out)
+    assert {i.run: i.status for i in c.incomplete} == {crash.name: "failed", hard.name: "failed"}
+    assert c.runs[f"{framework}-bn-seed1"].status == "done"  # the others went on
     failed = rec.read_records(crash.records_path(out))[-1]
-    assert failed["kind"] == "failed" and failed["iteration"] == 10 and "injected failure" in failed["error"]
-    assert "exited with code 70" in rec.read_records(hard.records_path(out))[-1]["error"]
+    assert isinstance(failed, FailedEvent) and failed.iteration == 10 and "injected failure" in failed.error
+    died = rec.read_records(hard.records_path(out))[-1]
+    assert isinstance(died, FailedEvent) and "exited with code 70" in died.error and died.returncode == 70
     monkeypatch.delenv(FAIL_ENV)
     assert _train(out, fake_data, "--resume") == 0
     for run in (crash, hard):
         records = rec.read_records(run.records_path(out))
-        assert records[-1]["kind"] == "done"
-        assert [r["iteration"] for r in records if r["kind"] == "iter"] == list(range(1, 17))
-    c = json.loads((out / rec.CONCLUSIONS).read_text())
-    assert c["complete"] and len(rec.read_manifest(out)["resumed"]) == 1
+        assert records[-1].kind == "done"
+        assert [r.iteration for r in records if isinstance(r, IterEvent)] == list(range(1, 17))
+    assert _conclusions(out).complete and len(rec.load_manifest(out).resumed) == 1
 
 
 @pytest.mark.slow
@@ -417,7 +450,7 @@ def test_ctrl_c_stops_every_run_and_keeps_its_records(tmp_path, fake_data):
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     runs = [RunId(TRAINABLE[0], v, 0) for v in ("bn", "nobn")]
     deadline = time.monotonic() + 60
-    while not all(any(r["kind"] == "epoch" for r in rec.read_records(run.records_path(out))) for run in runs):
+    while not all(any(r.kind == "epoch" for r in rec.read_records(run.records_path(out))) for run in runs):
         assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()[0]
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
@@ -425,6 +458,6 @@ def test_ctrl_c_stops_every_run_and_keeps_its_records(tmp_path, fake_data):
     assert proc.returncode == 130, output
     for run in runs:
         records = rec.read_records(run.records_path(out))
-        assert records[-1]["kind"] == "interrupted" and records[-1]["iteration"] >= 8
-    c = json.loads((out / rec.CONCLUSIONS).read_text())
-    assert {i["status"] for i in c["incomplete"]} == {"interrupted"} and not c["complete"]
+        assert isinstance(records[-1], InterruptedEvent) and records[-1].iteration >= 8
+    c = _conclusions(out)
+    assert {i.status for i in c.incomplete} == {"interrupted"} and not c.complete

@@ -149,15 +149,17 @@ def test_compiles_once_per_shape_dtype_and_config(jax_modules, impl):
 def test_float64_enables_x64_only_inside_the_session(jax_modules, adapters):
     import jax
 
+    from bnparity.frameworks.jax._x64 import dtype_scope
+
     _, _, convert = jax_modules
     assert not jax.config.x64_enabled
     out = adapters["linen"].run(make_inputs(rank=2, axis=1, dtype="float64"), spec=SPEC.replace(running_var="biased"))
     assert out.y.dtype == np.float64 and out.running_var.dtype == np.float64
     assert not jax.config.x64_enabled  # nothing leaked into the global configuration
     with pytest.raises(RuntimeError, match="float64 arrays need x64"):
-        convert.to_jax(np.ones(2), np.float64)
-    with convert.dtype_scope(np.dtype(np.float64)):
-        assert convert.to_jax(np.ones(2), np.float64).dtype == np.float64
+        convert.to_tensor(np.ones(2), np.float64)
+    with dtype_scope(np.dtype(np.float64)):
+        assert convert.to_tensor(np.ones(2), np.float64).dtype == np.float64
 
 
 def test_registry_loads_the_jax_adapters(jax_modules):

@@ -14,6 +14,7 @@ from bnparity.suites.cli import main
 from bnparity.suites.convergence import command as train_command
 from bnparity.suites.environment import environment, short_commit
 from bnparity.suites.records import read_json
+from bnparity.suites.schema import load_run_manifest, to_dict
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +34,7 @@ def test_run_writes_every_step_and_the_report_and_never_overwrites(tmp_path, fak
     assert _run(out, fake_data) == 0
     manifest = read_json(out / "manifest.json")
     assert manifest["steps"] == {step: "done" for step in main_job.STEPS}
+    assert manifest["format"] == "bnparity-run/2" and to_dict(load_run_manifest(manifest)) == manifest
     assert manifest["finished"] and set(manifest["step_seconds"]) == set(main_job.STEPS)
     for name in ("parity.json", "model_parity.json", "conventions.json", "train/manifest.json",
                  "train/torch-bn-seed0.jsonl", "pitfalls.json", "report.html", "report.md", "summary.json",

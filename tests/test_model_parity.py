@@ -12,6 +12,7 @@ from bnparity.reference.alexnet import init_params, trainable_names
 from bnparity.suites.cli import main
 from bnparity.suites.model_parity import harness
 from bnparity.suites.model_parity.harness import ParityConfig, make_data, run_framework
+from bnparity.suites.schema import ModelNotRun, load_model_parity, to_dict
 
 INSTALLED = [fw for fw in ("torch", "mxnet", "jax") if framework_installed(fw)]
 
@@ -26,8 +27,9 @@ def tiny_run(tmp_path_factory) -> tuple[int, dict]:
 def test_tiny_preset_passes_and_writes_every_record(tiny_run) -> None:
     code, doc = tiny_run
     assert code == 0
-    assert doc["format"] == "bnparity-model-parity/1"
-    assert doc["meta"]["packages"]["numpy"] and doc["meta"]["complete"] is True
+    assert doc["format"] == "bnparity-model-parity/2"
+    assert to_dict(load_model_parity(doc)) == doc  # the file reads back through the schema as written
+    assert doc["meta"]["environment"]["packages"]["numpy"] and doc["meta"]["complete"] is True
     records = doc["records"]
     for fw in ("torch", "mxnet", "jax"):
         mine = [r for r in records if r["framework"] == fw]
@@ -126,7 +128,7 @@ def test_weight_decay_skipped_on_bn_parameters_is_caught() -> None:
     good = run_framework(Trainer, spec=spec, params=params, data=data, sgd=cfg.sgd, dtype=cfg.dtype)
     bad = run_framework(NoDecayOnBN, spec=spec, params=params, data=data, sgd=cfg.sgd, dtype=cfg.dtype)
     records = list(harness.against_anchor(cfg, spec, params, ref, bad, good))
-    failed = {(r["kind"], r["quantity"]) for r in records if not r["passed"]}
+    failed = {(r.kind, r.quantity) for r in records if not r.passed}
     bn_params = {n for n in trainable_names(spec) if n.startswith("bn")}
     # β starts at 0, so λ·β only shows from step 2 on; γ = 1 shows at once
     assert {("param_step1", n) for n in bn_params if n.endswith("gamma")} <= failed
@@ -145,8 +147,8 @@ def test_a_missing_framework_is_skipped_with_its_reason(monkeypatch) -> None:
                         lambda fw: Unavailable(fw, "mxnet is not installed (test)") if fw == "mxnet" else real(fw))
     cfgs = harness.configs(preset="tiny", variants=("nobn",), dropout_modes=("off",), dtypes=("float64",))
     result = harness.run_model_parity(configs=cfgs, frameworks=("mxnet", "torch"))
-    skipped = [r for r in result.records if r["framework"] == "mxnet"]
-    assert skipped == [{**cfgs[0].labels(), "framework": "mxnet", "status": "skipped", "gate": False,
-                        "passed": None, "reason": "mxnet is not installed (test)"}]
-    assert all(r["passed"] for r in result.records if r["framework"] == "torch")
+    skipped = [r for r in result.records if r.framework == "mxnet"]
+    assert skipped == [ModelNotRun(**cfgs[0].labels(), framework="mxnet", status="skipped", gate=False,
+                                   passed=None, reason="mxnet is not installed (test)")]
+    assert all(r.passed for r in result.records if r.framework == "torch")
     assert not harness.failures(result.records)

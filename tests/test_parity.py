@@ -9,6 +9,7 @@ import pytest
 from conftest import require
 
 from bnparity.frameworks import registry
+from bnparity.frameworks.conventions import convention
 from bnparity.reference.batchnorm import condition_factor
 from bnparity.reference.spec import BNSpec
 from bnparity.suites.cli import main
@@ -16,6 +17,7 @@ from bnparity.suites.parity import harness
 from bnparity.suites.parity.cases import hard_cases, make_inputs, standard_cases
 from bnparity.suites.parity.compare import compare, describe_record
 from bnparity.suites.parity.tolerance import C_ACC, C_COND, Tolerance, tolerance
+from bnparity.suites.schema import LayerComparison, LayerSkip
 
 
 def test_tolerance_model_closed_form():
@@ -76,11 +78,12 @@ def test_parity_cli_passes_every_case_for_torch_and_writes_every_case(tmp_path, 
     out = tmp_path / "parity.json"
     assert main(["parity", "--frameworks", "torch", "--json", str(out)]) == 0
     doc = json.loads(out.read_text())
-    assert doc["format"] == "bnparity-parity/1" and doc["meta"]["complete"] is True
+    assert doc["format"] == "bnparity-parity/2" and doc["meta"]["complete"] is True
+    assert doc["meta"]["baseline"] == registry.baseline().name
     cases = {r["case"] for r in doc["records"]}
     assert {c.name for c in standard_cases() + hard_cases()} <= cases
     required = {"case", "framework", "impl", "mode", "quantity", "dtype", "max_abs_err", "max_rel_err",
-                "atol", "rtol", "passed", "gate"}
+                "atol", "rtol", "scale", "passed", "gate", "normalization", "new_weight"}
     ok = [r for r in doc["records"] if r["status"] == "ok"]
     assert ok and all(required <= set(r) for r in ok)
     assert {r["quantity"] for r in ok} == {"y", "dx", "dgamma", "dbeta", "running_mean", "running_var", "y_eval"}
@@ -109,9 +112,9 @@ def test_harness_fails_a_perturbed_output_and_names_it():
     require("torch")
     case = standard_cases()[2]
     records = list(harness.run_case(case, make_inputs(case), [_Perturbed()], "matched"))
-    bad = [r for r in records if not r["passed"]]
-    assert [r["quantity"] for r in bad] == ["y"]
-    assert bad[0]["framework"] == "torch" and bad[0]["n_mismatched"] > 0
+    bad = [r for r in records if not r.passed]
+    assert [r.quantity for r in bad] == ["y"]
+    assert bad[0].framework == "torch" and bad[0].n_mismatched > 0
     message = describe_record(bad[0], f"torch/builtin on {case.name}")
     assert message.startswith(f"y of torch/builtin on {case.name} does not agree with the reference: ")
     assert "greatest absolute difference 0.001 at index" in message
@@ -120,8 +123,8 @@ def test_harness_fails_a_perturbed_output_and_names_it():
 def test_defaults_mode_torch_agrees_with_its_registry_row():
     require("torch")
     records = list(harness.run_parity(frameworks=["torch"], mode="defaults", cases=standard_cases()[:4]))
-    assert {r["reference"] for r in records} == {"own-convention", "torch-convention"}
-    assert all(r["passed"] for r in records)
+    assert {r.reference for r in records} == {"own-convention", "baseline-convention"}
+    assert all(r.passed for r in records)
 
 
 def test_missing_framework_is_a_skip_record_with_reason(monkeypatch):
@@ -129,10 +132,10 @@ def test_missing_framework_is_a_skip_record_with_reason(monkeypatch):
         raise ModuleNotFoundError("No module named 'mxnet'", name="mxnet")
 
     monkeypatch.setattr(registry, "framework_module", no_such_module)
-    adapters, skipped = harness.load_adapters(["mxnet"], ["builtin"], "matched")
-    assert adapters == []
-    assert skipped[0]["status"] == "skipped"
-    assert "mxnet is not installed" in skipped[0]["reason"] and "bnparity[mxnet]" in skipped[0]["reason"]
+    adapters, skipped, unavailable = harness.load_adapters(["mxnet"], ["builtin"], "matched")
+    assert adapters == [] and [u.installed for u in unavailable] == [False]
+    assert isinstance(skipped[0], LayerSkip) and skipped[0].status == "skipped" and skipped[0].case is None
+    assert "mxnet is not installed" in skipped[0].reason and "bnparity[mxnet]" in skipped[0].reason
 
 
 def test_a_broken_framework_folder_is_not_reported_as_not_installed():
@@ -208,11 +211,82 @@ def test_defaults_mode_proves_each_registry_row_and_measures_the_porting_differe
     names = _installed()
     cases = [c for c in standard_cases() if c.name == "nchw-4x8x6x6-float64"]
     records = list(harness.run_parity(frameworks=names, mode="defaults", cases=cases))
-    own = [r for r in records if r["reference"] == "own-convention"]
-    assert own and all(r["passed"] for r in own)
-    vs_torch = {(r["framework"], r["quantity"]): r for r in records if r["reference"] == "torch-convention"}
-    for framework in set(names) - {"torch"}:
+    own = [r for r in records if r.reference == "own-convention"]
+    assert own and all(r.passed for r in own)
+    vs_baseline = {(r.framework, r.quantity): r for r in records if r.vs_baseline}
+    for framework in set(names) - {registry.baseline().name}:
         # MXNet and Flax keep a biased running variance (and Flax weighs momentum 0.99): a finding, not a gate.
-        finding = vs_torch[(framework, "running_var")]
-        assert finding["gate"] is False and finding["passed"] is False and finding["max_rel_err"] > 1e-3
-        assert vs_torch[(framework, "y")]["passed"]  # the training-mode output does not depend on them
+        finding = vs_baseline[(framework, "running_var")]
+        assert finding.gate is False and finding.passed is False and finding.max_rel_err > 1e-3
+        assert vs_baseline[(framework, "y")].passed  # the training-mode output does not depend on them
+
+
+@pytest.mark.parametrize("framework", registry.framework_names())
+def test_a_1d_batch_of_one_raises_or_normalizes_to_beta_as_registered(framework):
+    """What the registry's `batch_of_one` says: the layer as shipped raises, or normalizes every value to β."""
+    from conftest import framework_installed
+
+    if not framework_installed(framework):
+        pytest.skip(f"{framework} is not installed")
+    adapter = registry.load_adapter(framework, "builtin")
+    case = next(c for c in hard_cases() if c.shape == (1, 16))
+    inputs = make_inputs(case)
+    row = convention(framework)
+    spec = adapter.realize(row.spec(axis=case.axis), inputs.dtype)
+    if row.batch_of_one.startswith("raises"):
+        with pytest.raises(Exception, match="Expected more than 1 value per channel"):
+            adapter.run(inputs, spec=spec, use_defaults=True)
+        records = list(harness.run_case(case, inputs, [adapter], "defaults"))
+        assert records and all(r.status == "error" and r.passed is False for r in records)
+    else:
+        assert row.batch_of_one == "normalizes to β"
+        out = adapter.run(inputs, spec=spec, use_defaults=True)
+        np.testing.assert_allclose(out.y, np.broadcast_to(inputs.beta, case.shape), rtol=0, atol=1e-6)
+
+
+def test_describe_record_works_from_the_typed_record_and_the_comparison_alike():
+    ref = np.array([1.0, 2.0, 4.0])
+    result = compare("dx", ref + np.array([0.0, 0.5, 0.0]), ref, Tolerance(rtol=0.01, atol=0.01))
+    context = {"case": "c", "framework": "f", "impl": "builtin", "mode": "matched", "reference": "matched",
+               "normalization": "batchnorm", "dtype": "float64", "gate": True, "shape": (3,), "axis": 1, "steps": 1,
+               "kappa": 1.0, "note": "", "spec": {}, "spec_adjusted": (), "new_weight": 0.1}
+    record = result.to_record(context, scale=4.0)
+    assert isinstance(record, LayerComparison) and record.scale == 4.0 and record.scaled_error == 0.5 / 4.0
+    assert describe_record(record, "f/builtin") == result.describe("f/builtin")
+    assert "1 of 3 elements (33.3%) outside tolerance" in describe_record(record)
+    inf = compare("y", np.array([np.inf]), np.array([1.0]), Tolerance(0.1, 0.1)).to_record(context, scale=1.0)
+    assert inf.max_abs_err is None and inf.ratio == float("inf") and inf.scaled_error is None
+    assert "greatest absolute difference inf or nan" in describe_record(inf)
+
+
+@pytest.mark.parametrize("command", ["parity", "check"])
+def test_a_named_framework_that_fails_to_import_is_reported_and_exits_1(command, tmp_path, capsys, monkeypatch):
+    require("torch")
+    broken = next(f for f in registry.framework_names() if f != "torch")
+    real = registry.framework_module
+
+    def framework_module(framework, name):
+        if framework == broken:
+            raise RuntimeError("undefined symbol in a shared library")
+        return real(framework, name)
+
+    monkeypatch.setattr(registry, "framework_module", framework_module)
+    out = tmp_path / "records.json"
+    if command == "parity":
+        args = ["parity", "--frameworks", f"torch,{broken}", "--mode", "matched", "--cases", "nc-2x4", "--no-hard"]
+    else:
+        path = tmp_path / "x.npz"
+        np.savez(path, x=np.random.default_rng(0).normal(size=(6, 3)))
+        args = ["check", "--input", str(path), "--frameworks", f"torch,{broken}"]
+    assert main([*args, "--json", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert f"{broken} was asked for but is installed and fails to import" in captured.err
+    assert "RuntimeError: undefined symbol" in captured.err and "Traceback" not in captured.err
+    doc = json.loads(out.read_text())
+    ran = [r for r in doc["records"] if r["status"] == "ok"]
+    assert ran and {r["framework"] for r in ran} == {"torch"} and all(r["passed"] for r in ran)  # the rest ran
+    skipped = [r for r in doc["records"] if r["framework"] == broken]
+    assert skipped and all(r["status"] == "skipped" and "failed to import" in r["reason"] for r in skipped)
+    if command == "parity":  # not named explicitly (all frameworks): reported as skipped, not a failure
+        monkeypatch.setattr(registry, "framework_names", lambda: ("torch", broken))
+        assert main(["parity", "--mode", "matched", "--cases", "nc-2x4", "--no-hard"]) == 0

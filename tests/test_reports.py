@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import framework_installed
+from fabricate import fields
 
 from bnparity.frameworks.conventions import all_conventions
 from bnparity.reports import porting_facts
@@ -24,6 +25,18 @@ from bnparity.suites.environment import environment
 from bnparity.suites.errors import UserError
 from bnparity.suites.parity.cases import hard_cases, standard_cases
 from bnparity.suites.records import read_json, write_json
+from bnparity.suites.schema import (
+    Environment,
+    ModelComparison,
+    ModelConfigLabel,
+    ModelNotRun,
+    ModelParityDoc,
+    ModelParityMeta,
+    ModelTolerance,
+    TrainManifest,
+    from_dict,
+    to_dict,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = ("summary", "layer-parity", "conventions", "hard-inputs", "model-parity", "convergence",
@@ -46,39 +59,47 @@ def _parity_records(path: Path) -> None:
                   json_path=path, quiet=True)
         doc = read_json(path)
     else:
-        records = [{"case": c.name, "framework": "torch", "impl": impl, "mode": "matched", "reference": "matched",
-                    "dtype": c.dtype, "gate": c.gate, "quantity": q, "status": "ok", "passed": True,
-                    "max_abs_err": 1e-7, "max_rel_err": 1e-6, "worst_ratio": 0.01, "n_mismatched": 0, "n_total": 8,
-                    "atol": 1e-5, "rtol": 1e-5} for c in cases for impl in ("builtin", "scratch") for q in ("y", "dx")]
-        doc = {"format": "bnparity-parity/1", "meta": {**environment(), "complete": True, "frameworks": ["torch"],
-               "cases": [{"name": c.name, "gate": c.gate, "note": c.note} for c in cases]}, "records": records}
+        from bnparity.suites.parity.command import parity_doc
+        from bnparity.suites.schema import LayerComparison, to_dict
+
+        records = [LayerComparison(
+            case=c.name, framework="torch", impl=impl, mode="matched", reference="matched", normalization="batchnorm",
+            dtype=c.dtype, gate=c.gate, shape=c.shape, axis=c.axis, steps=c.steps, kappa=1.0, note=c.note,
+            spec=c.spec.to_dict(), spec_adjusted=(), new_weight=c.spec.new_weight, quantity=q, passed=True,
+            max_abs_err=1e-7, max_rel_err=1e-6, worst_index=(0, 0), n_mismatched=0, n_total=8, atol=1e-5, rtol=1e-5,
+            scale=1.0, worst_ratio=0.01) for c in cases for impl in ("builtin", "scratch") for q in ("y", "dx")]
+        doc = to_dict(parity_doc(records, modes=("matched",), frameworks=("torch",), impls=("builtin", "scratch"),
+                                 cases=cases, wall_time_s=None, complete=True))
     doc["records"].append({"case": None, "framework": "mxnet", "impl": "builtin", "mode": "matched", "gate": False,
-                           "status": "skipped", "passed": None, "reason": UNAVAILABLE})
+                           "normalization": "batchnorm", "status": "skipped", "reason": UNAVAILABLE})
     write_json(path, doc)
 
 
 def _model_parity(path: Path) -> None:
-    base = {"preset": "tiny", "variant": "bn", "dropout": "mask", "status": "ok", "max_rel_err": 1e-6,
-            "worst_index": [0], "n_mismatched": 0, "n_total": 10}
-    records = [
-        {**base, "framework": "torch", "dtype": "float32", "against": "reference", "kind": "logits",
-         "quantity": "logits", "gate": True, "passed": True, "max_abs_err": 1e-6, "atol": 1e-4, "rtol": 1e-4,
-         "scale": 2.0, "worst_ratio": 0.01},
-        {**base, "framework": "jax", "dtype": "float32", "against": "torch", "kind": "grad",
-         "quantity": "conv1.weight", "gate": False, "passed": False, "max_abs_err": 0.02, "atol": 1e-4,
-         "rtol": 1e-4, "scale": 0.5, "worst_ratio": 200.0},
-        {"preset": "tiny", "variant": "bn", "dropout": "mask", "dtype": "float32", "framework": "mxnet",
-         "status": "skipped", "gate": False, "reason": UNAVAILABLE}]
-    write_json(path, {"format": "bnparity-model-parity/1", "meta": {"preset": "tiny", "complete": True},
-                      "records": records})
+    base = {"preset": "tiny", "variant": "bn", "dropout": "mask", "dtype": "float32", "max_rel_err": 1e-6,
+            "worst_index": (0,), "n_mismatched": 0, "n_total": 10, "atol": 1e-4, "rtol": 1e-4}
+    records = (
+        ModelComparison(**base, framework="torch", against="reference", kind="logits", quantity="logits", gate=True,
+                        passed=True, max_abs_err=1e-6, scale=2.0, rel_err=1e-6 / 2.0, worst_ratio=0.01),
+        ModelComparison(**base, framework="jax", against="torch", kind="grad", quantity="conv1.weight", gate=False,
+                        passed=False, max_abs_err=0.02, scale=0.5, rel_err=0.02 / 0.5, worst_ratio=200.0),
+        ModelNotRun(preset="tiny", variant="bn", dropout="mask", dtype="float32", framework="mxnet", status="skipped",
+                    gate=False, passed=None, reason=UNAVAILABLE))
+    meta = ModelParityMeta(
+        environment=from_dict(Environment, environment()), preset="tiny", frameworks=("torch", "mxnet", "jax"),
+        anchor="torch", configs=(ModelConfigLabel(preset="tiny", variant="bn", dropout="mask", dtype="float32", batch=8,
+                                                  seed=0),),
+        sgd={}, bn_momentum={}, tolerance=ModelTolerance(model="", c_model=1.0, depth=1, length=1, rtol={}),
+        diagnostics=(), seconds={}, compile_counts={}, wall_time_s=1.0, complete=True)
+    write_json(path, to_dict(ModelParityDoc(meta=meta, records=records)))
 
 
 def _train(train_dir: Path, *, finished: bool) -> None:
     """Two frameworks × bn/nobn × 2 seeds of synthetic records; the last run stops early unless `finished`."""
     preset = PRESETS["smoke"]
     runs = [RunId(f, v, s) for f in ("torch", "jax") for v in ("bn", "nobn") for s in (0, 1)]
-    write_manifest(train_dir, {"format": "bnparity-train/1", "preset": preset.to_dict(), "runs": [r.name for r in runs],
-                               "seeds": [0, 1], "device": "cpu", "jobs": 2, "threads_per_job": 1})
+    write_manifest(train_dir, TrainManifest(preset=preset, runs=tuple(r.name for r in runs), seeds=(0, 1),
+                                            device="cpu", jobs=2, threads_per_job=1))
     for run in runs:
         stop = 3 if (run == runs[-1] and not finished) else 5
         with RecordWriter(run.records_path(train_dir), run) as out:
@@ -86,14 +107,15 @@ def _train(train_dir: Path, *, finished: bool) -> None:
                 iteration, epoch = 4 * point, (4 * point + 7) // 8
                 acc += 0.01 * run.seed
                 loss = None if point == 0 else 2.0 - 2.5 * acc
-                out.write("eval", epoch=epoch, iteration=iteration, test_accuracy=acc, test_loss=2.0 - acc,
-                          train_loss=loss, train_accuracy=acc, epochs_done=iteration / 8, wall_time=float(point))
+                out.write("eval", epoch=epoch, iteration=iteration, **fields(
+                    "eval", test_accuracy=acc, test_loss=2.0 - acc, train_loss=loss, train_accuracy=acc,
+                    epochs_done=iteration / 8, wall_time=float(point)))
                 if point and point % 2 == 0:
-                    out.write("epoch", epoch=epoch, iteration=iteration, test_accuracy=acc, images_per_s=
-                              (900.0 if run.variant == "bn" else 1000.0) * (2 if run.framework == "torch" else 1),
-                              wall_time=float(point))
+                    out.write("epoch", epoch=epoch, iteration=iteration, **fields(
+                        "epoch", test_accuracy=acc, wall_time=float(point), images_per_s=(
+                            900.0 if run.variant == "bn" else 1000.0) * (2 if run.framework == "torch" else 1)))
             if stop == 5:
-                out.write("done", epoch=2, iteration=16, test_accuracy=acc)
+                out.write("done", epoch=2, iteration=16, **fields("done", test_accuracy=acc))
 
 
 def make_run(tmp_path: Path, *, finished: bool = True, parity: Path | None = None) -> Path:
@@ -165,6 +187,7 @@ def test_summary_json_counts_what_the_records_say(built) -> None:
     assert summary["layer_parity"]["gate_failures"] == sum(not r["passed"] for r in gated) == 0
     assert [c["column"] for c in summary["layer_parity"]["columns"]] == ["torch/builtin", "torch/scratch"]
     assert summary["model_parity"]["skipped"] == {"mxnet": UNAVAILABLE}
+    assert report.summary["model_parity"].skipped == {"mxnet": UNAVAILABLE}
     assert summary["figures"] == ["figures/curves.png", "figures/overlay.png"]
     for name in ("curves", "overlay"):
         assert (run_dir / "figures" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -175,13 +198,13 @@ def test_time_to_accuracy_and_speedup_hand_worked(built) -> None:
     """BN first reaches 0.5 at iteration 8 (both seeds), no-BN at 12: a speed-up of 12/8 = 1.5×."""
     _, report = built
     training = report.summary["training"]
-    speed = {(s["framework"], s["target"]): s for s in training["bn_speedup"]}
-    assert speed[("torch", 0.5)]["speedup"] == pytest.approx(1.5)
-    assert speed[("torch", 0.3)]["speedup"] == pytest.approx(8 / 4)
-    cfg = {(c["framework"], c["variant"]): c for c in training["configs"]}
-    final = cfg[("torch", "bn")]["final_test_accuracy"]
-    assert final["mean"] == pytest.approx(0.625) and final["std"] == pytest.approx(0.01 / 2**0.5) and final["n"] == 2
-    assert cfg[("torch", "bn")]["images_per_s"] == pytest.approx(1800.0)
+    speed = {(s.framework, s.target): s for s in training.bn_speedup}
+    assert speed[("torch", 0.5)].speedup == pytest.approx(1.5)
+    assert speed[("torch", 0.3)].speedup == pytest.approx(8 / 4)
+    cfg = {(c.framework, c.variant): c for c in training.configs}
+    final = cfg[("torch", "bn")].final_test_accuracy
+    assert final.mean == pytest.approx(0.625) and final.std == pytest.approx(0.01 / 2**0.5) and final.n == 2
+    assert cfg[("torch", "bn")].images_per_s == pytest.approx(1800.0)
     assert any("1.50× fewer iterations" in v for v in report.summary["verdicts"])
     throughput = _section(report.html.read_text(), "throughput")
     assert "<td>1800</td><td>2000</td><td>0.90</td>" in throughput
@@ -320,5 +343,5 @@ def test_porting_module_refuses_a_file_that_is_not_a_parity_record(tmp_path, cap
     bad = tmp_path / "x.json"
     write_json(bad, {"format": "something-else/1"})
     assert porting_main(["--parity", str(bad), "--out", str(tmp_path / "p.md")]) == 2
-    assert "must be a bnparity-parity/1 record file" in capsys.readouterr().err
+    assert "must be a bnparity-parity/2 record file" in capsys.readouterr().err
     assert not (tmp_path / "p.md").exists()

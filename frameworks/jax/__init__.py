@@ -1,1 +1,14 @@
-"""JAX/Flax: flax.linen.BatchNorm and flax.nnx.BatchNorm (bn.py), BatchNorm in raw jax.numpy ops (scratch.py)."""
+"""JAX/Flax. The same public files as every framework folder (tests/test_symmetry.py checks it):
+
+- descriptor.py: the framework as data (name, order, layout), read without importing jax;
+- convention.py: flax's BatchNorm defaults, each with where Flax's source defines it;
+- convert.py: NumPy <-> JAX dtypes, devices and arrays;
+- batchnorm.py: flax.linen.BatchNorm and flax.nnx.BatchNorm (BuiltinBatchNorm) and BatchNorm in raw jax.numpy
+  ops (ScratchBatchNorm);
+- alexnet.py: AlexNet as a flax.linen Module, canonical arrays in (from_canonical, the Flax variables) and out
+  (to_canonical);
+- train.py: the Trainer (optax SGD, jax.jit).
+
+Private to this folder: _x64.py, the scoped x64 switch float64 needs; _session.py, the jitted steps and layer
+session of batchnorm.py's adapters (JAX runs a layer as a pure function).
+"""

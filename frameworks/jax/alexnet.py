@@ -1,5 +1,9 @@
 """AlexNet in Flax (linen): the spec's layers channels-last, canonical parameters converted in and out.
 
+Every framework folder's alexnet.py has the same three names: `AlexNet` (the framework's network),
+`from_canonical` (canonical arrays -> the framework's form) and `to_canonical` (back; layout in
+bnparity.reference.alexnet).
+
 Flax runs NHWC, so the conversion is not a copy:
 - convolution kernels: canonical OIHW <-> Flax HWIO;
 - Dense kernels: canonical (out, in) <-> Flax (in, out);
@@ -16,6 +20,7 @@ The same maps convert gradients, which transform like the parameters (they are p
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import flax.linen as nn
@@ -32,6 +37,7 @@ from bnparity.reference.alexnet import (
     Flatten,
     MaxPool,
     ReLU,
+    check_params,
     dense_columns_chw_to_hwc,
     dense_columns_hwc_to_chw,
     flatten_shape,
@@ -40,12 +46,18 @@ from bnparity.reference.alexnet import (
     param_shapes,
 )
 
+from ._x64 import dtype_scope
+from .convert import framework_device, framework_dtype, to_numpy
+
 # Full float32 products on every backend (TPUs and some GPUs would otherwise use bfloat16/TF32 passes).
 PRECISION = jax.lax.Precision.HIGHEST
 
 
-class FlaxAlexNet(nn.Module):
-    """The spec's layers on NCHW input (transposed to NHWC inside); dropout can be replaced by masks.
+class AlexNet(nn.Module):
+    """The spec's AlexNet on NCHW input; `dropout_masks` replace its Dropout layers by multiplications.
+
+    A flax.linen Module: it holds no arrays, its variables are what `from_canonical` returns. The input is
+    transposed to NHWC inside.
 
     Attributes:
         spec: the network.
@@ -126,21 +138,38 @@ def _from_flax(spec: AlexNetSpec, name: str, value: np.ndarray) -> np.ndarray:
     return value
 
 
-def to_variables(spec: AlexNetSpec, params: dict[str, np.ndarray], *, dtype: np.dtype) -> dict[str, dict]:
-    """Flax variables {"params": ..., "batch_stats": ...} (NumPy arrays of `dtype`) from canonical arrays."""
+def from_canonical(spec: AlexNetSpec, params: dict[str, np.ndarray], *, dtype: np.dtype,
+                   device: str = "cpu") -> dict[str, dict]:
+    """`params` (canonical layout, checked) as this framework holds them, in `dtype` on `device`.
+
+    Here: the Flax variables {"params": ..., "batch_stats": ...} of AlexNet (a linen Module holds no arrays).
+    A dict of canonical arrays of the same shapes (momentum buffers, say) converts the same way.
+    """
+    check_params(spec, params)
+    dtype = framework_dtype(dtype)
     variables: dict[str, dict] = {"params": {}, "batch_stats": {}}
     for name in param_shapes(spec):
         collection, layer, leaf, value = _to_flax(spec, name, np.asarray(params[name]))
         variables[collection].setdefault(layer, {})[leaf] = np.ascontiguousarray(value, dtype=dtype)
-    return variables
+    with dtype_scope(dtype):
+        return jax.device_put(variables, framework_device(device))
 
 
-def from_tree(spec: AlexNetSpec, tree: dict[str, dict], names: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
-    """Canonical arrays from Flax trees: {"params": ..., "batch_stats": ...} or a gradient tree (then
-    `names` are the trainable names and `tree` is the "params" collection itself)."""
+def to_canonical(spec: AlexNetSpec, variables: dict[str, dict],
+                 names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+    """Canonical arrays (NumPy copies, in the model's dtype) from what `from_canonical` returns.
+
+    Gradients and optimizer buffers convert the same way, as {"params": tree} with their `names`: they transform
+    like the parameters (pure re-layouts).
+
+    Args:
+        spec: the network.
+        variables: Flax variables of AlexNet(spec), or a tree of the same form holding only `names`.
+        names: the canonical names wanted. Default: every parameter and BN running statistic of `spec`.
+    """
+    shapes = param_shapes(spec)
     out = {}
-    for name in names or tuple(param_shapes(spec)):
-        collection, layer, leaf, _ = _to_flax(spec, name, np.zeros(param_shapes(spec)[name]))
-        source = tree if names is not None else tree[collection]
-        out[name] = np.ascontiguousarray(_from_flax(spec, name, np.asarray(source[layer][leaf])))
+    for name in shapes if names is None else names:
+        collection, layer, leaf, _ = _to_flax(spec, name, np.zeros(shapes[name]))
+        out[name] = np.ascontiguousarray(_from_flax(spec, name, to_numpy(variables[collection][layer][leaf])))
     return out

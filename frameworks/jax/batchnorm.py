@@ -22,25 +22,26 @@ from flax import nnx
 from bnparity.frameworks.base import LayerAdapter, Unsupported
 from bnparity.reference.spec import BNSpec
 
-from .convert import dtype_scope, jax_dtype, to_jax
+from ._session import Apply, JaxLayer, StepCache
+from ._x64 import dtype_scope
+from .convert import framework_dtype, to_tensor
 from .descriptor import DESCRIPTOR
-from .session import Apply, JaxLayer, StepCache
 
 APIS = ("linen", "nnx")
 
 
-def flax_momentum(spec: BNSpec) -> float:
+def _momentum(spec: BNSpec) -> float:
     """Flax's momentum for `spec`: the weight of the *old* running value (running = m·running + (1 − m)·batch)."""
     return 1.0 - spec.new_weight
 
 
-def stats_dtype(dtype: np.dtype) -> np.dtype:
+def _stats_dtype(dtype: np.dtype) -> np.dtype:
     """The dtype Flax keeps batch statistics in for inputs of `dtype`: at least float32.
 
     linen (force_float32_reductions=True) and nnx reduce in jnp.promote_types(dtype, float32) and create
     batch_stats in float32; after one float64 update they are float64, so float64 starts there.
     """
-    return np.promote_types(jax_dtype(dtype), np.float32)
+    return np.promote_types(framework_dtype(dtype), np.float32)
 
 
 def _linen_apply(module: nn.BatchNorm) -> Apply:
@@ -91,7 +92,7 @@ class BuiltinBatchNorm(LayerAdapter):
         self.steps = StepCache()
 
     def realize(self, spec: BNSpec, dtype: np.dtype) -> BNSpec:
-        jax_dtype(dtype)  # raises Unsupported for a dtype JAX has no float type for
+        framework_dtype(dtype)  # raises Unsupported for a dtype JAX has no float type for
         # Flax stores the σ²_B it normalizes with (a mean over the m values); no argument changes that.
         return spec.replace(running_var="biased")
 
@@ -100,7 +101,7 @@ class BuiltinBatchNorm(LayerAdapter):
                                        dtype=jnp.dtype(dtype), param_dtype=jnp.dtype(dtype))
         if not use_defaults:
             # The canonical semantics is the two-pass σ²_B; Flax's default is E[x²] − E[x]².
-            options.update(momentum=flax_momentum(spec), epsilon=spec.eps, use_fast_variance=False)
+            options.update(momentum=_momentum(spec), epsilon=spec.eps, use_fast_variance=False)
         return options
 
     def build(self, spec: BNSpec, *, shape: tuple[int, ...], dtype: np.dtype, gamma: np.ndarray,
@@ -109,14 +110,14 @@ class BuiltinBatchNorm(LayerAdapter):
         if spec.running_var != "biased":
             raise Unsupported(f"jax: flax {self.api}.BatchNorm always stores the biased running variance. "
                               f"Received: running_var={spec.running_var!r}")
-        dtype = jax_dtype(dtype)
+        dtype = framework_dtype(dtype)
         options = self._options(spec, dtype, use_defaults)
         key = (self.api, channels, tuple(sorted((k, str(v)) for k, v in options.items())))
-        sdtype = stats_dtype(dtype)
+        sdtype = _stats_dtype(dtype)
         with dtype_scope(dtype):
             if self.api == "linen":
                 module = nn.BatchNorm(**options)
-                params = {"scale": to_jax(gamma, dtype), "bias": to_jax(beta, dtype)} if spec.affine else {}
+                params = {"scale": to_tensor(gamma, dtype), "bias": to_tensor(beta, dtype)} if spec.affine else {}
                 if use_defaults:  # the statistics Flax's own init creates
                     probe = jnp.zeros((1,) * (ndim - 1) + (channels,), dtype)
                     stats = module.init(jax.random.key(0), probe, use_running_average=True)["batch_stats"]
@@ -127,8 +128,8 @@ class BuiltinBatchNorm(LayerAdapter):
             else:
                 layer = nnx.BatchNorm(channels, rngs=nnx.Rngs(0), **options)
                 if spec.affine:
-                    layer.scale.value = to_jax(gamma, dtype)
-                    layer.bias.value = to_jax(beta, dtype)
+                    layer.scale.value = to_tensor(gamma, dtype)
+                    layer.bias.value = to_tensor(beta, dtype)
                 initial = (dict(mean=layer.mean.value, var=layer.var.value) if use_defaults
                            else self._initial_stats(spec, channels, sdtype))
                 layer.mean.value = jnp.asarray(initial["mean"], sdtype)
@@ -204,18 +205,18 @@ class ScratchBatchNorm(LayerAdapter):
         self.steps = StepCache()
 
     def realize(self, spec: BNSpec, dtype: np.dtype) -> BNSpec:
-        jax_dtype(dtype)
+        framework_dtype(dtype)
         return spec
 
     def build(self, spec: BNSpec, *, shape: tuple[int, ...], dtype: np.dtype, gamma: np.ndarray,
               beta: np.ndarray, use_defaults: bool) -> JaxLayer:
         channels = shape[spec.axis]
         # A scratch layer has no defaults of its own: "defaults" are the spec it is given.
-        dtype = jax_dtype(dtype)
+        dtype = framework_dtype(dtype)
         with dtype_scope(dtype):
-            params = {"scale": to_jax(gamma, dtype), "bias": to_jax(beta, dtype)} if spec.affine else {}
-            stats = ({"mean": to_jax(np.full(channels, spec.init_running_mean), dtype),
-                      "var": to_jax(np.full(channels, spec.init_running_var), dtype)}
+            params = {"scale": to_tensor(gamma, dtype), "bias": to_tensor(beta, dtype)} if spec.affine else {}
+            stats = ({"mean": to_tensor(np.full(channels, spec.init_running_mean), dtype),
+                      "var": to_tensor(np.full(channels, spec.init_running_var), dtype)}
                      if spec.track_running_stats else {})
         # The initial statistics are arguments of the steps, not part of their configuration.
         key = spec.replace(init_running_mean=0.0, init_running_var=1.0)

@@ -53,4 +53,24 @@ CONVENTION = Convention(
                                  "ra_mean.value = ...` in the forward; Module.apply returns (y, mutated "
                                  f"collections); {_NNX}: BatchNorm.__call__: self.mean[...] = ...",
     },
+    constructor="flax.linen.BatchNorm(use_running_average=not train, momentum={m:g}, epsilon={eps:g}, "
+                "use_fast_variance={fast})",
+    batch_of_one="normalizes to β",
+    proofs={
+        "momentum": ("tests/test_jax_conventions.py::test_momentum_weighs_the_old_value_and_running_var_is_biased",),
+        "running_var": ("tests/test_jax_adapter.py::test_realize_fixes_the_running_variance_flax_always_stores",),
+        "eps": ("tests/test_jax_conventions.py::test_default_eps",),
+        "channel_axis": ("tests/test_jax_conventions.py::test_channel_axis_is_last",
+                         "tests/test_jax_adapter.py::test_layout_conversion_nhwc_equals_nchw_transposed"),
+        "variance_algorithm": (
+            "tests/test_jax_conventions.py::test_default_variance_is_the_fast_E_x2_minus_E_x_squared",
+            "tests/test_jax_adapter.py::test_matched_mode_uses_two_pass_variance_and_defaults_mode_the_fast_one"),
+        "train_eval_switch": ("tests/test_jax_conventions.py::test_train_eval_switch_linen",
+                              "tests/test_jax_conventions.py::test_nnx_trains_by_default"),
+        "running_stats_written": (
+            "tests/test_jax_conventions.py::test_linen_writes_running_stats_in_the_forward_pass_and_not_in_init",
+            "tests/test_jax_conventions.py::test_nnx_writes_running_stats_in_place_in_the_forward_pass"),
+        "scale_switch": ("tests/test_jax_conventions.py::test_scale_and_bias_switch_independently",),
+        "batch_of_one": ("tests/test_parity.py::test_a_1d_batch_of_one_raises_or_normalizes_to_beta_as_registered",),
+    },
 )

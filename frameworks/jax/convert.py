@@ -1,17 +1,19 @@
-"""NumPy <-> JAX conversion for float64, float32, float16 and bfloat16, and the scoped x64 switch float64 needs."""
+"""NumPy <-> JAX: dtypes, devices and arrays for float64, float32, float16 and bfloat16.
+
+Every framework folder's convert.py has `framework_dtype`, `framework_device`, `to_tensor` and `to_numpy`, under the
+same names. float64 arrays need JAX's x64 switch, `_x64.dtype_scope`. Importing this module (every module of this
+folder that runs JAX does) also points XLA's persistent compilation cache at the user cache.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
-from jax.experimental import enable_x64
 
 from bnparity.frameworks.base import Unsupported
 
@@ -37,8 +39,10 @@ _JAX_DTYPES = {"float64": np.dtype(np.float64), "float32": np.dtype(np.float32),
                "float16": np.dtype(np.float16), "bfloat16": np.dtype(ml_dtypes.bfloat16)}
 
 
-def jax_dtype(dtype: np.dtype) -> np.dtype:
-    """The NumPy dtype JAX computes in for `dtype` (bfloat16 is ml_dtypes'). Raises Unsupported otherwise.
+def framework_dtype(dtype: np.dtype) -> np.dtype:
+    """The framework's dtype for a NumPy float dtype. Raises Unsupported for other dtypes.
+
+    JAX names its dtypes with NumPy dtypes; bfloat16 is ml_dtypes'.
 
     Args:
         dtype: a NumPy dtype (float64, float32, float16 or ml_dtypes' bfloat16).
@@ -51,29 +55,17 @@ def jax_dtype(dtype: np.dtype) -> np.dtype:
             from None
 
 
-@contextlib.contextmanager
-def dtype_scope(dtype: np.dtype) -> Iterator[None]:
-    """The JAX configuration `dtype` needs, for the duration of the block.
-
-    JAX silently computes in float32 unless x64 is enabled. float64 work runs inside
-    `jax.experimental.enable_x64()`, a thread-local switch restored on exit (it is part of jax.jit's cache
-    key, so a step traced under x64 is never reused without it); the global configuration is never changed.
-    Other dtypes need nothing.
-
-    Args:
-        dtype: the dtype of the arrays the block creates and computes with.
-    """
-    if jax_dtype(dtype) == np.float64:
-        with enable_x64():
-            yield
-    else:
-        yield
+def framework_device(device: str) -> jax.Device:
+    """The framework's device for 'cpu' or 'gpu'. Raises ValueError otherwise."""
+    if device not in ("cpu", "gpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'gpu'. Received: {device!r}")
+    return jax.devices("cpu" if device == "cpu" else "gpu")[0]
 
 
-def to_jax(a: np.ndarray, dtype: np.dtype) -> jax.Array:
-    """A new JAX array holding `a` rounded to `dtype` (exact when `a` already has that dtype).
+def to_tensor(a: np.ndarray, dtype: np.dtype) -> jax.Array:
+    """A new framework array holding `a` rounded to `dtype` (exact when `a` already has that dtype).
 
-    float64 must be converted inside `dtype_scope(float64)`; outside it JAX would round to float32.
+    float64 must be converted inside `_x64.dtype_scope(float64)`; outside it JAX would round to float32.
 
     Args:
         a: values (any float dtype).
@@ -82,7 +74,7 @@ def to_jax(a: np.ndarray, dtype: np.dtype) -> jax.Array:
     Raises:
         RuntimeError: float64 was asked for outside `dtype_scope`.
     """
-    target = jax_dtype(dtype)
+    target = framework_dtype(dtype)
     if target == np.float64 and not jax.config.x64_enabled:
         raise RuntimeError("jax: float64 arrays need x64; convert inside dtype_scope(float64). "
                            "Received: a float64 conversion with x64 disabled")

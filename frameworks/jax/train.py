@@ -33,17 +33,12 @@ from bnparity.reference.alexnet import (
     training_dtype,
 )
 
-from .alexnet import FlaxAlexNet, from_tree, to_variables
-from .convert import dtype_scope
+from ._x64 import dtype_scope
+from .alexnet import AlexNet, from_canonical, to_canonical
+from .convert import framework_device
 
 KEY_KEY = "rng.jax_key"
 STEP_KEY = "step"
-
-
-def _device(device: str) -> jax.Device:
-    if device not in ("cpu", "gpu", "cuda"):
-        raise ValueError(f"device must be 'cpu' or 'gpu'. Received: {device!r}")
-    return jax.devices("cpu" if device == "cpu" else "gpu")[0]
 
 
 class Trainer(training.Trainer):
@@ -65,12 +60,12 @@ class Trainer(training.Trainer):
         check_params(arch, params)
         self.arch, self.sgd = arch, sgd
         self.dtype = training_dtype(dtype)
-        self.device = _device(device)
+        self.device_name, self.device = device, framework_device(device)
         self._trainable = trainable_names(arch)
         self.compile_counts = {"train_step": 0, "evaluate": 0}
         self.steps = 0
         with self._scope():
-            self.model = FlaxAlexNet(arch, dtype=jnp.dtype(self.dtype))
+            self.model = AlexNet(arch, dtype=jnp.dtype(self.dtype))
             self.tx = optax.chain(optax.add_decayed_weights(sgd.weight_decay),
                                   optax.sgd(sgd.lr, momentum=sgd.momentum or None))
             self._set_variables(params)
@@ -88,8 +83,13 @@ class Trainer(training.Trainer):
     def _scope(self):
         return dtype_scope(self.dtype)
 
+    def _variables(self, params: dict[str, np.ndarray]) -> dict[str, Any]:
+        """The Flax variables of the canonical arrays in `params` (other names in it are ignored)."""
+        canonical = {n: params[n] for n in param_shapes(self.arch)}
+        return from_canonical(self.arch, canonical, dtype=self.dtype, device=self.device_name)
+
     def _set_variables(self, params: dict[str, np.ndarray]) -> None:
-        variables = jax.device_put(to_variables(self.arch, params, dtype=self.dtype), self.device)
+        variables = self._variables(params)
         self.params, self.batch_stats = variables["params"], variables["batch_stats"]
 
     def _batch(self, x: np.ndarray, labels: np.ndarray, masks: list[np.ndarray] | None) -> tuple[Any, ...]:
@@ -149,15 +149,14 @@ class Trainer(training.Trainer):
             _, self.batch_stats, _, self.key, loss, _, grads, logits = self._step(
                 self.params, self.batch_stats, self.opt_state, self.key, xs, ys, ms)
             return training.Gradients(logits=np.asarray(logits), loss=float(loss),
-                                      grads=from_tree(self.arch, jax.device_get(grads), self._trainable))
+                                      grads=to_canonical(self.arch, {"params": grads}, self._trainable))
 
     def state(self) -> dict[str, np.ndarray]:
         with self._scope():
-            variables = jax.device_get({"params": self.params, "batch_stats": self.batch_stats})
-            state = from_tree(self.arch, variables)
+            state = to_canonical(self.arch, {"params": self.params, "batch_stats": self.batch_stats})
             if self.sgd.momentum:
-                trace = jax.device_get(otu.tree_get(self.opt_state, "trace"))
-                state.update({momentum_key(n): v for n, v in from_tree(self.arch, trace, self._trainable).items()})
+                trace = {"params": otu.tree_get(self.opt_state, "trace")}
+                state.update({momentum_key(n): v for n, v in to_canonical(self.arch, trace, self._trainable).items()})
             state[KEY_KEY] = np.asarray(jax.device_get(self.key))
             state[STEP_KEY] = np.array(self.steps, dtype=np.int64)
             return state
@@ -170,7 +169,7 @@ class Trainer(training.Trainer):
             if self.sgd.momentum:
                 # The buffers have the parameters' shapes and layouts: convert them as parameters.
                 as_params = {**state, **{n: state[momentum_key(n)] for n in self._trainable}}
-                trace = jax.device_put(to_variables(self.arch, as_params, dtype=self.dtype)["params"], self.device)
+                trace = self._variables(as_params)["params"]
                 self.opt_state = otu.tree_set(self.opt_state, trace=trace)
             self.key = jax.device_put(np.asarray(state[KEY_KEY], dtype=np.uint32), self.device)
             self.steps = int(state[STEP_KEY])

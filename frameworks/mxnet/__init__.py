@@ -1,1 +1,11 @@
-"""MXNet: mxnet.gluon.nn.BatchNorm (bn.py), BatchNorm in raw mx.nd ops (scratch.py), AlexNet, training."""
+"""MXNet Gluon. The same public files as every framework folder (tests/test_symmetry.py checks it):
+
+- descriptor.py: the framework as data (name, order, layout), read without importing mxnet;
+- convention.py: gluon.nn.BatchNorm's defaults, each with where MXNet's source defines it;
+- convert.py: NumPy <-> MXNet dtypes, contexts and NDArrays;
+- batchnorm.py: mxnet.gluon.nn.BatchNorm (BuiltinBatchNorm) and BatchNorm in raw mx.nd ops (ScratchBatchNorm);
+- alexnet.py: AlexNet as a gluon HybridSequential, canonical arrays in (from_canonical) and out (to_canonical);
+- train.py: the Trainer (gluon.Trainer('sgd')).
+
+Private to this folder: _mx.py, the one place MXNet is imported (after the NumPy shim MXNet 1.9.1 needs).
+"""

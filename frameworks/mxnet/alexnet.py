@@ -1,5 +1,9 @@
 """AlexNet in MXNet Gluon: a hybridized nn.HybridSequential of the spec's layers, canonical parameters in and out.
 
+Every framework folder's alexnet.py has the same three names: `AlexNet` (the framework's network),
+`from_canonical` (canonical arrays -> the framework's form) and `to_canonical` (back; layout in
+bnparity.reference.alexnet).
+
 Gluon is channels-first with OIHW convolution kernels and (out, in) Dense weights, and its BatchNorm names
 γ, β and the running statistics as the canonical layout does: conversion is a copy. BN is configured with
 momentum = 1 − spec.bn.new_weight (Gluon's momentum weighs the old value); its running variance is the
@@ -7,6 +11,8 @@ biased σ²_B whatever the spec says (batch_norm.cc), the difference the model-p
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -27,7 +33,8 @@ from bnparity.reference.alexnet import (
     param_shapes,
 )
 
-from ._mx import gluon, mx, nd
+from ._mx import gluon, nd
+from .convert import framework_device, framework_dtype, to_numpy
 
 nn = gluon.nn
 
@@ -52,53 +59,74 @@ def _block(layer: Layer, shape: LayerShape, spec: AlexNetSpec) -> gluon.HybridBl
     raise TypeError(f"unknown layer {layer!r}")
 
 
-class GluonAlexNet:
-    """The hybridized network, its blocks by layer name, and a forward pass that can inject dropout masks.
+class AlexNet(nn.HybridSequential):
+    """The spec's AlexNet on NCHW input; `dropout_masks` replace its Dropout layers by multiplications.
+
+    A gluon HybridSequential of the spec's layers. Without masks it runs as one hybridized graph (its own
+    Dropout layers); with masks block by block (each child hybridized on its own), every Dropout replaced by a
+    multiplication by its mask.
 
     Args:
         spec: the network.
-        params: canonical parameters (checked).
-        ctx: the MXNet context.
-        dtype: float32 or float64 (parameters, inputs and outputs).
     """
 
-    def __init__(self, spec: AlexNetSpec, params: dict[str, np.ndarray], *, ctx: mx.Context,
-                 dtype: str = "float32") -> None:
-        check_params(spec, params)
-        self.spec, self.ctx, self.dtype = spec, ctx, np.dtype(dtype)
-        self.net = nn.HybridSequential()
-        self.blocks: dict[str, gluon.HybridBlock] = {}
-        with self.net.name_scope():
+    def __init__(self, spec: AlexNetSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self._blocks: dict[str, gluon.HybridBlock] = {}  # by layer name
+        with self.name_scope():
             for s in layer_shapes(spec):
                 block = _block(s.layer, s, spec)
-                self.blocks[s.layer.name] = block
-                self.net.add(block)
-        self.net.initialize(ctx=ctx)
-        self.net.cast(self.dtype.name)
-        self.load(params)
-        self.net.hybridize(static_alloc=True)
+                self._blocks[s.layer.name] = block
+                self.add(block)
 
-    def parameter(self, name: str) -> gluon.Parameter:
-        """The gluon Parameter of a canonical name ('bn1.gamma' -> the BN block's gamma)."""
-        return getattr(self.blocks[layer_of(name)], name.split(".", 1)[1])
-
-    def load(self, params: dict[str, np.ndarray]) -> None:
-        """Set the canonical arrays given (names not in the network are ignored)."""
-        for name in param_shapes(self.spec):
-            if name in params:
-                values = np.asarray(params[name], dtype=self.dtype)
-                self.parameter(name).set_data(nd.array(values, ctx=self.ctx, dtype=self.dtype))
-
-    def canonical(self) -> dict[str, np.ndarray]:
-        """Parameters and BN running statistics, canonical layout, copies in the network's dtype."""
-        return {name: self.parameter(name).data(self.ctx).asnumpy() for name in param_shapes(self.spec)}
-
-    def __call__(self, x: nd.NDArray, dropout_masks: list[nd.NDArray] | None = None) -> nd.NDArray:
-        """The logits. Without masks: the whole hybridized network (its own Dropout layers). With masks:
-        block by block (each hybridized on its own), every Dropout replaced by a multiplication by its mask."""
+    def forward(self, x: nd.NDArray, dropout_masks: list[nd.NDArray] | None = None) -> nd.NDArray:
         if dropout_masks is None:
-            return self.net(x)
+            return super().forward(x)
         masks = iter(dropout_masks)
-        for block in self.blocks.values():
+        for block in self._blocks.values():
             x = x * next(masks) if isinstance(block, nn.Dropout) else block(x)
         return x
+
+    def by_name(self) -> dict[str, gluon.Parameter]:
+        """Canonical name -> the network's parameter or BN running statistic (shared, not copied)."""
+        return {name: getattr(self._blocks[layer_of(name)], name.split(".", 1)[1])
+                for name in param_shapes(self.spec)}
+
+    def load(self, params: dict[str, np.ndarray]) -> None:
+        """Set the canonical arrays given, in place (names the network does not have are ignored).
+
+        Values are cast to the network's dtype (exactly, when they already have it)."""
+        for name, parameter in self.by_name().items():
+            if name in params:
+                dtype = np.dtype(parameter.dtype)
+                values = np.asarray(params[name], dtype=dtype)
+                parameter.set_data(nd.array(values, ctx=parameter.list_ctx()[0], dtype=dtype))
+
+
+def from_canonical(spec: AlexNetSpec, params: dict[str, np.ndarray], *, dtype: np.dtype,
+                   device: str = "cpu") -> AlexNet:
+    """`params` (canonical layout, checked) as this framework holds them, in `dtype` on `device`.
+
+    Here: a hybridized (static_alloc) AlexNet block holding them as its parameters.
+    """
+    check_params(spec, params)
+    dtype = framework_dtype(dtype)
+    model = AlexNet(spec)
+    model.initialize(ctx=framework_device(device))
+    model.cast(dtype.name)
+    model.load(params)
+    model.hybridize(static_alloc=True)
+    return model
+
+
+def to_canonical(spec: AlexNetSpec, model: AlexNet, names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+    """Canonical arrays (NumPy copies, in the model's dtype) from what `from_canonical` returns.
+
+    Args:
+        spec: the network.
+        model: an AlexNet of `spec`.
+        names: the canonical names wanted. Default: every parameter and BN running statistic of `spec`.
+    """
+    parameters = model.by_name()
+    return {name: to_numpy(parameters[name].data()) for name in (param_shapes(spec) if names is None else names)}

@@ -17,11 +17,11 @@ from bnparity.frameworks.base import LayerAdapter, LayerSession, StepResult, Uns
 from bnparity.reference.spec import BNSpec
 
 from ._mx import autograd, gluon, mx, nd
-from .convert import mx_dtype, param_dtype, to_nd, to_numpy
+from .convert import _param_dtype, framework_dtype, to_numpy, to_tensor
 from .descriptor import DESCRIPTOR
 
 
-def mx_momentum(spec: BNSpec) -> float:
+def _momentum(spec: BNSpec) -> float:
     """MXNet's momentum (the weight of the *old* running value) for `spec`, as the operator stores it.
 
     The BatchNorm operator parses `momentum` as a float32 (batch_norm-inl.h: BatchNormParam `float momentum`),
@@ -30,7 +30,7 @@ def mx_momentum(spec: BNSpec) -> float:
     return float(np.float32(1.0 - spec.new_weight))
 
 
-class BuiltinLayer(LayerSession):
+class _BuiltinLayer(LayerSession):
     """A gluon BatchNorm block: training steps under autograd.record(), eval outside it."""
 
     def __init__(self, block: gluon.nn.BatchNorm, *, dtype: np.dtype, spec: BNSpec) -> None:
@@ -39,11 +39,11 @@ class BuiltinLayer(LayerSession):
         self.spec = spec
 
     def train_step(self, x: np.ndarray, dy: np.ndarray) -> StepResult:
-        xt = to_nd(x, self.dtype)
+        xt = to_tensor(x, self.dtype)
         xt.attach_grad()
         with autograd.record():  # train_mode=True: normalize with the batch's own statistics
             y = self.block(xt)
-        y.backward(to_nd(dy, self.dtype))  # also where MXNet updates moving_mean/moving_var on CPU
+        y.backward(to_tensor(dy, self.dtype))  # also where MXNet updates moving_mean/moving_var on CPU
         affine = self.spec.affine
         return StepResult(
             y=to_numpy(y), dx=to_numpy(xt.grad),
@@ -56,7 +56,7 @@ class BuiltinLayer(LayerSession):
 
     def eval(self, x: np.ndarray) -> np.ndarray:
         # Outside autograd.record() gluon runs in predict mode: the moving statistics normalize.
-        return to_numpy(self.block(to_nd(x, self.dtype)))
+        return to_numpy(self.block(to_tensor(x, self.dtype)))
 
 
 class BuiltinBatchNorm(LayerAdapter):
@@ -76,17 +76,17 @@ class BuiltinBatchNorm(LayerAdapter):
         self.hybridize = hybridize
 
     def realize(self, spec: BNSpec, dtype: np.dtype) -> BNSpec:
-        mx_dtype(dtype)  # raises Unsupported for a dtype MXNet has no float type for
+        framework_dtype(dtype)  # raises Unsupported for a dtype MXNet has no float type for
         if not spec.track_running_stats:
             raise Unsupported("mxnet: gluon.nn.BatchNorm has no track_running_stats=False; it always keeps "
                               "moving statistics and normalizes with them outside autograd.record()")
         # The stored variance is always the biased σ²_B (not configurable), and the momentum is a float32.
-        m = mx_momentum(spec)
+        m = _momentum(spec)
         momentum = m if spec.momentum_weighs == "old" else 1.0 - m  # 1 − m is exact (Sterbenz)
         return spec.replace(running_var="biased", momentum=momentum)
 
     def build(self, spec: BNSpec, *, shape: tuple[int, ...], dtype: np.dtype, gamma: np.ndarray,
-              beta: np.ndarray, use_defaults: bool) -> BuiltinLayer:
+              beta: np.ndarray, use_defaults: bool) -> _BuiltinLayer:
         channels = shape[spec.axis]
         if not spec.track_running_stats:
             self.realize(spec, dtype)  # raises Unsupported with the reason
@@ -95,20 +95,20 @@ class BuiltinBatchNorm(LayerAdapter):
         options = dict(axis=1, center=spec.affine, scale=spec.affine, use_global_stats=False,
                        in_channels=channels)
         if not use_defaults:
-            options.update(momentum=mx_momentum(spec), epsilon=spec.eps)
+            options.update(momentum=_momentum(spec), epsilon=spec.eps)
         block = gluon.nn.BatchNorm(**options)
         block.initialize(ctx=mx.cpu())
         # Cast first, then set γ, β and the moving statistics, so that float64 keeps every digit.
-        pdtype = param_dtype(dtype)
+        pdtype = _param_dtype(dtype)
         block.cast(pdtype)
-        block.gamma.set_data(to_nd(gamma, pdtype))
-        block.beta.set_data(to_nd(beta, pdtype))
+        block.gamma.set_data(to_tensor(gamma, pdtype))
+        block.beta.set_data(to_tensor(beta, pdtype))
         if not use_defaults:
-            block.running_mean.set_data(to_nd(np.full(channels, spec.init_running_mean), pdtype))
-            block.running_var.set_data(to_nd(np.full(channels, spec.init_running_var), pdtype))
+            block.running_mean.set_data(to_tensor(np.full(channels, spec.init_running_mean), pdtype))
+            block.running_var.set_data(to_tensor(np.full(channels, spec.init_running_var), pdtype))
         if self.hybridize:
             block.hybridize(static_alloc=True)  # as alexnet.py hybridizes its network
-        return BuiltinLayer(block, dtype=dtype, spec=spec)
+        return _BuiltinLayer(block, dtype=dtype, spec=spec)
 
 
 # Hybridized by default: the AlexNet that trains (alexnet.py) runs hybridized (static_alloc=True) for speed,
@@ -148,30 +148,30 @@ def batch_norm(x: nd.NDArray, gamma: nd.NDArray, beta: nd.NDArray, running_mean:
     return nd.broadcast_add(nd.broadcast_mul(gamma.reshape(shape), x_hat), beta.reshape(shape))  # γ x̂ + β
 
 
-class ScratchLayer(LayerSession):
+class _ScratchLayer(LayerSession):
     """The scratch BatchNorm with its own γ, β and running statistics as NDArrays."""
 
     def __init__(self, spec: BNSpec, *, channels: int, dtype: np.dtype, gamma: np.ndarray,
                  beta: np.ndarray) -> None:
         self.spec, self.dtype = spec, dtype
-        self.gamma = to_nd(gamma, dtype)
-        self.beta = to_nd(beta, dtype)
+        self.gamma = to_tensor(gamma, dtype)
+        self.beta = to_tensor(beta, dtype)
         if spec.affine:
             self.gamma.attach_grad()
             self.beta.attach_grad()
         if spec.track_running_stats:
-            self.running_mean = to_nd(np.full(channels, spec.init_running_mean), dtype)
-            self.running_var = to_nd(np.full(channels, spec.init_running_var), dtype)
+            self.running_mean = to_tensor(np.full(channels, spec.init_running_mean), dtype)
+            self.running_var = to_tensor(np.full(channels, spec.init_running_var), dtype)
         else:
             self.running_mean = self.running_var = None
 
     def train_step(self, x: np.ndarray, dy: np.ndarray) -> StepResult:
-        xt = to_nd(x, self.dtype)
+        xt = to_tensor(x, self.dtype)
         xt.attach_grad()
         with autograd.record():
             y = batch_norm(xt, self.gamma, self.beta, self.running_mean, self.running_var,
                            spec=self.spec, training=True)
-        y.backward(to_nd(dy, self.dtype))  # grad_req 'write': each step overwrites the gradients
+        y.backward(to_tensor(dy, self.dtype))  # grad_req 'write': each step overwrites the gradients
         affine = self.spec.affine
         return StepResult(y=to_numpy(y), dx=to_numpy(xt.grad),
                           dgamma=to_numpy(self.gamma.grad) if affine else None,
@@ -183,7 +183,7 @@ class ScratchLayer(LayerSession):
         return to_numpy(self.running_mean), to_numpy(self.running_var)
 
     def eval(self, x: np.ndarray) -> np.ndarray:
-        return to_numpy(batch_norm(to_nd(x, self.dtype), self.gamma, self.beta, self.running_mean,
+        return to_numpy(batch_norm(to_tensor(x, self.dtype), self.gamma, self.beta, self.running_mean,
                                    self.running_var, spec=self.spec, training=False))
 
 
@@ -196,11 +196,11 @@ class ScratchBatchNorm(LayerAdapter):
     native_axis = DESCRIPTOR.native_axis
 
     def realize(self, spec: BNSpec, dtype: np.dtype) -> BNSpec:
-        mx_dtype(dtype)
+        framework_dtype(dtype)
         return spec
 
     def build(self, spec: BNSpec, *, shape: tuple[int, ...], dtype: np.dtype, gamma: np.ndarray,
-              beta: np.ndarray, use_defaults: bool) -> ScratchLayer:
+              beta: np.ndarray, use_defaults: bool) -> _ScratchLayer:
         channels = shape[spec.axis]
         # A scratch layer has no defaults of its own: "defaults" are the spec it is given.
-        return ScratchLayer(spec, channels=channels, dtype=dtype, gamma=gamma, beta=beta)
+        return _ScratchLayer(spec, channels=channels, dtype=dtype, gamma=gamma, beta=beta)

@@ -49,4 +49,27 @@ CONVENTION = Convention(
                                  f"{_ONEDNN}: MKLDNNBatchNormBackward updates moving_mean_ptr/moving_var_ptr, "
                                  "MKLDNNBatchNormForward writes only the outputs mean and var (invstd)",
     },
+    constructor="mxnet.gluon.nn.BatchNorm(momentum={m:g}, epsilon={eps:g})",
+    batch_of_one="normalizes to β",
+    proofs={
+        "momentum": ("tests/test_mxnet_conventions.py::test_default_momentum_weighs_the_old_value",
+                     "tests/test_mxnet_conventions.py::test_momentum_is_parsed_as_float32"),
+        "running_var": ("tests/test_mxnet_conventions.py::test_running_var_is_the_biased_batch_variance",
+                        "tests/test_mxnet_adapter.py::test_builtin_realize_fixes_what_mxnet_stores"),
+        "eps": ("tests/test_mxnet_conventions.py::test_default_eps",),
+        "channel_axis": ("tests/test_mxnet_conventions.py::test_default_channel_axis_is_1",
+                         "tests/test_mxnet_adapter.py::test_nhwc_through_the_adapter_equals_nchw_transposed"),
+        "variance_algorithm": ("tests/test_mxnet_conventions.py::test_variance_is_two_pass",),
+        "train_eval_switch": (
+            "tests/test_mxnet_conventions.py::test_record_selects_batch_statistics_and_eval_the_running_ones",
+            "tests/test_mxnet_conventions.py::test_use_global_stats_normalizes_with_running_statistics_in_training",
+            "tests/test_mxnet_adapter.py::test_builtin_without_running_stats_is_unsupported"),
+        "running_stats_written": (
+            "tests/test_mxnet_conventions.py::test_running_statistics_are_written_in_the_backward_pass",
+            "tests/test_mxnet_conventions.py::test_training_forward_without_backward_never_updates"),
+        "scale_switch": (
+            "tests/test_mxnet_conventions.py::test_scale_false_forces_gamma_to_one_and_center_false_still_adds_beta",
+            "tests/test_mxnet_conventions.py::test_gluon_uses_gamma_but_the_raw_operator_ignores_it"),
+        "batch_of_one": ("tests/test_parity.py::test_a_1d_batch_of_one_raises_or_normalizes_to_beta_as_registered",),
+    },
 )

@@ -1,4 +1,9 @@
-"""NumPy <-> MXNet NDArray conversion, including bfloat16 (ml_dtypes on the NumPy side, MXNet's own type)."""
+"""NumPy <-> MXNet: dtypes, contexts and NDArrays, including bfloat16 (ml_dtypes in NumPy, MXNet's own type).
+
+Every framework folder's convert.py has `framework_dtype`, `framework_device`, `to_tensor` and `to_numpy`, under the
+same names. `_param_dtype` is MXNet's alone (gluon's BatchNorm parameters for reduced-precision inputs); batchnorm.py
+uses it.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import numpy as np
 
 from bnparity.frameworks.base import Unsupported
 
-from ._mx import nd
+from ._mx import mx, nd
 
 # MXNet 1.9.1 spells bfloat16 as this structured NumPy dtype (mxnet/ndarray/ndarray.py, _DTYPE_NP_TO_MX);
 # its values are the upper 16 bits of a float32, the same bits as ml_dtypes.bfloat16.
@@ -19,8 +24,10 @@ _PARAM_DTYPES = {"float64": np.dtype(np.float64), "float32": np.dtype(np.float32
                  "float16": np.dtype(np.float32), "bfloat16": np.dtype(np.float32)}
 
 
-def mx_dtype(dtype: np.dtype) -> np.dtype:
-    """The dtype MXNet stores a NumPy float dtype in. Raises Unsupported for other dtypes.
+def framework_dtype(dtype: np.dtype) -> np.dtype:
+    """The framework's dtype for a NumPy float dtype. Raises Unsupported for other dtypes.
+
+    MXNet names its dtypes with NumPy dtypes; bfloat16 is MXNet's own structured dtype (MX_BFLOAT16).
 
     Args:
         dtype: a NumPy dtype (float64, float32, float16 or ml_dtypes' bfloat16).
@@ -33,20 +40,29 @@ def mx_dtype(dtype: np.dtype) -> np.dtype:
             from None
 
 
-def param_dtype(dtype: np.dtype) -> np.dtype:
+def _param_dtype(dtype: np.dtype) -> np.dtype:
     """The dtype of a BatchNorm layer's γ, β and moving statistics for inputs of `dtype`."""
-    mx_dtype(dtype)
+    framework_dtype(dtype)
     return _PARAM_DTYPES[np.dtype(dtype).name]
 
 
-def to_nd(a: np.ndarray, dtype: np.dtype) -> nd.NDArray:
-    """A new NDArray holding `a` rounded to `dtype` (exact when `a` already has that dtype).
+def framework_device(device: str) -> mx.Context:
+    """The framework's device for 'cpu' or 'gpu'. Raises ValueError otherwise."""
+    if device == "cpu":
+        return mx.cpu()
+    if device in ("gpu", "cuda"):
+        return mx.gpu(0)
+    raise ValueError(f"device must be 'cpu' or 'gpu'. Received: {device!r}")
+
+
+def to_tensor(a: np.ndarray, dtype: np.dtype) -> nd.NDArray:
+    """A new framework array holding `a` rounded to `dtype` (exact when `a` already has that dtype).
 
     Args:
         a: values (any float dtype).
         dtype: the NumPy dtype of the result (bfloat16 becomes MXNet's own bfloat16).
     """
-    target = mx_dtype(dtype)
+    target = framework_dtype(dtype)
     if target == MX_BFLOAT16:
         # Round to nearest in NumPy first: MXNet's float32 -> bfloat16 cast truncates. The values are then
         # exact bfloat16 numbers, so the float32 hop and MXNet's cast change nothing.

@@ -30,20 +30,12 @@ from bnparity.reference.alexnet import (
 )
 
 from ._mx import autograd, gluon, mx, nd
-from .alexnet import GluonAlexNet
+from .alexnet import AlexNet, from_canonical, to_canonical
+from .convert import framework_device
 
 SEED_KEY = "rng.mxnet_seed"
 DRAWS_KEY = "rng.mxnet_draws"
 STEP_KEY = "step"
-
-
-def mx_context(device: str) -> mx.Context:
-    """'cpu' or 'gpu' as an MXNet context. Raises ValueError otherwise."""
-    if device == "cpu":
-        return mx.cpu()
-    if device in ("gpu", "cuda"):
-        return mx.gpu(0)
-    raise ValueError(f"device must be 'cpu' or 'gpu'. Received: {device!r}")
 
 
 class Trainer(training.Trainer):
@@ -65,16 +57,17 @@ class Trainer(training.Trainer):
                  device: str = "cpu", seed: int | None = None, dtype: str = "float32") -> None:
         check_params(arch, params)
         self.arch, self.sgd = arch, sgd
-        self.ctx = mx_context(device)
+        self.ctx = framework_device(device)
         self.dtype = training_dtype(dtype)
         if self.dtype == np.float64:
             # oneDNN has no float64 kernels: every op falls back to MXNet's own, which is correct but logs a
             # multi-line warning per operator unless this is 0 (read once, at the first fallback).
             os.environ.setdefault("MXNET_STORAGE_FALLBACK_LOG_VERBOSE", "0")
         self.seed = params_fingerprint(params) if seed is None else int(seed)
-        self.model = GluonAlexNet(arch, params, ctx=self.ctx, dtype=self.dtype)
+        self.model: AlexNet = from_canonical(arch, params, dtype=self.dtype, device=device)
         self._trainable = trainable_names(arch)
-        self._params = [self.model.parameter(n) for n in self._trainable]  # index i of the optimizer
+        parameters = self.model.by_name()
+        self._params = [parameters[n] for n in self._trainable]  # index i of the optimizer
         self.trainer = gluon.Trainer(self._params, "sgd", {"learning_rate": sgd.lr, "momentum": sgd.momentum,
                                                            "wd": sgd.weight_decay})
         self.loss_fn = gluon.loss.SoftmaxCrossEntropyLoss()  # per example, from logits, integer labels
@@ -129,7 +122,7 @@ class Trainer(training.Trainer):
         return self.trainer._updaters[0]  # one context: one updater; gluon has no public accessor
 
     def state(self) -> dict[str, np.ndarray]:
-        state = self.model.canonical()
+        state = to_canonical(self.arch, self.model)
         if self.sgd.momentum:
             states = self._updater().states
             for i, n in enumerate(self._trainable):

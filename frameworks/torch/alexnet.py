@@ -1,4 +1,8 @@
-"""AlexNet in PyTorch: a torch.nn.Sequential of the spec's layers, canonical parameters in and out.
+"""AlexNet in PyTorch: a torch.nn.Module of the spec's layers, canonical parameters in and out.
+
+Every framework folder's alexnet.py has the same three names: `AlexNet` (the framework's network),
+`from_canonical` (canonical arrays -> the framework's form) and `to_canonical` (back; layout in
+bnparity.reference.alexnet).
 
 Module names are the spec's layer names, so the state_dict keys are the canonical names except for BN's
 γ and β, which torch calls "weight" and "bias". Layout is NCHW/OIHW and Linear weights are (out, in): the
@@ -8,6 +12,7 @@ canonical layout itself, so conversion is a copy.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -29,10 +34,12 @@ from bnparity.reference.alexnet import (
     param_shapes,
 )
 
+from .convert import framework_device, framework_dtype, to_numpy
+
 _BN_NAMES = {"gamma": "weight", "beta": "bias", "running_mean": "running_mean", "running_var": "running_var"}
 
 
-def torch_name(name: str) -> str:
+def _torch_key(name: str) -> str:
     """The state_dict key of a canonical name ('bn1.gamma' -> 'bn1.weight')."""
     layer, kind = name.split(".", 1)
     return f"{layer}.{_BN_NAMES.get(kind, kind)}" if layer.startswith("bn") else name
@@ -59,8 +66,14 @@ def _module(layer: Layer, shape: LayerShape, spec: AlexNetSpec) -> nn.Module:
     raise TypeError(f"unknown layer {layer!r}")
 
 
-class TorchAlexNet(nn.Module):
-    """The spec's layers in a nn.Sequential; `forward` can replace dropout by injected masks."""
+class AlexNet(nn.Module):
+    """The spec's AlexNet on NCHW input; `dropout_masks` replace its Dropout layers by multiplications.
+
+    A torch.nn.Module holding the spec's layers in a nn.Sequential (`layers`), named as the spec names them.
+
+    Args:
+        spec: the network (its BN must store the unbiased running variance, as torch's does).
+    """
 
     def __init__(self, spec: AlexNetSpec) -> None:
         super().__init__()
@@ -79,33 +92,41 @@ class TorchAlexNet(nn.Module):
             x = x * next(masks) if isinstance(module, nn.Dropout) else module(x)
         return x
 
+    def by_name(self) -> dict[str, torch.Tensor]:
+        """Canonical name -> the network's parameter or BN running statistic (shared, not copied)."""
+        state = dict(self.layers.named_parameters()) | dict(self.layers.named_buffers())
+        return {name: state[_torch_key(name)] for name in param_shapes(self.spec)}
 
-def tensors_by_name(model: TorchAlexNet) -> dict[str, torch.Tensor]:
-    """Canonical name -> the model's parameter or buffer tensor (shared, not copied)."""
-    state = dict(model.layers.named_parameters()) | dict(model.layers.named_buffers())
-    return {name: state[torch_name(name)] for name in param_shapes(model.spec)}
+    def load(self, params: dict[str, np.ndarray]) -> None:
+        """Set the canonical arrays given, in place (names the network does not have are ignored).
+
+        Values are cast to the network's dtype (exactly, when they already have it)."""
+        tensors = self.by_name()
+        with torch.no_grad():
+            for name, value in params.items():
+                if name in tensors:
+                    tensors[name].copy_(torch.from_numpy(np.array(value, dtype=np.float64)))
 
 
-def build_model(spec: AlexNetSpec, params: dict[str, np.ndarray], *, device: torch.device,
-                dtype: torch.dtype = torch.float32) -> TorchAlexNet:
-    """A TorchAlexNet in `dtype` on `device` holding `params` (canonical layout, checked)."""
+def from_canonical(spec: AlexNetSpec, params: dict[str, np.ndarray], *, dtype: np.dtype,
+                   device: str = "cpu") -> AlexNet:
+    """`params` (canonical layout, checked) as this framework holds them, in `dtype` on `device`.
+
+    Here: an AlexNet module holding them as its parameters and BN buffers.
+    """
     check_params(spec, params)
-    model = TorchAlexNet(spec).to(device=device, dtype=dtype)
-    load_canonical(model, params)
+    model = AlexNet(spec).to(device=framework_device(device), dtype=framework_dtype(dtype))
+    model.load(params)
     return model
 
 
-def load_canonical(model: TorchAlexNet, params: dict[str, np.ndarray]) -> None:
-    """Copy canonical arrays into the model's parameters and BN buffers (names not given are left as they are).
+def to_canonical(spec: AlexNetSpec, model: AlexNet, names: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+    """Canonical arrays (NumPy copies, in the model's dtype) from what `from_canonical` returns.
 
-    Values are cast to the model's dtype (exactly, when they already have it)."""
-    tensors = tensors_by_name(model)
-    with torch.no_grad():
-        for name, value in params.items():
-            if name in tensors:
-                tensors[name].copy_(torch.from_numpy(np.array(value, dtype=np.float64)))
-
-
-def canonical_params(model: TorchAlexNet) -> dict[str, np.ndarray]:
-    """The model's parameters and BN running statistics, canonical layout, copies in the model's dtype."""
-    return {name: t.detach().cpu().numpy().copy() for name, t in tensors_by_name(model).items()}
+    Args:
+        spec: the network.
+        model: an AlexNet of `spec`.
+        names: the canonical names wanted. Default: every parameter and BN running statistic of `spec`.
+    """
+    tensors = model.by_name()
+    return {name: to_numpy(tensors[name]) for name in (param_shapes(spec) if names is None else names)}

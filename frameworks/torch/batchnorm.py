@@ -13,14 +13,14 @@ import torch
 from bnparity.frameworks.base import LayerAdapter, LayerSession, StepResult
 from bnparity.reference.spec import BNSpec
 
-from .convert import to_numpy, to_torch, torch_dtype
+from .convert import framework_dtype, to_numpy, to_tensor
 from .descriptor import DESCRIPTOR
 
 _MODULE_OF_RANK = {2: torch.nn.BatchNorm1d, 3: torch.nn.BatchNorm1d, 4: torch.nn.BatchNorm2d,
                    5: torch.nn.BatchNorm3d}
 
 
-class BuiltinLayer(LayerSession):
+class _BuiltinLayer(LayerSession):
     """A torch BatchNorm module in training mode, then eval mode."""
 
     def __init__(self, module: torch.nn.Module, dtype: np.dtype) -> None:
@@ -30,9 +30,9 @@ class BuiltinLayer(LayerSession):
     def train_step(self, x: np.ndarray, dy: np.ndarray) -> StepResult:
         self.module.train()
         self.module.zero_grad(set_to_none=True)
-        xt = to_torch(x, self.dtype, requires_grad=True)
+        xt = to_tensor(x, self.dtype, requires_grad=True)
         y = self.module(xt)
-        y.backward(to_torch(dy, self.dtype))
+        y.backward(to_tensor(dy, self.dtype))
         w, b = self.module.weight, self.module.bias
         return StepResult(
             y=to_numpy(y), dx=to_numpy(xt.grad),
@@ -48,7 +48,7 @@ class BuiltinLayer(LayerSession):
     def eval(self, x: np.ndarray) -> np.ndarray:
         self.module.eval()
         with torch.no_grad():
-            return to_numpy(self.module(to_torch(x, self.dtype)))
+            return to_numpy(self.module(to_tensor(x, self.dtype)))
 
 
 class BuiltinBatchNorm(LayerAdapter):
@@ -60,26 +60,26 @@ class BuiltinBatchNorm(LayerAdapter):
     native_axis = DESCRIPTOR.native_axis
 
     def realize(self, spec: BNSpec, dtype: np.dtype) -> BNSpec:
-        torch_dtype(dtype)  # raises Unsupported for a dtype torch has no float type for
+        framework_dtype(dtype)  # raises Unsupported for a dtype torch has no float type for
         return spec.replace(running_var="unbiased")  # not configurable in torch
 
     def build(self, spec: BNSpec, *, shape: tuple[int, ...], dtype: np.dtype, gamma: np.ndarray,
-              beta: np.ndarray, use_defaults: bool) -> BuiltinLayer:
+              beta: np.ndarray, use_defaults: bool) -> _BuiltinLayer:
         ndim, channels = len(shape), shape[spec.axis]
         options = dict(affine=spec.affine, track_running_stats=spec.track_running_stats)
         if not use_defaults:
             # torch's momentum is the weight of the new batch statistic.
             options.update(eps=spec.eps, momentum=spec.new_weight)
         # Cast first, then set γ, β and the running statistics, so that float64 keeps every digit.
-        module = _MODULE_OF_RANK[ndim](channels, **options).to(torch_dtype(dtype))
+        module = _MODULE_OF_RANK[ndim](channels, **options).to(framework_dtype(dtype))
         with torch.no_grad():
             if spec.affine:
-                module.weight.copy_(to_torch(gamma, dtype))
-                module.bias.copy_(to_torch(beta, dtype))
+                module.weight.copy_(to_tensor(gamma, dtype))
+                module.bias.copy_(to_tensor(beta, dtype))
             if spec.track_running_stats and not use_defaults:
                 module.running_mean.fill_(spec.init_running_mean)
                 module.running_var.fill_(spec.init_running_var)
-        return BuiltinLayer(module, dtype)
+        return _BuiltinLayer(module, dtype)
 
 
 def batch_norm(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, running_mean: torch.Tensor | None,
@@ -104,24 +104,24 @@ def batch_norm(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, running
     return gamma.view(shape) * x_hat + beta.view(shape)  # y = γ x̂ + β
 
 
-class ScratchLayer(LayerSession):
+class _ScratchLayer(LayerSession):
     def __init__(self, spec: BNSpec, channels: int, dtype: np.dtype, gamma: np.ndarray, beta: np.ndarray) -> None:
         self.spec, self.dtype = spec, dtype
-        self.gamma = to_torch(gamma, dtype, requires_grad=spec.affine)
-        self.beta = to_torch(beta, dtype, requires_grad=spec.affine)
+        self.gamma = to_tensor(gamma, dtype, requires_grad=spec.affine)
+        self.beta = to_tensor(beta, dtype, requires_grad=spec.affine)
         if spec.track_running_stats:
-            self.running_mean = to_torch(np.full(channels, spec.init_running_mean), dtype)
-            self.running_var = to_torch(np.full(channels, spec.init_running_var), dtype)
+            self.running_mean = to_tensor(np.full(channels, spec.init_running_mean), dtype)
+            self.running_var = to_tensor(np.full(channels, spec.init_running_var), dtype)
         else:
             self.running_mean = self.running_var = None
 
     def train_step(self, x: np.ndarray, dy: np.ndarray) -> StepResult:
         for p in (self.gamma, self.beta):
             p.grad = None
-        xt = to_torch(x, self.dtype, requires_grad=True)
+        xt = to_tensor(x, self.dtype, requires_grad=True)
         y = batch_norm(xt, self.gamma, self.beta, self.running_mean, self.running_var,
                        spec=self.spec, training=True)
-        y.backward(to_torch(dy, self.dtype))
+        y.backward(to_tensor(dy, self.dtype))
         affine = self.spec.affine
         return StepResult(y=to_numpy(y), dx=to_numpy(xt.grad),
                           dgamma=to_numpy(self.gamma.grad) if affine else None,
@@ -134,7 +134,7 @@ class ScratchLayer(LayerSession):
 
     def eval(self, x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
-            return to_numpy(batch_norm(to_torch(x, self.dtype), self.gamma, self.beta, self.running_mean,
+            return to_numpy(batch_norm(to_tensor(x, self.dtype), self.gamma, self.beta, self.running_mean,
                                        self.running_var, spec=self.spec, training=False))
 
 
@@ -147,11 +147,11 @@ class ScratchBatchNorm(LayerAdapter):
     native_axis = DESCRIPTOR.native_axis
 
     def realize(self, spec: BNSpec, dtype: np.dtype) -> BNSpec:
-        torch_dtype(dtype)
+        framework_dtype(dtype)
         return spec
 
     def build(self, spec: BNSpec, *, shape: tuple[int, ...], dtype: np.dtype, gamma: np.ndarray,
-              beta: np.ndarray, use_defaults: bool) -> ScratchLayer:
+              beta: np.ndarray, use_defaults: bool) -> _ScratchLayer:
         channels = shape[spec.axis]
         # A scratch layer has no defaults of its own: "defaults" are the spec it is given.
-        return ScratchLayer(spec, channels, dtype, gamma, beta)
+        return _ScratchLayer(spec, channels, dtype, gamma, beta)

@@ -1,4 +1,4 @@
-"""PyTorch's BatchNorm conventions (torch 2.13), as data. Proved by tests/test_conventions.py."""
+"""PyTorch's BatchNorm conventions (torch 2.13), as data. Proved by the tests in its `proofs`."""
 
 from bnparity.frameworks.conventions import Convention
 
@@ -31,5 +31,17 @@ CONVENTION = Convention(
                              "running stats are None",
         "running_stats_written": f"{_SRC}: _BatchNorm.forward passes running_mean/var to F.batch_norm, "
                                  "which updates them in place during the forward pass",
+    },
+    constructor="torch.nn.BatchNorm2d(C, momentum={m:g}, eps={eps:g})",
+    batch_of_one="raises (its unbiased running variance would divide by m − 1 = 0)",
+    proofs={
+        "momentum": ("tests/test_torch_adapter.py::test_momentum_weighs_the_new_batch_and_running_var_is_unbiased",),
+        "running_var": ("tests/test_torch_adapter.py::test_realize_fixes_the_running_variance_torch_always_stores",),
+        "eps": ("tests/test_torch_adapter.py::test_registry_defaults_are_the_module_defaults",),
+        "channel_axis": ("tests/test_torch_adapter.py::test_layout_conversion_nhwc_equals_nchw_transposed",),
+        "variance_algorithm": ("tests/test_torch_adapter.py::test_train_eval_switch_and_two_pass_variance",),
+        "train_eval_switch": ("tests/test_torch_adapter.py::test_train_eval_switch_and_two_pass_variance",),
+        "running_stats_written": ("tests/test_torch_adapter.py::test_running_stats_are_written_in_the_forward_pass",),
+        "batch_of_one": ("tests/test_torch_adapter.py::test_batch_of_one_in_1d_is_an_error",),
     },
 )

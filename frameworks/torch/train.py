@@ -21,19 +21,11 @@ from bnparity.reference.alexnet import (
     training_dtype,
 )
 
-from .alexnet import TorchAlexNet, build_model, canonical_params, load_canonical, tensors_by_name
-from .convert import torch_dtype
+from .alexnet import AlexNet, from_canonical, to_canonical
+from .convert import framework_device
 
-_DEVICES = {"cpu": "cpu", "gpu": "cuda", "cuda": "cuda"}
 RNG_KEY = "rng.torch_cpu"
 STEP_KEY = "step"
-
-
-def torch_device(device: str) -> torch.device:
-    """'cpu' or 'gpu' as a torch device. Raises ValueError otherwise."""
-    if device not in _DEVICES:
-        raise ValueError(f"device must be one of {', '.join(_DEVICES)}. Received: {device!r}")
-    return torch.device(_DEVICES[device])
 
 
 class Trainer(training.Trainer):
@@ -54,12 +46,11 @@ class Trainer(training.Trainer):
                  device: str = "cpu", seed: int | None = None, dtype: str = "float32") -> None:
         check_params(arch, params)
         self.arch, self.sgd = arch, sgd
-        self.device = torch_device(device)
-        self.np_dtype = training_dtype(dtype)
-        self.dtype = torch_dtype(self.np_dtype)
+        self.device = framework_device(device)
+        self.dtype = training_dtype(dtype)
         torch.manual_seed(params_fingerprint(params) if seed is None else seed)
-        self.model: TorchAlexNet = build_model(arch, params, device=self.device, dtype=self.dtype)
-        self._tensors = tensors_by_name(self.model)
+        self.model: AlexNet = from_canonical(arch, params, dtype=self.dtype, device=device)
+        self._tensors = self.model.by_name()
         self._trainable = trainable_names(arch)
         self.optimizer = torch.optim.SGD([self._tensors[n] for n in self._trainable], lr=sgd.lr,
                                          momentum=sgd.momentum, weight_decay=sgd.weight_decay)
@@ -67,9 +58,9 @@ class Trainer(training.Trainer):
 
     def _inputs(self, x: np.ndarray, labels: np.ndarray,
                 masks: list[np.ndarray] | None) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor] | None]:
-        xt = torch.from_numpy(np.ascontiguousarray(x, dtype=self.np_dtype)).to(self.device)
+        xt = torch.from_numpy(np.ascontiguousarray(x, dtype=self.dtype)).to(self.device)
         yt = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(self.device)
-        mt = None if masks is None else [torch.from_numpy(np.asarray(m, dtype=self.np_dtype)).to(self.device)
+        mt = None if masks is None else [torch.from_numpy(np.asarray(m, dtype=self.dtype)).to(self.device)
                                          for m in masks]
         return xt, yt, mt
 
@@ -105,7 +96,7 @@ class Trainer(training.Trainer):
         return training.Gradients(logits=logits.detach().cpu().numpy(), loss=float(loss.item()), grads=grads)
 
     def state(self) -> dict[str, np.ndarray]:
-        state = canonical_params(self.model)
+        state = to_canonical(self.arch, self.model)
         if self.sgd.momentum:
             for n in self._trainable:
                 buf = self.optimizer.state.get(self._tensors[n], {}).get("momentum_buffer")
@@ -117,10 +108,10 @@ class Trainer(training.Trainer):
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         check_params(self.arch, {n: state[n] for n in self._tensors if n in state})
-        load_canonical(self.model, state)
+        self.model.load(state)
         if self.sgd.momentum:
             for n in self._trainable:
-                buf = torch.from_numpy(np.array(state[momentum_key(n)], dtype=self.np_dtype)).to(self.device)
+                buf = torch.from_numpy(np.array(state[momentum_key(n)], dtype=self.dtype)).to(self.device)
                 self.optimizer.state[self._tensors[n]]["momentum_buffer"] = buf
         torch.set_rng_state(torch.from_numpy(np.asarray(state[RNG_KEY], dtype=np.uint8)))
         self.steps = int(state[STEP_KEY])

@@ -1,34 +1,47 @@
 """`bnparity train`: AlexNet with and without BN in every framework, several seeds, recorded curves.
 
-Exit code 0 when every run that could start completed, 1 when a run failed (or none could start), 2 for bad
-input, 130 when interrupted (every record written so far stays; `--resume` continues).
+Exit code 0 when every run that could start completed, 1 when a run failed (or none could start, or a framework
+named in --frameworks is installed but fails to import), 2 for bad input, 130 when interrupted (every record
+written so far stays; `--resume` continues).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import sys
 from pathlib import Path
 
-from bnparity.frameworks.registry import parse_frameworks
+from bnparity.frameworks.registry import frameworks_help, parse_frameworks
+from bnparity.suites.cli import broken_frameworks, named_frameworks
 from bnparity.suites.environment import environment
 from bnparity.suites.errors import UserError
+from bnparity.suites.schema import (
+    TRAIN_MANIFEST,
+    TRAIN_MANIFEST_VERSION,
+    DoneEvent,
+    Environment,
+    ResumedSegment,
+    TrainManifest,
+    format_string,
+    from_dict,
+)
 
 from .conclusions import format_conclusions, write_conclusions
 from .orchestrate import run_all, threads_per_job
-from .presets import PRESETS, TrainPreset, get_preset, parse_variants
+from .presets import PRESETS, get_preset, parse_variants
 from .progress import ProgressDisplay
-from .records import RunId, read_manifest, read_records, terminal_record, write_manifest
+from .records import RunId, load_manifest, read_records, terminal_record, write_manifest
 from .runner import thread_env
 
-FORMAT = "bnparity-train/1"
+FORMAT = format_string(TRAIN_MANIFEST, TRAIN_MANIFEST_VERSION)  # manifest.json
 DEFAULT_PRESET = "cpu"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", help=f"one of {', '.join(PRESETS)} (default: {DEFAULT_PRESET})")
-    parser.add_argument("--frameworks", help="comma-separated: torch,mxnet,jax (default: all)")
+    parser.add_argument("--frameworks", help=frameworks_help())
     parser.add_argument("--variants", help="comma-separated: bn,nobn (default: both)")
     parser.add_argument("--seeds", type=int, help="seeds 0..N-1 per configuration (default: the preset's)")
     parser.add_argument("--jobs", type=int,
@@ -60,7 +73,7 @@ def _select(args: argparse.Namespace, *, seeds_default: int) -> list[RunId]:
     return [RunId(f, v, s) for f in frameworks for s in seeds for v in variants]
 
 
-def _new_manifest(args: argparse.Namespace) -> tuple[Path, dict, list[RunId]]:
+def _new_manifest(args: argparse.Namespace) -> tuple[Path, TrainManifest, list[RunId]]:
     preset = get_preset(args.preset or DEFAULT_PRESET)
     if args.epochs is not None:
         preset = preset.replace(epochs=args.epochs)
@@ -73,33 +86,33 @@ def _new_manifest(args: argparse.Namespace) -> tuple[Path, dict, list[RunId]]:
     if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
         raise UserError(f"--out must be a new or empty directory (pass --resume to continue a run). "
                         f"Received: {run_dir}, which exists")
-    manifest = {"format": FORMAT, "preset": preset.to_dict(), "runs": [r.name for r in runs],
-                "frameworks": list(dict.fromkeys(r.framework for r in runs)),
-                "variants": list(dict.fromkeys(r.variant for r in runs)),
-                "seeds": sorted({r.seed for r in runs}), "device": args.device or "cpu",
-                "verify_data": not args.no_verify_data, "resumed": []}
+    manifest = TrainManifest(preset=preset, runs=tuple(r.name for r in runs),
+                             frameworks=tuple(dict.fromkeys(r.framework for r in runs)),
+                             variants=tuple(dict.fromkeys(r.variant for r in runs)),
+                             seeds=tuple(sorted({r.seed for r in runs})), device=args.device or "cpu",
+                             verify_data=not args.no_verify_data)
     return run_dir, manifest, runs
 
 
-def _resumed_manifest(args: argparse.Namespace) -> tuple[Path, dict, list[RunId]]:
+def _resumed_manifest(args: argparse.Namespace) -> tuple[Path, TrainManifest, list[RunId]]:
     if args.out is None:
         raise UserError("--resume needs --out, the run directory to continue")
-    manifest = read_manifest(args.out)
-    preset = manifest["preset"]
-    if args.preset is not None and args.preset != preset["name"]:
+    manifest = load_manifest(args.out)
+    preset = manifest.preset
+    if args.preset is not None and args.preset != preset.name:
         raise UserError(f"--preset must match the run's preset on --resume. Received: {args.preset}, "
-                        f"run has {preset['name']}")
-    if args.epochs is not None and args.epochs != preset["epochs"]:
+                        f"run has {preset.name}")
+    if args.epochs is not None and args.epochs != preset.epochs:
         raise UserError(f"--epochs must match the run's epochs on --resume. Received: {args.epochs}, "
-                        f"run has {preset['epochs']}")
-    if args.device is not None and args.device != manifest["device"]:
+                        f"run has {preset.epochs}")
+    if args.device is not None and args.device != manifest.device:
         raise UserError(f"--device must match the run's device on --resume. Received: {args.device}, "
-                        f"run has {manifest['device']}")
-    recorded = [RunId.parse(n) for n in manifest["runs"]]
-    chosen = (_select(args, seeds_default=len(manifest["seeds"]))
+                        f"run has {manifest.device}")
+    recorded = [RunId.parse(n) for n in manifest.runs]
+    chosen = (_select(args, seeds_default=len(manifest.seeds))
               if args.frameworks or args.variants or args.seeds else recorded)
-    manifest["runs"] = [r.name for r in recorded] + [r.name for r in chosen if r not in recorded]
-    manifest["seeds"] = sorted({RunId.parse(n).seed for n in manifest["runs"]})
+    names = tuple(r.name for r in recorded) + tuple(r.name for r in chosen if r not in recorded)
+    manifest = dataclasses.replace(manifest, runs=names, seeds=tuple(sorted({RunId.parse(n).seed for n in names})))
     return args.out, manifest, chosen
 
 
@@ -112,29 +125,30 @@ def run(args: argparse.Namespace) -> int:
     _positive("jobs", args.jobs)
     _positive("epochs", args.epochs)
     run_dir, manifest, runs = _resumed_manifest(args) if args.resume else _new_manifest(args)
-    given = args.data_dir if args.data_dir is not None or not args.resume else Path(manifest["data_dir"])
-    data = load_fashion_mnist(given, allow_download=False, verify=manifest["verify_data"])
+    recorded_data = Path(manifest.data_dir) if manifest.data_dir is not None else None
+    given = args.data_dir if args.data_dir is not None or not args.resume else recorded_data
+    data = load_fashion_mnist(given, allow_download=False, verify=manifest.verify_data)
     data_dir = data.source.resolve()
-    preset = TrainPreset.from_dict(manifest["preset"])
+    preset = manifest.preset
     if data.train_images.shape[1:] != (preset.image_size, preset.image_size):
         print(f"resizing the images to {preset.image_size}x{preset.image_size} once, for every run (cached)")
         prepare(data, image_size=preset.image_size, train_subset=preset.train_subset,
                 test_subset=preset.test_subset, subset_seed=preset.subset_seed)
     todo = [r for r in runs if not (args.resume and _is_done(run_dir, r))]
-    jobs = min(args.jobs or manifest.get("jobs") or 1, max(1, len(todo)))
+    jobs = min(args.jobs or manifest.jobs or 1, max(1, len(todo)))
     threads = threads_per_job(jobs)
     when = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    env = from_dict(Environment, environment(), where="environment")
     setup = {"jobs": jobs, "threads_per_job": threads, "thread_env": thread_env(threads, {}),
-             "data_dir": str(data_dir), "argv": sys.argv[1:]}
+             "data_dir": str(data_dir), "argv": tuple(sys.argv[1:])}
     if args.resume:
-        manifest["resumed"].append({"time": when, "runs": [r.name for r in todo], **setup,
-                                    "environment": environment()})
+        segment = ResumedSegment(time=when, runs=tuple(r.name for r in todo), environment=env, **setup)
+        manifest = dataclasses.replace(manifest, resumed=(*manifest.resumed, segment), data_dir=str(data_dir))
     else:
-        manifest.update(setup, environment=environment())
-    manifest["data_dir"] = str(data_dir)
+        manifest = dataclasses.replace(manifest, environment=env, **setup)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_manifest(run_dir, manifest)
-    print(f"bnparity train: preset {manifest['preset']['name']}, {len(todo)} of {len(runs)} runs to do, "
+    print(f"bnparity train: preset {manifest.preset.name}, {len(todo)} of {len(runs)} runs to do, "
           f"{jobs} at a time with {threads} thread(s) each -> {run_dir}", flush=True)
     try:
         outcomes = run_all(run_dir=run_dir, runs=todo, jobs=jobs, threads=threads, resume=args.resume,
@@ -144,11 +158,14 @@ def run(args: argparse.Namespace) -> int:
     skipped = {o.run.framework: o.message for o in outcomes if o.status == "skipped"}
     for framework, reason in skipped.items():
         print(f"skipped: {framework}: {reason}")
+    broken = broken_frameworks(f for f in named_frameworks(args.frameworks) if f in skipped)
+    for reason in broken.values():
+        print(f"bnparity train: {reason} (asked for with --frameworks)", file=sys.stderr)
     print(format_conclusions(conclusions))
     print(f"records and conclusions.json in {run_dir}")
     failed = [o for o in outcomes if o.status != "done" and o.status != "skipped"]
     done = [r for r in runs if _is_done(run_dir, r)]
-    if failed or not done:
+    if failed or not done or broken:
         if not done:
             print("bnparity train: no run completed", file=sys.stderr)
         return 1
@@ -157,4 +174,4 @@ def run(args: argparse.Namespace) -> int:
 
 def _is_done(run_dir: Path, run: RunId) -> bool:
     last = terminal_record(read_records(run.records_path(run_dir)))
-    return last is not None and last["kind"] == "done"
+    return isinstance(last, DoneEvent)

@@ -13,30 +13,50 @@ Definitions:
   |mean_f - mean_g| <= K * max(std_f, std_g, FLOOR) with means and stds of test accuracy over seeds (std 0
   with one seed). The curves agree when every common point passes. K = 3, FLOOR = 0.01: with one seed two
   curves agree when they are within 3 accuracy points everywhere.
+- identical batches: every framework's runs of the same variant and seed must have trained on the same batch at
+  every iteration; each "iter" record carries its batch's digest (runner.batch_digest) and the check compares
+  them iteration by iteration (`batch_digests`; version-1 runs have no digests, `recorded` says so).
+- a run is "done" when its last record is "done", or when its last readable record is the "epoch" record of its
+  last planned epoch and the line after it is unreadable (the "done" line was cut mid-write).
 
-conclusions.json (format "bnparity-train-conclusions/1"): run_dir, preset, targets, complete (every run done
-or skipped); runs: {name: status ("done", "failed", "skipped", "interrupted", "incomplete", "not started"),
-epochs_completed, iterations, final_test_accuracy, last_test_accuracy, best_test_accuracy, images_per_s,
-wall_time, message}; configs: [{framework, variant, seeds, seeds_done, final_test_accuracy: {mean, std, n},
-best_test_accuracy, images_per_s, targets: {"0.85": {reached, of, iterations_mean, epochs_mean, per_seed:
-{seed: {iteration, epochs_done, epoch, wall_time} | null}}}}]; bn_speedup: [{framework, target, iterations_bn,
-iterations_nobn, speedup, at_least}]; agreement: {criterion, k, floor, pairs: [{variant, frameworks, points,
-outside, max_abs_diff, worst_iteration, agree}]}; published: [{framework, variant, epoch, published,
-measured_mean, n}]; incomplete: [{run, status, epochs_completed, iterations, message}]; skipped: {name: reason}.
+conclusions.json is bnparity.suites.schema.Conclusions (format "bnparity-train-conclusions/2"); the README's
+"Record format" section lists every field.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import statistics
 from pathlib import Path
-from typing import Any
 
 from bnparity.suites.records import write_json
+from bnparity.suites.schema import (
+    AccuracyStat,
+    Agreement,
+    AgreementPair,
+    BatchDigests,
+    Conclusions,
+    ConfigSummary,
+    DigestCheck,
+    EpochEvent,
+    EvalEvent,
+    FailedEvent,
+    IncompleteRun,
+    IterEvent,
+    PublishedPoint,
+    RunSummary,
+    SkippedEvent,
+    Speedup,
+    StartEvent,
+    TargetHit,
+    TimeToTarget,
+    TrainManifest,
+    to_dict,
+)
 
-from .records import CONCLUSIONS, RunId, read_manifest, read_records
+from .records import CONCLUSIONS, RunId, RunRecords, load_manifest, read_run
 
-FORMAT = "bnparity-train-conclusions/1"
 K = 3.0
 FLOOR = 0.01
 CRITERION = (f"at each common evaluation iteration: |mean_f - mean_g| <= {K:g} * max(std_f, std_g, {FLOOR:g}) "
@@ -51,92 +71,103 @@ def _std(values: list[float]) -> float | None:
     return statistics.stdev(values) if len(values) >= 2 else None
 
 
-def time_to_target(evals: list[dict[str, Any]], target: float) -> dict[str, Any] | None:
-    """The first evaluation record at or above `target` test accuracy, as a small dict; None if none is."""
+def _accuracy(e: EvalEvent | EpochEvent) -> float | None:
+    a = e.test_accuracy
+    return a if a is not None and math.isfinite(a) else None
+
+
+def time_to_target(evals: list[EvalEvent], target: float) -> TargetHit | None:
+    """The first evaluation at or above `target` test accuracy; None if none is."""
     for r in evals:
-        if r["test_accuracy"] is not None and r["test_accuracy"] >= target:
-            return {"iteration": r["iteration"], "epochs_done": r.get("epochs_done"), "epoch": r["epoch"],
-                    "wall_time": r.get("wall_time")}
+        accuracy = _accuracy(r)
+        if accuracy is not None and accuracy >= target:
+            return TargetHit(iteration=r.iteration, epochs_done=r.epochs_done, epoch=r.epoch, wall_time=r.wall_time)
     return None
 
 
-def run_summary(run: RunId, records: list[dict[str, Any]]) -> dict[str, Any]:
+def run_summary(run: RunId, rr: RunRecords, *, epochs_planned: int | None) -> RunSummary:
     """Status and figures of one run from its records ("not started" when there are none)."""
+    records = rr.events
     last = records[-1] if records else None
+    starts = [r for r in records if isinstance(r, StartEvent)]
+    planned = starts[-1].epochs if starts else epochs_planned
     status = {None: "not started", "done": "done", "failed": "failed", "skipped": "skipped",
-              "interrupted": "interrupted"}.get(last and last["kind"], "incomplete")
-    evals = [r for r in records if r["kind"] == "eval"]
-    epochs = [r for r in records if r["kind"] == "epoch"]
-    accuracies = [r["test_accuracy"] for r in evals if r["test_accuracy"] is not None]
-    speeds = [r["images_per_s"] for r in epochs if r.get("images_per_s")]
-    message = (last.get("error") or last.get("reason") or "") if last else ""
-    return {"framework": run.framework, "variant": run.variant, "seed": run.seed, "status": status,
-            "epochs_completed": len(epochs), "iterations": last["iteration"] if last else 0,
-            "final_test_accuracy": evals[-1]["test_accuracy"] if evals and status == "done" else None,
-            "last_test_accuracy": evals[-1]["test_accuracy"] if evals else None,
-            "best_test_accuracy": max(accuracies, default=None), "images_per_s": _mean(speeds),
-            "wall_time": epochs[-1]["wall_time"] if epochs else None, "message": message}
+              "interrupted": "interrupted"}.get(last and last.kind, "incomplete")
+    message = (last.error if isinstance(last, FailedEvent) else last.reason if isinstance(last, SkippedEvent)
+               else "")
+    if status == "incomplete" and isinstance(last, EpochEvent) and last.epoch == planned and rr.tail_unreadable:
+        status, message = "done", f"its last line is unreadable; the record of its last epoch ({planned}) is there"
+    evals = [r for r in records if isinstance(r, EvalEvent)]
+    epochs = [r for r in records if isinstance(r, EpochEvent)]
+    accuracies = [a for a in map(_accuracy, evals) if a is not None]
+    speeds = [r.images_per_s for r in epochs if r.images_per_s]
+    return RunSummary(framework=run.framework, variant=run.variant, seed=run.seed, status=status,
+                      epochs_completed=len(epochs), iterations=last.iteration if last else 0,
+                      final_test_accuracy=_accuracy(evals[-1]) if evals and status == "done" else None,
+                      last_test_accuracy=_accuracy(evals[-1]) if evals else None,
+                      best_test_accuracy=max(accuracies, default=None), images_per_s=_mean(speeds),
+                      wall_time=epochs[-1].wall_time if epochs else None, message=message, epochs_planned=planned,
+                      unreadable_lines=len(rr.unreadable))
 
 
-def _config(framework: str, variant: str, runs: list[RunId], summaries: dict[str, dict],
-            curves: dict[str, list[dict]], targets: list[float]) -> dict[str, Any]:
-    finals = [summaries[r.name]["final_test_accuracy"] for r in runs
-              if summaries[r.name]["final_test_accuracy"] is not None]
-    bests = [summaries[r.name]["best_test_accuracy"] for r in runs
-             if summaries[r.name]["best_test_accuracy"] is not None]
-    speeds = [summaries[r.name]["images_per_s"] for r in runs if summaries[r.name]["images_per_s"]]
+def _config(framework: str, variant: str, runs: list[RunId], summaries: dict[str, RunSummary],
+            curves: dict[str, list[EvalEvent]], targets: list[float]) -> ConfigSummary:
+    mine = [summaries[r.name] for r in runs]
+    finals = [s.final_test_accuracy for s in mine if s.final_test_accuracy is not None]
+    bests = [s.best_test_accuracy for s in mine if s.best_test_accuracy is not None]
+    speeds = [s.images_per_s for s in mine if s.images_per_s]
     started = [r for r in runs if curves[r.name]]
     to_target = {}
     for target in targets:
         per_seed = {r.seed: time_to_target(curves[r.name], target) for r in started}
         hit = [p for p in per_seed.values() if p is not None]
-        to_target[f"{target:g}"] = {
-            "reached": len(hit), "of": len(started),
-            "iterations_mean": _mean([p["iteration"] for p in hit]),
-            "epochs_mean": _mean([p["epochs_done"] for p in hit if p["epochs_done"] is not None]),
-            "per_seed": {str(seed): p for seed, p in per_seed.items()}}
-    return {"framework": framework, "variant": variant, "seeds": [r.seed for r in runs],
-            "seeds_done": sum(summaries[r.name]["status"] == "done" for r in runs),
-            "final_test_accuracy": {"mean": _mean(finals), "std": _std(finals), "n": len(finals)},
-            "best_test_accuracy": max(bests, default=None), "images_per_s": _mean(speeds),
-            "targets": to_target}
+        to_target[f"{target:g}"] = TimeToTarget(
+            reached=len(hit), of=len(started), iterations_mean=_mean([p.iteration for p in hit]),
+            epochs_mean=_mean([p.epochs_done for p in hit if p.epochs_done is not None]),
+            per_seed={str(seed): p for seed, p in per_seed.items()})
+    return ConfigSummary(framework=framework, variant=variant, seeds=tuple(r.seed for r in runs),
+                         seeds_done=sum(s.status == "done" for s in mine),
+                         final_test_accuracy=AccuracyStat(mean=_mean(finals), std=_std(finals), n=len(finals)),
+                         best_test_accuracy=max(bests, default=None), images_per_s=_mean(speeds),
+                         targets=to_target, best_test_accuracy_mean=_mean(bests))
 
 
-def _speedups(configs: dict[tuple[str, str], dict], curves: dict[str, list[dict]], runs: list[RunId],
-              targets: list[float]) -> list[dict[str, Any]]:
+def _speedups(configs: dict[tuple[str, str], ConfigSummary], curves: dict[str, list[EvalEvent]], runs: list[RunId],
+              targets: list[float]) -> list[Speedup]:
     out = []
     for framework in sorted({f for f, _ in configs}):
         bn, nobn = configs.get((framework, "bn")), configs.get((framework, "nobn"))
         if bn is None or nobn is None:
             continue
-        nobn_ran = max((curves[r.name][-1]["iteration"] for r in runs
+        nobn_ran = max((curves[r.name][-1].iteration for r in runs
                         if r.framework == framework and r.variant == "nobn" and curves[r.name]), default=0)
         for target in targets:
             key = f"{target:g}"
-            b, n = bn["targets"][key], nobn["targets"][key]
-            bn_all = b["of"] > 0 and b["reached"] == b["of"]
-            nobn_all = n["of"] > 0 and n["reached"] == n["of"]
-            entry = {"framework": framework, "target": target, "iterations_bn": b["iterations_mean"],
-                     "iterations_nobn": n["iterations_mean"], "speedup": None, "at_least": None}
+            b, n = bn.targets[key], nobn.targets[key]
+            bn_all = b.of > 0 and b.reached == b.of
+            nobn_all = n.of > 0 and n.reached == n.of
+            speedup = at_least = None
             if bn_all and nobn_all:
-                entry["speedup"] = n["iterations_mean"] / b["iterations_mean"]
-            elif bn_all and n["reached"] == 0 and nobn["seeds_done"] == len(nobn["seeds"]) and nobn_ran:
-                entry["at_least"] = nobn_ran / b["iterations_mean"]
-            out.append(entry)
+                speedup = n.iterations_mean / b.iterations_mean
+            elif bn_all and n.reached == 0 and nobn.seeds_done == len(nobn.seeds) and nobn_ran:
+                at_least = nobn_ran / b.iterations_mean
+            out.append(Speedup(framework=framework, target=target, iterations_bn=b.iterations_mean,
+                               iterations_nobn=n.iterations_mean, speedup=speedup, at_least=at_least))
     return out
 
 
-def _curve_stats(runs: list[RunId], curves: dict[str, list[dict]]) -> dict[int, tuple[float, float, int]]:
+def _curve_stats(runs: list[RunId], curves: dict[str, list[EvalEvent]]) -> dict[int, tuple[float, float, int]]:
     """iteration -> (mean, std, n) of test accuracy over the seeds that evaluated at that iteration."""
     by_iteration: dict[int, list[float]] = {}
     for r in runs:
         for e in curves[r.name]:
-            if e["test_accuracy"] is not None:
-                by_iteration.setdefault(e["iteration"], []).append(e["test_accuracy"])
+            accuracy = _accuracy(e)
+            if accuracy is not None:
+                by_iteration.setdefault(e.iteration, []).append(accuracy)
     return {i: (statistics.fmean(v), _std(v) or 0.0, len(v)) for i, v in by_iteration.items()}
 
 
-def _agreement(runs: list[RunId], curves: dict[str, list[dict]]) -> list[dict[str, Any]]:
+def _agreement(runs: list[RunId], curves: dict[str, list[EvalEvent]]) -> list[AgreementPair]:
     pairs = []
     for variant in sorted({r.variant for r in runs}):
         frameworks = sorted({r.framework for r in runs if r.variant == variant})
@@ -152,56 +183,84 @@ def _agreement(runs: list[RunId], curves: dict[str, list[dict]]) -> list[dict[st
                 diff = abs(mf - mg)
                 outside += diff > K * max(sf, sg, FLOOR)
                 worst = max(worst, (diff, i), key=lambda w: w[0])
-            pairs.append({"variant": variant, "frameworks": [f, g], "points": len(common), "outside": outside,
-                          "max_abs_diff": worst[0], "worst_iteration": worst[1], "agree": outside == 0})
+            pairs.append(AgreementPair(variant=variant, frameworks=(f, g), points=len(common), outside=outside,
+                                       max_abs_diff=worst[0], worst_iteration=worst[1], agree=outside == 0))
     return pairs
 
 
-def _published(preset: dict[str, Any], configs: dict[tuple[str, str], dict], runs: list[RunId],
-               records: dict[str, list[dict]]) -> list[dict[str, Any]]:
+def _published(manifest: TrainManifest, configs: dict[tuple[str, str], ConfigSummary], runs: list[RunId],
+               records: dict[str, RunRecords]) -> list[PublishedPoint]:
     out = []
-    for variant, epoch, accuracy in preset.get("published", ()):
+    for variant, epoch, accuracy in manifest.preset.published:
         for framework in sorted({f for f, v in configs if v == variant}):
-            measured = [r["test_accuracy"] for run in runs if run.framework == framework and run.variant == variant
-                        for r in records[run.name] if r["kind"] == "epoch" and r["epoch"] == epoch]
-            out.append({"framework": framework, "variant": variant, "epoch": epoch, "published": accuracy,
-                        "measured_mean": _mean(measured), "n": len(measured)})
+            measured = [a for run in runs if run.framework == framework and run.variant == variant
+                        for r in records[run.name].events if isinstance(r, EpochEvent) and r.epoch == epoch
+                        and (a := _accuracy(r)) is not None]
+            out.append(PublishedPoint(framework=framework, variant=variant, epoch=epoch, published=accuracy,
+                                      measured_mean=_mean(measured), n=len(measured)))
     return out
 
 
-def compute_conclusions(run_dir: Path) -> dict[str, Any]:
-    """The conclusions of `run_dir` (complete or not) from its manifest and JSONL files."""
+def batch_digests(runs: list[RunId], records: dict[str, RunRecords]) -> BatchDigests:
+    """Compare, for each variant and seed, the batch digests of every framework's run at every iteration."""
+    digests = {r.name: {e.iteration: e.batch_digest for e in records[r.name].events
+                        if isinstance(e, IterEvent) and e.batch_digest is not None} for r in runs}
+    trained = {r.name for r in runs if any(isinstance(e, IterEvent) for e in records[r.name].events)}
+    checks = []
+    for variant, seed in sorted({(r.variant, r.seed) for r in runs}):
+        group = sorted((r for r in runs if (r.variant, r.seed) == (variant, seed) and digests[r.name]),
+                       key=lambda r: r.framework)
+        if len(group) < 2:
+            continue
+        iterations = sorted(i for i in set().union(*(digests[r.name] for r in group))
+                            if sum(i in digests[r.name] for r in group) >= 2)
+        mismatched = [i for i in iterations if len({digests[r.name][i] for r in group if i in digests[r.name]}) > 1]
+        first = mismatched[0] if mismatched else None
+        checks.append(DigestCheck(variant=variant, seed=seed, frameworks=tuple(r.framework for r in group),
+                                  iterations=len(iterations), mismatched=len(mismatched), first_mismatch=first,
+                                  digests={} if first is None else {r.framework: digests[r.name][first]
+                                                                    for r in group if first in digests[r.name]}))
+    return BatchDigests(recorded=any(digests.values()), checks=tuple(checks),
+                        without_digests=tuple(r.name for r in runs if r.name in trained and not digests[r.name]))
+
+
+def compute_conclusions(run_dir: Path, *, manifest: TrainManifest | None = None,
+                        records: dict[str, RunRecords] | None = None) -> Conclusions:
+    """The conclusions of `run_dir` (complete or not) from its manifest and JSONL files (or those given, read
+    already). Raises FormatError when a file is of a newer format than this bnparity reads."""
     run_dir = Path(run_dir)
-    manifest = read_manifest(run_dir)
-    preset = manifest["preset"]
-    targets = [float(t) for t in preset["targets"]]
-    runs = [RunId.parse(name) for name in manifest["runs"]]
-    records = {r.name: read_records(r.records_path(run_dir)) for r in runs}
-    curves = {name: [r for r in recs if r["kind"] == "eval"] for name, recs in records.items()}
-    summaries = {r.name: run_summary(r, records[r.name]) for r in runs}
-    trained = [r for r in runs if summaries[r.name]["status"] not in ("skipped", "not started")]
+    manifest = manifest or load_manifest(run_dir)
+    targets = [float(t) for t in manifest.preset.targets]
+    runs = [RunId.parse(name) for name in manifest.runs]
+    if records is None:
+        records = {r.name: read_run(r.records_path(run_dir)) for r in runs}
+    curves = {r.name: [e for e in records[r.name].events if isinstance(e, EvalEvent)] for r in runs}
+    summaries = {r.name: run_summary(r, records[r.name], epochs_planned=manifest.preset.epochs) for r in runs}
+    trained = [r for r in runs if summaries[r.name].status not in ("skipped", "not started")]
     groups: dict[tuple[str, str], list[RunId]] = {}
     for r in trained:
         groups.setdefault((r.framework, r.variant), []).append(r)
     configs = {key: _config(*key, group, summaries, curves, targets) for key, group in groups.items()}
-    return {
-        "format": FORMAT, "run_dir": str(run_dir), "preset": preset["name"], "targets": targets,
-        "complete": all(s["status"] in ("done", "skipped") for s in summaries.values()),
-        "runs": summaries,
-        "configs": list(configs.values()),
-        "bn_speedup": _speedups(configs, curves, trained, targets),
-        "agreement": {"criterion": CRITERION, "k": K, "floor": FLOOR, "pairs": _agreement(trained, curves)},
-        "published": _published(preset, configs, trained, records),
-        "incomplete": [{"run": name, **{k: s[k] for k in ("status", "epochs_completed", "iterations", "message")}}
-                       for name, s in summaries.items() if s["status"] not in ("done", "skipped")],
-        "skipped": {name: s["message"] for name, s in summaries.items() if s["status"] == "skipped"},
-    }
+    return Conclusions(
+        run_dir=str(run_dir), preset=manifest.preset.name, epochs=manifest.preset.epochs, targets=tuple(targets),
+        complete=all(s.status in ("done", "skipped") for s in summaries.values()),
+        runs=summaries, configs=tuple(configs.values()),
+        bn_speedup=tuple(_speedups(configs, curves, trained, targets)),
+        agreement=Agreement(criterion=CRITERION, k=K, floor=FLOOR, pairs=tuple(_agreement(trained, curves))),
+        published=tuple(_published(manifest, configs, trained, records)),
+        incomplete=tuple(IncompleteRun(run=name, status=s.status, epochs_completed=s.epochs_completed,
+                                       iterations=s.iterations, message=s.message)
+                         for name, s in summaries.items() if s.status not in ("done", "skipped")),
+        skipped={name: s.message for name, s in summaries.items() if s.status == "skipped"},
+        batch_digests=batch_digests(trained, records),
+        unreadable_lines={r.records_path(run_dir).name: len(records[r.name].unreadable) for r in runs
+                          if records[r.name].unreadable})
 
 
-def write_conclusions(run_dir: Path) -> dict[str, Any]:
+def write_conclusions(run_dir: Path) -> Conclusions:
     """Compute the conclusions of `run_dir` and write them to its conclusions.json; returns them."""
     conclusions = compute_conclusions(run_dir)
-    write_json(Path(run_dir) / CONCLUSIONS, conclusions)
+    write_json(Path(run_dir) / CONCLUSIONS, to_dict(conclusions))
     return conclusions
 
 
@@ -209,30 +268,36 @@ def _fmt(value: float | None, spec: str = ".4f") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def format_conclusions(c: dict[str, Any]) -> str:
+def format_conclusions(c: Conclusions) -> str:
     """A compact text summary of `c` for the terminal."""
-    targets = [f"{t:g}" for t in c["targets"]]
+    targets = [f"{t:g}" for t in c.targets]
     lines = [f"{'config':<12} {'seeds':>5} {'final test acc':>18} {'best':>7} {'img/s':>7}  "
              + "  ".join(f"ep→{t:<5}" for t in targets)]
-    for cfg in c["configs"]:
-        final = cfg["final_test_accuracy"]
-        acc = _fmt(final["mean"]) + (f" ± {final['std']:.4f}" if final["std"] is not None else "")
-        reach = [_fmt(cfg["targets"][t]["epochs_mean"], ".2f") for t in targets]
-        lines.append(f"{cfg['framework'] + '-' + cfg['variant']:<12} {cfg['seeds_done']:>2}/{len(cfg['seeds']):<2} "
-                     f"{acc:>18} {_fmt(cfg['best_test_accuracy']):>7} {_fmt(cfg['images_per_s'], '.0f'):>7}  "
+    for cfg in c.configs:
+        final = cfg.final_test_accuracy
+        acc = _fmt(final.mean) + (f" ± {final.std:.4f}" if final.std is not None else "")
+        reach = [_fmt(cfg.targets[t].epochs_mean, ".2f") for t in targets]
+        lines.append(f"{cfg.framework + '-' + cfg.variant:<12} {cfg.seeds_done:>2}/{len(cfg.seeds):<2} "
+                     f"{acc:>18} {_fmt(cfg.best_test_accuracy):>7} {_fmt(cfg.images_per_s, '.0f'):>7}  "
                      + "  ".join(f"{r:<8}" for r in reach))
-    for s in c["bn_speedup"]:
-        if s["speedup"] is not None or s["at_least"] is not None:
-            value = f"{s['speedup']:.2f}x" if s["speedup"] is not None else f">= {s['at_least']:.2f}x"
-            lines.append(f"BN speed-up {s['framework']} to {s['target']:g}: {value} fewer iterations")
-    for p in c["agreement"]["pairs"]:
-        verdict = "agree" if p["agree"] else f"differ at {p['outside']} of {p['points']} points"
-        lines.append(f"{p['variant']}: {' vs '.join(p['frameworks'])} {verdict} "
-                     f"(max |Δ acc| {p['max_abs_diff']:.4f} at iteration {p['worst_iteration']})")
-    for p in c["published"]:
-        lines.append(f"{p['framework']}-{p['variant']} after epoch {p['epoch']}: test accuracy "
-                     f"{_fmt(p['measured_mean'])} (published: {p['published']:.3f})")
-    for item in c["incomplete"]:
-        lines.append(f"{item['status']}: {item['run']} after {item['epochs_completed']} epochs"
-                     + (f": {item['message']}" if item["message"] else ""))
+    for s in c.bn_speedup:
+        if s.speedup is not None or s.at_least is not None:
+            value = f"{s.speedup:.2f}x" if s.speedup is not None else f">= {s.at_least:.2f}x"
+            lines.append(f"BN speed-up {s.framework} to {s.target:g}: {value} fewer iterations")
+    for p in c.agreement.pairs:
+        verdict = "agree" if p.agree else f"differ at {p.outside} of {p.points} points"
+        lines.append(f"{p.variant}: {' vs '.join(p.frameworks)} {verdict} "
+                     f"(max |Δ acc| {p.max_abs_diff:.4f} at iteration {p.worst_iteration})")
+    for check in c.batch_digests.checks:
+        if not check.identical:
+            lines.append(f"DIFFERENT BATCHES: {check.variant} seed {check.seed}: {', '.join(check.frameworks)} differ "
+                         f"at {check.mismatched} of {check.iterations} iterations (first: {check.first_mismatch})")
+    for p in c.published:
+        lines.append(f"{p.framework}-{p.variant} after epoch {p.epoch}: test accuracy "
+                     f"{_fmt(p.measured_mean)} (published: {p.published:.3f})")
+    for item in c.incomplete:
+        lines.append(f"{item.status}: {item.run} after {item.epochs_completed} epochs"
+                     + (f": {item.message}" if item.message else ""))
+    for name, n in c.unreadable_lines.items():
+        lines.append(f"{n} unreadable lines in {name}")
     return "\n".join(lines)

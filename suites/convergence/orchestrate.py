@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from bnparity.suites.schema import DoneEvent, FailedEvent, InterruptedEvent, SkippedEvent
+
 from .progress import ProgressDisplay
 from .records import RecordWriter, RunId, read_records, resume_point, truncate_after_epoch
 from .runner import thread_env
@@ -54,18 +56,18 @@ def _outcome(run_dir: Path, run: RunId, returncode: int) -> RunOutcome:
     """The outcome of a finished run process, from its records (writing "failed" if it wrote no end)."""
     records = read_records(run.records_path(run_dir))
     last = records[-1] if records else None
-    if last is not None and last["kind"] == "done":
-        return RunOutcome(run, "done", f"test accuracy {last['test_accuracy']}")
-    if last is not None and last["kind"] == "failed":
-        return RunOutcome(run, "failed", last["error"])
-    if last is not None and last["kind"] == "skipped":
-        return RunOutcome(run, "skipped", last["reason"])
-    if last is not None and last["kind"] == "interrupted":
-        return RunOutcome(run, "interrupted", f"interrupted in epoch {last['epoch']}")
+    if isinstance(last, DoneEvent):
+        return RunOutcome(run, "done", f"test accuracy {last.test_accuracy}")
+    if isinstance(last, FailedEvent):
+        return RunOutcome(run, "failed", last.error)
+    if isinstance(last, SkippedEvent):
+        return RunOutcome(run, "skipped", last.reason)
+    if isinstance(last, InterruptedEvent):
+        return RunOutcome(run, "interrupted", f"interrupted in epoch {last.epoch}")
     log_line = _last_log_line(run.log_path(run_dir))
     error = f"the run process exited with code {returncode} without a final record" + (
         f"; last output: {log_line}" if log_line else "")
-    epoch, iteration = (last["epoch"], last["iteration"]) if last else (0, 0)
+    epoch, iteration = (last.epoch, last.iteration) if last else (0, 0)
     with RecordWriter(run.records_path(run_dir), run) as out:
         out.write("failed", epoch=epoch, iteration=iteration, sync=True, error=error, returncode=returncode)
     return RunOutcome(run, "failed", error)

@@ -13,7 +13,20 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
+
+from bnparity.suites.schema import (
+    DoneEvent,
+    EpochEvent,
+    EvalEvent,
+    FailedEvent,
+    InterruptedEvent,
+    IterEvent,
+    SkippedEvent,
+    StartEvent,
+    TrainEvent,
+    load_train_event,
+)
 
 from .records import RunId
 
@@ -26,7 +39,7 @@ class RecordTail:
         self._offset = 0
         self._inode: int | None = None
 
-    def read_new(self) -> list[dict[str, Any]]:
+    def read_new(self) -> list[TrainEvent]:
         try:
             stat = self.path.stat()
         except FileNotFoundError:
@@ -41,8 +54,10 @@ class RecordTail:
         records = []
         for line in data[:end].splitlines():
             try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
+                value = json.loads(line)
+                if not (isinstance(value, dict) and value.get("kind") == "header"):
+                    records.append(load_train_event(value))
+            except ValueError:  # a corrupt line (FormatError is a ValueError): the display skips it
                 continue
         return records
 
@@ -64,27 +79,26 @@ class RunStatus:
     _base: tuple[float, int] | None = field(default=None, repr=False)  # (t, iteration) at the first step seen
     _last_t: float | None = field(default=None, repr=False)
 
-    def consume(self, record: dict[str, Any]) -> None:
-        kind = record["kind"]
-        self.epoch, self.iteration = record["epoch"], record["iteration"]
-        if kind == "start":
-            self.state, self.epochs, self.iters_per_epoch = "running", record["epochs"], record["iters_per_epoch"]
+    def consume(self, record: TrainEvent) -> None:
+        self.epoch, self.iteration = record.epoch, record.iteration
+        if isinstance(record, StartEvent):
+            self.state, self.epochs, self.iters_per_epoch = "running", record.epochs, record.iters_per_epoch
             self._base = None
-        elif kind == "iter":
-            self.loss = record["loss"]
+        elif isinstance(record, IterEvent):
+            self.loss = record.loss
             if self._base is None:
-                self._base = (record["t"], record["iteration"])
-            self._last_t = record["t"]
-        elif kind in ("eval", "epoch"):
-            self.test_accuracy = record["test_accuracy"]
-            self.images_per_s = record["images_per_s"] or self.images_per_s
-        elif kind == "done":
-            self.state, self.message = "done", f"test accuracy {record['test_accuracy']:.4f}"
-        elif kind == "failed":
-            self.state, self.message = "failed", record["error"]
-        elif kind == "skipped":
-            self.state, self.message = "skipped", record["reason"]
-        elif kind == "interrupted":
+                self._base = (record.t, record.iteration)
+            self._last_t = record.t
+        elif isinstance(record, (EvalEvent, EpochEvent)):
+            self.test_accuracy = record.test_accuracy
+            self.images_per_s = record.images_per_s or self.images_per_s
+        elif isinstance(record, DoneEvent):
+            self.state, self.message = "done", f"test accuracy {_num(record.test_accuracy, '.4f')}"
+        elif isinstance(record, FailedEvent):
+            self.state, self.message = "failed", record.error
+        elif isinstance(record, SkippedEvent):
+            self.state, self.message = "skipped", record.reason
+        elif isinstance(record, InterruptedEvent):
             self.state = "interrupted"
 
     def eta(self) -> float | None:

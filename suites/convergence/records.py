@@ -9,8 +9,11 @@ Layout of a run directory::
     logs/<name>.log                    the run process's stdout and stderr
     conclusions.json                   computed from the JSONL files only (see conclusions.py)
 
-Every record has ``kind``, ``framework``, ``variant``, ``seed``, ``epoch``, ``iteration`` and ``t`` (Unix
-time); the other fields depend on the kind and are listed in runner.py.
+A run file's first line is its header, ``{"kind": "header", "format": "bnparity-train-run/2"}``; every other
+line is one event of bnparity.suites.schema (StartEvent, IterEvent, ..., one class per kind): ``kind``,
+``framework``, ``variant``, ``seed``, ``epoch``, ``iteration``, ``t`` (Unix time) and the kind's fields (see
+runner.py). A file without a header is version 1 (the release of 2026-11-29) and reads the same way. Reading is
+line by line: a corrupt or half-written line costs that line only and is counted (`RunRecords.unreadable`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +28,20 @@ from typing import Any
 
 import numpy as np
 
-from bnparity.suites.records import json_safe, read_json, read_jsonl, write_json
+from bnparity.suites.output import replacing, write_output
+from bnparity.suites.records import read_json, read_jsonl, write_json
+from bnparity.suites.schema import (
+    TRAIN_EVENTS,
+    TRAIN_RUN_VERSION,
+    FormatError,
+    RunHeader,
+    TrainEvent,
+    TrainManifest,
+    load_train_event,
+    load_train_manifest,
+    run_file_version,
+    to_dict,
+)
 
 MANIFEST = "manifest.json"
 CONCLUSIONS = "conclusions.json"
@@ -67,7 +82,7 @@ class RunId:
 
 
 class RecordWriter:
-    """Appends one run's records to its JSONL file, one flushed line per record.
+    """Appends one run's records to its JSONL file, one flushed line per record; a new file gets the header first.
 
     Flushing (not fsync) per record means a crash or kill of the process loses nothing; epoch records
     are also fsynced, so a machine crash loses at most the current epoch.
@@ -78,13 +93,24 @@ class RecordWriter:
         self.run = run
         self.path.parent.mkdir(parents=True, exist_ok=True)
         _drop_partial_line(self.path)
+        new = not self.path.exists() or self.path.stat().st_size == 0
         self._file = self.path.open("a")
+        if new:
+            self._append(to_dict(RunHeader()), sync=False)
 
-    def write(self, kind: str, *, epoch: int, iteration: int, sync: bool = False, **fields: Any) -> None:
-        """Append one record of `kind` with the run's identity, `epoch`, `iteration` and `fields`."""
-        record = {"kind": kind, "framework": self.run.framework, "variant": self.run.variant,
-                  "seed": self.run.seed, "epoch": epoch, "iteration": iteration, "t": round(time.time(), 3)}
-        record.update(json_safe(fields))  # a diverged loss (inf, nan) becomes null
+    def write(self, kind: str, *, epoch: int, iteration: int, sync: bool = False, **fields: Any) -> TrainEvent:
+        """Append one event of `kind` (its schema class, built from `fields`) with the run's identity, `epoch`,
+        `iteration` and the time; returns it. Raises ValueError for an unknown kind, TypeError for a field the
+        kind does not have or lacks (a bug in the caller)."""
+        cls = TRAIN_EVENTS.get(kind)
+        if cls is None:
+            raise ValueError(f"kind must be one of {', '.join(TRAIN_EVENTS)}. Received: {kind!r}")
+        event = cls(framework=self.run.framework, variant=self.run.variant, seed=self.run.seed, epoch=epoch,
+                    iteration=iteration, t=round(time.time(), 3), **fields)
+        self._append(to_dict(event), sync=sync)  # a diverged loss (inf, nan) becomes null
+        return event
+
+    def _append(self, record: dict[str, Any], *, sync: bool) -> None:
         self._file.write(json.dumps(record, allow_nan=False) + "\n")
         self._file.flush()
         if sync:
@@ -110,27 +136,83 @@ def _drop_partial_line(path: Path) -> None:
             f.truncate(data.rfind(b"\n") + 1)
 
 
-def read_records(path: Path) -> list[dict[str, Any]]:
-    """The records of one run file ([] if it does not exist); a half-written last line is ignored."""
+@dataclass(frozen=True)
+class RunRecords:
+    """One run file as read: its events in order, and the lines that could not be read.
+
+    Attributes:
+        path: the file.
+        events: every readable event (the header is not one).
+        unreadable: the numbers of the lines that are not a valid event (corrupt, or cut short by a kill).
+        cut: the last line has no newline (the writer stopped in the middle of it).
+        tail_unreadable: the last non-blank line is unreadable (so the last event may not be the run's last).
+        version: the file's format version (1: no header).
+    """
+
+    path: Path
+    events: list[TrainEvent]
+    unreadable: tuple[int, ...] = ()
+    cut: bool = False
+    tail_unreadable: bool = False
+    version: int = TRAIN_RUN_VERSION
+
+
+def read_run(path: Path) -> RunRecords:
+    """Read one run file line by line (no events if it does not exist).
+
+    Raises:
+        FormatError: the header declares another family or a newer version than this bnparity reads.
+    """
     path = Path(path)
-    return list(read_jsonl(path)) if path.exists() else []
+    if not path.exists():
+        return RunRecords(path, [])
+    lines = read_jsonl(path)
+    bad, events, version, last_good = list(lines.bad_lines), [], 1, 0
+    for number, data in lines.records:
+        where = f"{path.name}:{number}"
+        if isinstance(data, dict) and data.get("kind") == "header":
+            version = run_file_version(data, where=where)
+            continue
+        try:
+            events.append(load_train_event(data, where=where))
+            last_good = number
+        except FormatError:
+            bad.append(number)
+    return RunRecords(path, events, tuple(sorted(bad)), cut=lines.cut,
+                      tail_unreadable=bool(bad) and max(bad) > last_good, version=version)
 
 
-def terminal_record(records: list[dict[str, Any]]) -> dict[str, Any] | None:
+def read_records(path: Path) -> list[TrainEvent]:
+    """The readable events of one run file ([] if it does not exist); see `read_run` for what was unreadable."""
+    return read_run(path).events
+
+
+def terminal_record(records: list[TrainEvent]) -> TrainEvent | None:
     """The last record if it ends the run ("done", "failed" or "skipped"), else None."""
-    return records[-1] if records and records[-1]["kind"] in TERMINAL_KINDS else None
+    return records[-1] if records and records[-1].kind in TERMINAL_KINDS else None
 
 
-def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
-    write_json(Path(run_dir) / MANIFEST, manifest)
+def write_manifest(run_dir: Path, manifest: TrainManifest) -> None:
+    write_json(Path(run_dir) / MANIFEST, to_dict(manifest))
 
 
-def read_manifest(run_dir: Path) -> dict[str, Any]:
-    """The manifest of `run_dir`. Raises FileNotFoundError naming the file when there is none."""
+def load_manifest(run_dir: Path) -> TrainManifest:
+    """The manifest of `run_dir` (any version this bnparity reads).
+
+    Raises:
+        FileNotFoundError: naming the file, when there is none.
+        ValueError: it is not valid JSON; FormatError (a ValueError): not a training manifest this version reads.
+    """
     path = Path(run_dir) / MANIFEST
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: not a training run directory")
-    return read_json(path)
+    return load_train_manifest(read_json(path), where=str(path))
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    """`load_manifest` as plain JSON data (upgraded to the current version), for callers that still index it by
+    key (suites/pitfalls/command.py); new code uses `load_manifest`."""
+    return to_dict(load_manifest(run_dir))
 
 
 def save_checkpoint(run_dir: Path, run: RunId, *, epoch: int, state: dict[str, np.ndarray],
@@ -143,16 +225,8 @@ def save_checkpoint(run_dir: Path, run: RunId, *, epoch: int, state: dict[str, n
     path = directory / f"epoch{epoch}.npz"
     arrays = {k: np.asarray(v) for k, v in state.items()}
     arrays[_META_KEY] = np.array(json.dumps(dict(meta, epoch=epoch)))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with replacing(path) as tmp, tmp.open("wb") as f:  # a file object: np.savez would append ".npz" to a name
+        np.savez(f, **arrays)
     for old in checkpoint_epochs(run_dir, run)[:-KEEP_CHECKPOINTS]:
         (directory / f"epoch{old}.npz").unlink(missing_ok=True)
     return path
@@ -176,7 +250,7 @@ def load_checkpoint(run_dir: Path, run: RunId, epoch: int) -> tuple[dict[str, np
 
 def resume_point(run_dir: Path, run: RunId) -> int:
     """The last epoch that has both its "epoch" record and its checkpoint (0: start from scratch)."""
-    recorded = {r["epoch"] for r in read_records(run.records_path(run_dir)) if r["kind"] == "epoch"}
+    recorded = {r.epoch for r in read_records(run.records_path(run_dir)) if r.kind == "epoch"}
     usable = [e for e in checkpoint_epochs(run_dir, run) if e in recorded]
     return max(usable, default=0)
 
@@ -206,8 +280,5 @@ def truncate_after_epoch(run_dir: Path, run: RunId, epoch: int) -> int:
     if dropped:
         with (Path(run_dir) / f"{run.name}.interrupted.jsonl").open("a") as f:
             f.writelines(dropped)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.writelines(lines[:keep])
-    os.replace(tmp, path)
+    write_output(path, "".join(lines[:keep]))
     return len(dropped)

@@ -21,7 +21,6 @@ import http.client
 import json
 import os
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 import warnings
@@ -34,6 +33,7 @@ from typing import BinaryIO
 import numpy as np
 
 from ..errors import UserError
+from ..output import replacing, write_output
 from .idx import IMAGES_MAGIC, LABELS_MAGIC, idx_header, parse_idx, read_bytes
 
 CLASS_NAMES: tuple[str, ...] = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -169,15 +169,10 @@ def _remember(spec: FileSpec, array: np.ndarray, stamp: Path, record: dict[str, 
     npy = cache_root() / "arrays" / f"{spec.raw_sha256}.npy"
     try:
         npy.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=npy.parent, prefix=f".{npy.name}.", suffix=".part")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, array, allow_pickle=False)
-            os.replace(tmp, npy)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        with replacing(npy) as tmp, tmp.open("wb") as f:  # a file object: np.save would append ".npy" to a name
+            np.save(f, array, allow_pickle=False)
         stamp.parent.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(json.dumps(record, sort_keys=True))
+        write_output(stamp, json.dumps(record, sort_keys=True))
     except OSError as e:
         warnings.warn(f"could not write the data cache in {cache_root()}: {e}", stacklevel=3)
 
@@ -229,9 +224,8 @@ def load_file(path: Path, *, spec: FileSpec, verify: bool = True, recheck: bool 
 
 def _fetch(url: str, dest: Path, *, spec: FileSpec, opener: Callable[[str], BinaryIO]) -> None:
     """Download `url` into a temp file next to `dest`, verify its uncompressed contents, rename."""
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
+    with replacing(dest) as tmp:
+        with tmp.open("wb") as f:
             try:
                 with opener(url) as response:
                     shutil.copyfileobj(response, f, length=1 << 20)
@@ -242,10 +236,7 @@ def _fetch(url: str, dest: Path, *, spec: FileSpec, opener: Callable[[str], Bina
                 data = g.read()
         except (OSError, EOFError, zlib.error) as e:
             raise UserError(f"downloaded {url} is not a valid gzip file: {e}") from e
-        check_contents(data, spec=spec, name=f"downloaded {url}")
-        os.replace(tmp, dest)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+        check_contents(data, spec=spec, name=f"downloaded {url}")  # a UserError: nothing is renamed into place
 
 
 def download(dest_dir: Path, *, base_url: str = MIRROR_URL, specs: Mapping[str, FileSpec] = FILES,

@@ -8,15 +8,14 @@ then ``ndim`` big-endian uint32 dimensions, then the payload in C order. Fashion
 from __future__ import annotations
 
 import gzip
-import os
 import struct
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import UserError
+from ..output import write_output
 
 IMAGES_MAGIC = 2051
 LABELS_MAGIC = 2049
@@ -125,17 +124,5 @@ def write_idx(path: Path, array: np.ndarray) -> None:
     data = encode_idx(array)
     if is_gzip(path):
         data = gzip.compress(data, mtime=0)
-    atomic_write_bytes(path, data)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to a temp file next to `path`, then rename it over `path` (never a partial file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_output(path, data)

@@ -23,9 +23,7 @@ Everything here is numpy and runs once, so all frameworks train on bit-identical
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
-import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -34,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from ..output import replacing
 from .fashion_mnist import FashionMNIST, cache_root
 
 MEAN = 0.2860
@@ -129,20 +128,15 @@ def _resized(images: np.ndarray, *, size: int, name: str, cache_dir: Path) -> np
             raise UserError(f"resizing {name} to {size}x{size} needs {nbytes / 1e9:.1f} GB of disk in "
                             f"{cache_dir}, free: {shutil.disk_usage(cache_dir).free / 1e9:.1f} GB; "
                             f"use a subset, a smaller image_size or another cache_dir")
-        fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{path.name}.", suffix=".part")
-        os.close(fd)
-        try:
+        with replacing(path) as tmp:
             if mmap is None:
-                with open(tmp, "wb") as f:  # a file object: np.save would append ".npy" to a name
+                with tmp.open("wb") as f:  # a file object: np.save would append ".npy" to a name
                     np.save(f, out, allow_pickle=False)
             else:
                 big = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=shape)
                 _resize_normalize_into(big, images, size)
                 big.flush()
                 del big
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
     except OSError as e:
         if mmap is not None:
             raise UserError(f"resizing {name} to {size}x{size} ({nbytes / 1e9:.1f} GB) needs a writable "

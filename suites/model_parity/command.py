@@ -1,7 +1,7 @@
 """`bnparity model-parity`: the same AlexNet in every framework, a per-parameter table, JSON, the exit code.
 
-Exit code 0 when every gated comparison passes (skipped frameworks aside), 1 on any mismatch or crash,
-2 for bad input.
+Exit code 0 when every gated comparison passes (skipped frameworks aside), 1 on any mismatch or crash, or when
+a framework named in --frameworks is installed but fails to import (after running the others), 2 for bad input.
 """
 
 from __future__ import annotations
@@ -9,12 +9,26 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
-from bnparity.frameworks.registry import parse_frameworks
+from bnparity.frameworks.registry import frameworks_help, parse_frameworks
+from bnparity.suites.cli import broken_frameworks, named_frameworks
 from bnparity.suites.environment import environment
 from bnparity.suites.errors import UserError
-from bnparity.suites.records import write_json
+from bnparity.suites.output import JSON_TARGETS, output_file, write_json
+from bnparity.suites.schema import (
+    MODEL_PARITY,
+    MODEL_PARITY_VERSION,
+    Environment,
+    ModelConfigLabel,
+    ModelNotRun,
+    ModelParityDoc,
+    ModelParityMeta,
+    ModelTolerance,
+    SGDRecord,
+    format_string,
+    from_dict,
+    to_dict,
+)
 
 from .harness import (
     BATCH,
@@ -24,6 +38,7 @@ from .harness import (
     SGD,
     VARIANTS,
     ParityConfig,
+    ParityResult,
     configs,
     failures,
     run_model_parity,
@@ -31,17 +46,18 @@ from .harness import (
 from .summary import format_findings, format_table
 from .tolerance import C_MODEL, depth_and_length, model_rtol
 
-FORMAT = "bnparity-model-parity/1"
+FORMAT = format_string(MODEL_PARITY, MODEL_PARITY_VERSION)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=PRESETS, default="cpu", help="the AlexNet preset (default: cpu)")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated: bn,nobn (default: both)")
-    parser.add_argument("--frameworks", help="comma-separated: torch,mxnet,jax (default: all)")
+    parser.add_argument("--frameworks", help=frameworks_help())
     parser.add_argument("--dtypes", default=",".join(DTYPES), help="comma-separated: float32,float64 (default: both)")
     parser.add_argument("--batch", type=int, help=f"batch size, a power of two (default: {BATCH})")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and data (default: 0)")
-    parser.add_argument("--json", type=Path, help=f"write the records here (format {FORMAT})")
+    parser.add_argument("--json", type=output_file, metavar="PATH",
+                        help=f"write the records here (format {FORMAT})" + JSON_TARGETS)
 
 
 def _choices(text: str, allowed: tuple[str, ...], flag: str) -> tuple[str, ...]:
@@ -52,20 +68,23 @@ def _choices(text: str, allowed: tuple[str, ...], flag: str) -> tuple[str, ...]:
     return names
 
 
-def _meta(args: argparse.Namespace, cfgs: list[ParityConfig], frameworks: tuple[str, ...], result, wall: float,
-          complete: bool) -> dict:
+def _meta(args: argparse.Namespace, cfgs: list[ParityConfig], frameworks: tuple[str, ...],
+          result: ParityResult | None, wall: float, complete: bool) -> ModelParityMeta:
     spec, batch = cfgs[0].spec(), cfgs[0].batch
     depth, length = depth_and_length(spec, batch=batch)
-    return {**environment(), "suite": "model-parity", "preset": args.preset, "frameworks": list(frameworks),
-            "configs": [c.labels() | {"batch": c.batch, "seed": c.seed} for c in cfgs],
-            "sgd": {dt: vars(sgd) for dt, sgd in SGD.items()}, "bn_momentum": BN_MOMENTUM,
-            "tolerance": {"model": "|got - ref| <= atol + rtol*|ref|, rtol = u*C_MODEL*D*sqrt(K), atol = rtol*scale",
-                          "C_MODEL": C_MODEL, "D": depth, "K": length,
-                          "rtol": {dt: model_rtol(spec, dt, batch=batch) for dt in ("float32", "float64")}},
-            "diagnostics": result.diagnostics if result else [],
-            "seconds": {fw: round(s, 3) for fw, s in (result.seconds.items() if result else [])},
-            "compile_counts": result.compile_counts if result else {},
-            "wall_time_s": round(wall, 3), "complete": complete}
+    tolerance = ModelTolerance(
+        model="|got - ref| <= atol + rtol*|ref|, rtol = u*c_model*depth*sqrt(length), atol = rtol*scale",
+        c_model=C_MODEL, depth=depth, length=length,
+        rtol={dt: model_rtol(spec, dt, batch=batch) for dt in ("float32", "float64")})
+    return ModelParityMeta(
+        environment=from_dict(Environment, environment(), where="environment"), preset=args.preset,
+        frameworks=frameworks, anchor=result.anchor if result else None,
+        configs=tuple(ModelConfigLabel(**c.labels(), batch=c.batch, seed=c.seed) for c in cfgs),
+        sgd={dt: SGDRecord(lr=sgd.lr, momentum=sgd.momentum, weight_decay=sgd.weight_decay) for dt, sgd in SGD.items()},
+        bn_momentum=dict(BN_MOMENTUM), tolerance=tolerance,
+        diagnostics=tuple(result.diagnostics) if result else (),
+        seconds={fw: round(s, 3) for fw, s in (result.seconds.items() if result else [])},
+        compile_counts=dict(result.compile_counts) if result else {}, wall_time_s=round(wall, 3), complete=complete)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,24 +107,30 @@ def run(args: argparse.Namespace) -> int:
     finally:
         wall = time.perf_counter() - start
         if args.json is not None:
-            write_json(args.json, {"format": FORMAT, "meta": _meta(args, cfgs, frameworks, result, wall, complete),
-                                   "records": result.records if result else []})
+            doc = ModelParityDoc(meta=_meta(args, cfgs, frameworks, result, wall, complete),
+                                 records=tuple(result.records) if result else ())
+            write_json(args.json, to_dict(doc))
     records = result.records
     print(format_table(records))
     findings = format_findings(records)
     if findings:
         print("\nNot gated (float32 gradient-derived quantities; raw running variance):")
         print(findings)
-    for r in records:
-        if r.get("status") == "skipped":
-            print(f"skipped {r['framework']}: {r['reason']}")
-            break
+    skipped = {r.framework: r.reason for r in records if isinstance(r, ModelNotRun) and r.status == "skipped"}
+    for fw, reason in skipped.items():
+        print(f"skipped {fw}: {reason}")
+    broken = broken_frameworks(fw for fw in named_frameworks(args.frameworks) if fw in skipped)
+    for reason in broken.values():
+        print(f"bnparity model-parity: {reason} (asked for with --frameworks)", file=sys.stderr)
     print("\nseconds per framework: " + ", ".join(f"{fw} {s:.1f}" for fw, s in result.seconds.items())
           + f"; wall {wall:.1f} s")
     bad = failures(records)
     for r in bad[:20]:
-        where = f"{r['framework']} {r['dtype']} {r['variant']} dropout={r['dropout']}"
-        print(f"FAIL {where} {r.get('kind', '')} {r.get('quantity', '')} vs {r.get('against', '')}: "
-              f"{r.get('reason') or 'max_abs_err ' + format(r['max_abs_err'] or float('inf'), '.3g')}")
+        where = f"{r.framework} {r.dtype} {r.variant} dropout={r.dropout}"
+        if isinstance(r, ModelNotRun):
+            print(f"FAIL {where}: {r.reason}")
+        else:
+            err = "inf or nan" if r.max_abs_err is None else format(r.max_abs_err, ".3g")
+            print(f"FAIL {where} {r.kind} {r.quantity} vs {r.against}: max_abs_err {err}")
     print(f"\n{len(bad)} gated mismatches" if bad else "\nall gated comparisons pass")
-    return 1 if bad else 0
+    return 1 if bad or broken else 0

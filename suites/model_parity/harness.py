@@ -20,6 +20,9 @@ fc2's largest gradient, BN over a batch of 16 spreading one flipped ReLU over a 
 agreed to 1e-14); float32 gradients and updates are therefore recorded as findings, with the
 reference's smallest ReLU and max-pool margins of the batch in the config's diagnostics. The float64 runs
 use float32-exact hyperparameters (see SGD below) and power-of-two batches.
+
+Records are bnparity.suites.schema's ModelComparison (one per comparison, with its scale and relative error) and
+ModelNotRun (a framework that was skipped or raised); the reference's fragility per config is ModelDiagnostics.
 """
 
 from __future__ import annotations
@@ -49,6 +52,13 @@ from bnparity.reference.alexnet import (
     trainable_names,
 )
 from bnparity.suites.parity.compare import compare
+from bnparity.suites.schema import (
+    ModelComparison,
+    ModelDiagnostics,
+    ModelNotRun,
+    ModelRecord,
+    relative_error,
+)
 
 from .tolerance import magnitude, model_tolerance
 
@@ -65,7 +75,6 @@ SGD = {"float32": SGDConfig(lr=0.05, momentum=0.9, weight_decay=5e-4),
 BN_MOMENTUM = {"float32": 0.1, "float64": 0.125}  # the new batch's weight, PyTorch's convention
 FORWARD_KINDS = frozenset({"logits", "loss", "running_stats", "eval_loss"})
 FRAGILE = 1e-5  # a ReLU input or max-pool margin below this fraction of the layer's largest value
-Record = dict[str, object]
 
 
 @dataclass(frozen=True)
@@ -88,7 +97,7 @@ class ParityConfig:
     def sgd(self) -> SGDConfig:
         return SGD[self.dtype]
 
-    def labels(self) -> Record:
+    def labels(self) -> dict[str, str]:
         return {"preset": self.preset, "variant": self.variant, "dropout": self.dropout, "dtype": self.dtype}
 
 
@@ -143,7 +152,8 @@ def run_framework(trainer_cls: type[Trainer], *, spec: AlexNetSpec, params: dict
 
 def fragility(spec: AlexNetSpec, activations: dict[str, np.ndarray]) -> dict[str, object]:
     """The smallest ReLU input |z| and max-pool margin (max − max(runner-up, 0), windows with a positive max)
-    of the batch, each relative to its layer's largest |value|, and how many fall below FRAGILE."""
+    of the batch, each relative to its layer's largest |value| (None: no such layer), and how many fall below
+    FRAGILE."""
     relu_min, pool_min, count, previous = np.inf, np.inf, 0, None
     for layer in spec.layers:
         if isinstance(layer, ReLU) and previous is not None:
@@ -159,7 +169,8 @@ def fragility(spec: AlexNetSpec, activations: dict[str, np.ndarray]) -> dict[str
             if margin.size:
                 pool_min, count = min(pool_min, float(margin.min())), count + int((margin < FRAGILE).sum())
         previous = layer.name
-    return {"relu_min_margin": relu_min, "pool_min_margin": pool_min, "fragile_below": FRAGILE,
+    return {"relu_min_margin": relu_min if np.isfinite(relu_min) else None,
+            "pool_min_margin": pool_min if np.isfinite(pool_min) else None, "fragile_below": FRAGILE,
             "fragile_count": count}
 
 
@@ -169,13 +180,22 @@ def _group_scale(names: Iterable[str], values: Callable[[str], np.ndarray], name
 
 
 def _record(cfg: ParityConfig, spec: AlexNetSpec, framework: str, against: str, kind: str, quantity: str,
-            got: object, ref: object, scale: float, **extra: object) -> Record:
+            got: object, ref: object, scale: float, **extra: object) -> ModelComparison:
     with np.errstate(divide="ignore"):  # a relative error against an exact 0 is inf, as it should be
         result = compare(quantity, np.asarray(got), np.asarray(ref),
                          model_tolerance(spec, cfg.dtype, scale, batch=cfg.batch))
     gate = kind != "running_var_raw" and (cfg.dtype == "float64" or kind in FORWARD_KINDS)
-    return {**cfg.labels(), "framework": framework, "against": against, "kind": kind, "status": "ok",
-            "gate": gate, **result.to_record(), "scale": scale, **extra}
+    def finite(value: float) -> float | None:  # inf and nan are recorded as null
+        return float(value) if np.isfinite(value) else None
+
+    return ModelComparison(
+        **cfg.labels(), framework=framework, against=against, kind=kind, quantity=result.quantity, gate=gate,
+        passed=result.passed, max_abs_err=finite(result.max_abs_err), max_rel_err=finite(result.max_rel_err),
+        worst_ratio=finite(result.worst_ratio),
+        worst_index=tuple(int(i) for i in result.worst_index) if result.worst_index is not None else None,
+        n_mismatched=int(result.n_mismatched), n_total=int(result.n_total), atol=float(result.atol),
+        rtol=float(result.rtol), scale=float(scale), rel_err=relative_error(finite(result.max_abs_err), float(scale)),
+        problem=result.problem, **extra)  # type: ignore[arg-type]
 
 
 def _own_convention(spec: AlexNetSpec, framework: str):
@@ -183,7 +203,7 @@ def _own_convention(spec: AlexNetSpec, framework: str):
 
 
 def against_reference(cfg: ParityConfig, spec: AlexNetSpec, params: dict[str, np.ndarray], data: ParityData,
-                      ref: anp.ForwardResult, run: FrameworkRun) -> Iterator[Record]:
+                      ref: anp.ForwardResult, run: FrameworkRun) -> Iterator[ModelComparison]:
     """Logits, losses, running statistics (own convention) and eval loss against the float64 reference."""
     fw, rec = run.framework, _record
     ref_loss = anp.cross_entropy(ref.logits, data.ys[0])
@@ -202,7 +222,7 @@ def against_reference(cfg: ParityConfig, spec: AlexNetSpec, params: dict[str, np
 
 
 def against_anchor(cfg: ParityConfig, spec: AlexNetSpec, params: dict[str, np.ndarray], ref: anp.ForwardResult,
-                   run: FrameworkRun, anchor: FrameworkRun) -> Iterator[Record]:
+                   run: FrameworkRun, anchor: FrameworkRun) -> Iterator[ModelComparison]:
     """Every quantity of `run` against the same quantity of `anchor` (PyTorch when it is installed)."""
     fw, against, rec = run.framework, anchor.framework, _record
     trainable = trainable_names(spec)
@@ -252,10 +272,11 @@ class ParityResult:
     """Records, plus per config the reference's fragility diagnostics, per framework the time spent and the
     compile count of its last trainer (JAX: training-step compilations; None where nothing is compiled)."""
 
-    records: list[Record]
-    diagnostics: list[Record]
+    records: list[ModelRecord]
+    diagnostics: list[ModelDiagnostics]
     seconds: dict[str, float]
     compile_counts: dict[str, int | None]
+    anchor: str | None = None
 
 
 def configs(*, preset: str, variants: Iterable[str] = VARIANTS, dropout_modes: Iterable[str] = DROPOUT_MODES,
@@ -291,17 +312,18 @@ def run_model_parity(*, configs: Iterable[ParityConfig], frameworks: Iterable[st
         data = make_data(spec, batch=cfg.batch, seed=cfg.seed)
         activations: dict[str, np.ndarray] = {}
         ref = anp.forward(spec, params, data.xs[0], train=True, dropout_masks=data.masks[0], activations=activations)
-        result.diagnostics.append({**cfg.labels(), "batch": cfg.batch, **fragility(spec, activations)})
+        result.diagnostics.append(ModelDiagnostics(**cfg.labels(), batch=cfg.batch,
+                                                   **fragility(spec, activations)))  # type: ignore[arg-type]
         for fw, reason in unavailable.items():
-            result.records.append({**cfg.labels(), "framework": fw, "status": "skipped", "gate": False,
-                                   "passed": None, "reason": reason})
+            result.records.append(ModelNotRun(**cfg.labels(), framework=fw, status="skipped", gate=False,
+                                              passed=None, reason=reason))
         runs: list[FrameworkRun] = []
         for fw, cls in trainers.items():
             try:
                 run = run_framework(cls, spec=spec, params=params, data=data, sgd=cfg.sgd, dtype=cfg.dtype)
             except Exception as e:  # a framework that crashes is recorded, and the others still run
-                result.records.append({**cfg.labels(), "framework": fw, "status": "error", "gate": True,
-                                       "passed": False, "reason": _one_line(e)})
+                result.records.append(ModelNotRun(**cfg.labels(), framework=fw, status="error", gate=True,
+                                                  passed=False, reason=_one_line(e)))
                 continue
             runs.append(run)
             result.seconds[fw] += run.seconds
@@ -309,11 +331,12 @@ def run_model_parity(*, configs: Iterable[ParityConfig], frameworks: Iterable[st
             result.records.extend(against_reference(cfg, spec, params, data, ref, run))
         if runs:
             anchor = runs[0]  # PyTorch when it ran
+            result.anchor = result.anchor or anchor.framework
             for run in runs[1:]:
                 result.records.extend(against_anchor(cfg, spec, params, ref, run, anchor))
     return result
 
 
-def failures(records: Iterable[Record]) -> list[Record]:
+def failures(records: Iterable[ModelRecord]) -> list[ModelRecord]:
     """The gated records that did not pass (mismatches and crashed frameworks)."""
-    return [r for r in records if r.get("gate") and r.get("passed") is False]
+    return [r for r in records if r.gate and r.passed is False]

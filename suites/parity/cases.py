@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bnparity.reference.spec import BNSpec
+from bnparity.reference.spec import BNSpec, MomentumWeighs
 from bnparity.reference.steps import LayerInputs
 
 
@@ -27,8 +27,12 @@ class ParityCase:
         axis: 1 (channels-first) or -1 (channels-last).
         dtype: "float64", "float32", "float16" or "bfloat16".
         steps: training steps before the eval pass.
-        affine, track_running_stats, momentum: the canonical spec (momentum weighs the new batch).
+        affine, track_running_stats, momentum, momentum_weighs, init_running_mean, init_running_var: the
+            canonical spec (see BNSpec; by default momentum 0.1 weighs the new batch, as in PyTorch).
         gate: True for the standard matrix (a failure fails the run), False for hard inputs (findings).
+        gate_modes: the harness modes in which a gated case is gated (see `gated`); the others record it as a
+            finding. A case whose failure in "defaults" mode is a documented convention of a framework (Flax's
+            default E[x²] − E[x]² on an offset input) is gated in "matched" mode only.
         loc: range of the per-channel means of the data.
         spread: range of the per-channel standard deviations of the data.
         special: "constant-channel" or "tiny-variance-channel": channel 0 is made so.
@@ -43,7 +47,11 @@ class ParityCase:
     affine: bool = True
     track_running_stats: bool = True
     momentum: float = 0.1
+    momentum_weighs: MomentumWeighs = "new"
+    init_running_mean: float = 0.0
+    init_running_var: float = 1.0
     gate: bool = True
+    gate_modes: tuple[str, ...] = ("matched", "defaults")
     loc: tuple[float, float] = (-2.0, 2.0)
     spread: tuple[float, float] = (0.5, 3.0)
     special: str | None = None
@@ -51,9 +59,14 @@ class ParityCase:
 
     @property
     def spec(self) -> BNSpec:
-        """The canonical semantics of this case (PyTorch's momentum convention, its defaults otherwise)."""
-        return BNSpec(axis=self.axis, momentum=self.momentum, affine=self.affine,
-                      track_running_stats=self.track_running_stats)
+        """The canonical semantics of this case (PyTorch's defaults for every field the case does not set)."""
+        return BNSpec(axis=self.axis, momentum=self.momentum, momentum_weighs=self.momentum_weighs,
+                      affine=self.affine, track_running_stats=self.track_running_stats,
+                      init_running_mean=self.init_running_mean, init_running_var=self.init_running_var)
+
+    def gated(self, mode: str) -> bool:
+        """Whether a failure of this case in harness mode `mode` ("matched" or "defaults") fails the run."""
+        return self.gate and mode in self.gate_modes
 
     @property
     def channels(self) -> int:
@@ -71,7 +84,13 @@ def _case(layout: str, shape: tuple[int, ...], dtype: str, suffix: str = "", **k
 
 
 def standard_cases() -> list[ParityCase]:
-    """The gate: ranks 2/3/4, both layouts, batches from 2 to large, float32 and float64, variants."""
+    """The gate: ranks 2/3/4, both layouts, batches from 2 to large, float32 and float64, variants.
+
+    The variants include one case per bug a porter makes that the other cases cannot see (tests/test_gate.py
+    proves each one fails a layer with that bug): a momentum that weighs the old estimate (passed on without
+    converting its meaning), non-default initial running statistics (ignored), and an offset float32 input
+    (σ²_B computed as E[x²] − E[x]²).
+    """
     shapes = [("nc", (2, 4)), ("nc", (32, 16)), ("nc", (1024, 64)), ("ncl", (8, 6, 10)), ("nlc", (8, 10, 6)),
               ("nchw", (4, 8, 6, 6)), ("nhwc", (4, 6, 6, 8)), ("nchw", (64, 16, 8, 8))]
     cases = [_case(layout, shape, dtype) for layout, shape in shapes for dtype in ("float32", "float64")]
@@ -82,7 +101,18 @@ def standard_cases() -> list[ParityCase]:
                   note="track_running_stats=False: eval uses batch statistics"),
             _case("nchw", (8, 8, 6, 6), dtype, "momentum0.3-10steps", momentum=0.3, steps=10,
                   note="10 steps with momentum 0.3"),
+            _case("nchw", (8, 8, 6, 6), dtype, "momentum_old0.9", momentum=0.9, momentum_weighs="old",
+                  note="momentum 0.9 weighing the old estimate (MXNet's and Flax's meaning; PyTorch's 0.1)"),
         ]
+    # Ignored initial statistics are off by their whole value: float32 shows it (float64 would add only time).
+    cases.append(_case("nchw", (4, 8, 6, 6), "float32", "init0.5-2", init_running_mean=0.5, init_running_var=2.0,
+                       note="running statistics start at mean 0.5, variance 2 (not 0 and 1)"))
+    # Gated in matched mode only: left at its default (use_fast_variance=True) Flax computes E[x²] − E[x]², which
+    # fails here by design; in defaults mode that is the registry's documented variance_algorithm, a finding.
+    cases.append(_case(
+        "nchw", (16, 4, 8, 8), "float32", "offset100", loc=(100.0, 100.0), spread=(1.0, 1.0), gate_modes=("matched",),
+        note="100 + N(0,1), κ ≈ 106: measured, two-pass σ²_B stays within 0.41 of the tolerance (MXNet, XLA; "
+             "PyTorch 0.04), E[x²] − E[x]² exceeds it 11× (NumPy float32) and 71× (Flax use_fast_variance)"))
     return cases
 
 

@@ -8,15 +8,16 @@ from pathlib import Path
 
 import numpy as np
 
-from bnparity.frameworks.registry import IMPLS, parse_frameworks
+from bnparity.frameworks.registry import IMPLS, frameworks_help, parse_frameworks
 from bnparity.reference.layout import channel_axis
 from bnparity.reference.steps import LayerInputs
-from bnparity.suites.environment import environment
 from bnparity.suites.errors import UserError
+from bnparity.suites.output import JSON_TARGETS, output_file
 from bnparity.suites.records import write_json
+from bnparity.suites.schema import PARITY_FORMAT, LayerRecord, to_dict
 
 from .cases import ParityCase
-from .command import FORMAT
+from .command import explicitly_named, parity_doc, report_unavailable
 from .harness import MODES, load_adapters, run_case
 from .summary import format_table, gate_failures
 
@@ -27,9 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", type=Path, required=True,
                         help=".npz with x (N, C, ...) and optionally gamma (C,), beta (C,), dy (shape of x)")
     parser.add_argument("--axis", type=int, default=1, help="the channel axis of x (default 1; -1 for NHWC)")
-    parser.add_argument("--frameworks", help="comma-separated: torch,mxnet,jax (default: all)")
+    parser.add_argument("--frameworks", help=frameworks_help())
     parser.add_argument("--mode", choices=MODES, default="matched")
-    parser.add_argument("--json", type=Path, help="write the records here (format bnparity-parity/1)")
+    parser.add_argument("--json", type=output_file, metavar="PATH",
+                        help=f"write the records here (format {PARITY_FORMAT})" + JSON_TARGETS)
 
 
 def _finite(name: str, a: np.ndarray, path: Path) -> None:
@@ -56,8 +58,15 @@ def load_check_input(path: Path, *, axis: int) -> tuple[ParityCase, LayerInputs]
         ax = channel_axis(x.ndim, axis)
     except ValueError as e:
         raise UserError(str(e)) from None
-    _finite("x", x, path)
     c = x.shape[ax]
+    if c == 0:
+        raise UserError(f"x needs at least one channel on axis {axis}. Received: x.shape={x.shape}")
+    m = x.size // c  # values per channel: N times the spatial size
+    if m < 2:
+        what = "a batch of at least 2 values per channel" if m == 0 else "at least 2 values"
+        raise UserError(f"each channel needs {what} for the unbiased running variance (m = N·spatial size). "
+                        f"Received: x.shape={x.shape}, m={m}")
+    _finite("x", x, path)
     rng = np.random.default_rng(0)
     gamma = arrays.get("gamma", np.ones(c))
     beta = arrays.get("beta", np.zeros(c))
@@ -84,17 +93,16 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise UserError(str(e)) from None
     case, inputs = load_check_input(args.input, axis=args.axis)
-    adapters, records = load_adapters(frameworks, IMPLS, args.mode)
-    records += list(run_case(case, inputs, adapters, args.mode))
+    adapters, skipped, unavailable = load_adapters(frameworks, IMPLS, args.mode)
+    records: list[LayerRecord] = [*skipped, *run_case(case, inputs, adapters, args.mode)]
     if args.json:
-        write_json(args.json, {"format": FORMAT, "meta": {**environment(), "modes": [args.mode],
-                                                         "input": str(args.input), "complete": True},
-                               "records": records})
-    for r in records:
-        if r.get("case") is None:
-            print(f"skipped {r['framework']}/{r['impl']}: {r['reason']}")
+        write_json(args.json, to_dict(parity_doc(records, modes=(args.mode,), frameworks=frameworks, impls=IMPLS,
+                                                 cases=[case], wall_time_s=None, complete=True,
+                                                 input_path=args.input)))
+    broken = {u.framework: u.reason for u in unavailable if u.installed}
+    failed_import = report_unavailable(records, broken, named=explicitly_named(args.frameworks))
     print(format_table(records))
     failures = gate_failures(records)
     print(f"{'all implementations agree' if not failures else f'{len(failures)} comparisons disagree'} "
           f"with the float64 reference on {args.input} (x {inputs.xs[0].shape} {case.dtype}, axis {args.axis})")
-    return 1 if failures else 0
+    return 1 if failures or failed_import else 0

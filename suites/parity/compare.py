@@ -2,16 +2,19 @@
 
 A `Comparison` holds every number a reader needs (how many elements are off and what fraction, the
 greatest absolute and relative difference, the index where it occurs, what was allowed); the failure
-message, the JSON record and the report cell are all made from it, so they cannot disagree.
+message, the record (suites/schema.py: LayerComparison) and the report cell are all made from it, so they cannot
+disagree.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from bnparity.suites.schema import LayerComparison
 
 from .tolerance import Tolerance
 
@@ -34,35 +37,38 @@ class Comparison:
 
     def describe(self, where: str = "") -> str:
         """A one-paragraph message in the style of torch.testing.assert_close."""
-        return describe_record(self.to_record(), where)
+        return describe_record(self, where)
 
-    def to_record(self) -> dict[str, object]:
-        record = asdict(self)
-        record["worst_index"] = list(self.worst_index) if self.worst_index is not None else None
-        for key in ("max_abs_err", "max_rel_err", "worst_ratio"):
-            record[key] = _finite_or_none(record[key])
-        return record
+    def to_record(self, context: Mapping[str, Any], *, scale: float) -> LayerComparison:
+        """The record of this comparison: `context` says what was compared (every field of LayerComparison before
+        `quantity`: case, framework, ...), `scale` the magnitude the tolerance judged it against."""
+        return LayerComparison(
+            **context, quantity=self.quantity, passed=self.passed, max_abs_err=_finite_or_none(self.max_abs_err),
+            max_rel_err=_finite_or_none(self.max_rel_err), worst_index=self.worst_index,
+            n_mismatched=self.n_mismatched, n_total=self.n_total, atol=self.atol, rtol=self.rtol, scale=scale,
+            worst_ratio=_finite_or_none(self.worst_ratio), problem=self.problem)
 
 
-def describe_record(record: Mapping[str, Any], where: str = "") -> str:
-    """The message of a comparison record (`Comparison.to_record`, or a record file's): what, where, by how much."""
-    head = f"{record['quantity']}{' of ' + where if where else ''}"
-    if record.get("problem"):
-        return f"{head}: {record['problem']}"
-    verdict = "agrees" if record["passed"] else "does not agree"
-    pct = 100.0 * record["n_mismatched"] / max(record["n_total"], 1)
-    return (f"{head} {verdict} with the reference: {record['n_mismatched']} of {record['n_total']} elements "
-            f"({pct:.1f}%) outside tolerance; greatest absolute difference {_g(record['max_abs_err'])} at "
-            f"index {record['worst_index']} (allowed {record['atol']:.3g} + {record['rtol']:.3g}·|ref|), greatest "
-            f"relative difference {_g(record['max_rel_err'])}.")
+def describe_record(record: Comparison | LayerComparison, where: str = "") -> str:
+    """The message of a comparison, or of its record (a record file's): what, where, by how much."""
+    head = f"{record.quantity}{' of ' + where if where else ''}"
+    if record.problem:
+        return f"{head}: {record.problem}"
+    verdict = "agrees" if record.passed else "does not agree"
+    pct = 100.0 * record.n_mismatched / max(record.n_total, 1)
+    index = list(record.worst_index) if record.worst_index is not None else None
+    return (f"{head} {verdict} with the reference: {record.n_mismatched} of {record.n_total} elements "
+            f"({pct:.1f}%) outside tolerance; greatest absolute difference {_g(record.max_abs_err)} at "
+            f"index {index} (allowed {record.atol:.3g} + {record.rtol:.3g}·|ref|), greatest "
+            f"relative difference {_g(record.max_rel_err)}.")
 
 
 def _g(v: float | None) -> str:
-    return "inf or nan" if v is None else f"{v:.3g}"
+    return "inf or nan" if v is None or not np.isfinite(v) else f"{v:.3g}"
 
 
 def _finite_or_none(v: float) -> float | None:
-    """JSON has no inf/nan: they become null (the record's `passed` and `problem` say what happened)."""
+    """JSON has no inf/nan: in a record they are None (its `passed` and `problem` say what happened)."""
     return float(v) if np.isfinite(v) else None
 
 

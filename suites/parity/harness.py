@@ -6,14 +6,18 @@ Modes:
   with the reference run with exactly the spec it computes.
 - "defaults": each framework's own layer is built with its own defaults and compared twice: with the
   reference in that framework's documented convention (reference "own-convention": proves the
-  conventions registry, gated) and with the reference in the baseline framework's convention (PyTorch's; reference
-  "<baseline>-convention": the difference a porter sees; a finding, never a gate).
+  conventions registry, gated) and with the reference in the baseline framework's convention (reference
+  "baseline-convention": the difference a porter sees; a finding, never a gate).
+
+Every record is a `bnparity.suites.schema.LayerComparison` (one quantity compared) or a `LayerSkip` (an
+implementation skipped, with the reason, or crashed).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import fields
+from typing import Any
 
 from bnparity.frameworks.base import LayerAdapter, Unsupported
 from bnparity.frameworks.conventions import convention
@@ -21,13 +25,13 @@ from bnparity.frameworks.registry import IMPLS, Unavailable, baseline, load_adap
 from bnparity.reference.normalization import of_spec, run_reference
 from bnparity.reference.spec import LayerSpec
 from bnparity.reference.steps import QUANTITIES, LayerInputs, LayerOutputs
+from bnparity.suites.schema import BASELINE_REFERENCE, LayerComparison, LayerRecord, LayerSkip
 
 from .cases import ParityCase, make_inputs
 from .compare import compare
 from .tolerance import scale_of, tolerance
 
 MODES = ("matched", "defaults")
-Record = dict[str, object]
 
 
 def _one_line(e: BaseException) -> str:
@@ -54,8 +58,8 @@ class _References:
 
 
 def _compare_all(case: ParityCase, inputs: LayerInputs, spec: LayerSpec, got: LayerOutputs,
-                 ref: LayerOutputs, kappa: float) -> Iterator[Record]:
-    """One record per quantity present on either side."""
+                 ref: LayerOutputs, kappa: float, context: dict[str, Any]) -> Iterator[LayerComparison]:
+    """One record per quantity present on either side (`context`: what was compared, see Comparison.to_record)."""
     scales = of_spec(spec).error_scales(spec, inputs)
     got_d, ref_d = got.as_dict(), ref.as_dict()
     for quantity in QUANTITIES:
@@ -63,14 +67,24 @@ def _compare_all(case: ParityCase, inputs: LayerInputs, spec: LayerSpec, got: La
         scale = scale_of(quantity, r, scales) if r is not None else 0.0
         result = compare(quantity, got_d[quantity], r, tolerance(case.dtype, kappa, scale))
         if result is not None:
-            yield {"quantity": quantity, "status": "ok", **result.to_record()}
+            yield result.to_record(context, scale=scale)
 
 
-def _base(case: ParityCase, framework: str, impl: str, mode: str, reference: str, kappa: float,
-          *, gate: bool) -> Record:
-    return {"case": case.name, "framework": framework, "impl": impl, "mode": mode, "reference": reference,
-            "dtype": case.dtype, "gate": gate, "shape": list(case.shape), "axis": case.axis,
-            "steps": case.steps, "kappa": kappa, "note": case.note}
+def _context(case: ParityCase, adapter: LayerAdapter, mode: str, reference: str, kappa: float, spec: LayerSpec,
+             *, gate: bool) -> dict[str, Any]:
+    """The fields of a LayerComparison that say what was compared (all but the numbers)."""
+    return {"case": case.name, "framework": adapter.framework, "impl": adapter.impl, "mode": mode,
+            "reference": reference, "normalization": spec.normalization, "dtype": case.dtype, "gate": gate,
+            "shape": tuple(case.shape), "axis": case.axis, "steps": case.steps, "kappa": kappa, "note": case.note,
+            "spec": spec.to_dict(), "spec_adjusted": tuple(_spec_changes(case.spec, spec)),
+            "new_weight": getattr(spec, "new_weight", None)}
+
+
+def _not_run(case: ParityCase, adapter: LayerAdapter, mode: str, reference: str | None, *, gate: bool,
+             status: str, reason: str) -> LayerSkip:
+    return LayerSkip(case=case.name, framework=adapter.framework, impl=adapter.impl, mode=mode,
+                     normalization=case.spec.normalization, gate=gate, status=status,
+                     reason=reason, reference=reference, dtype=case.dtype)
 
 
 def _convention_spec(framework: str, case: ParityCase) -> LayerSpec:
@@ -80,64 +94,62 @@ def _convention_spec(framework: str, case: ParityCase) -> LayerSpec:
 
 
 def _run_one(adapter: LayerAdapter, case: ParityCase, inputs: LayerInputs, refs: _References,
-             mode: str, kappa: float) -> Iterator[Record]:
+             mode: str, kappa: float) -> Iterator[LayerRecord]:
     """The records of one implementation on one case."""
-    framework, impl = adapter.framework, adapter.impl
     # (reference name, the reference spec for a given realized spec, gated?)
     if mode == "matched":
         asked = case.spec
-        comparisons = [("matched", lambda realized: realized, case.gate)]
+        comparisons = [("matched", lambda realized: realized, case.gated(mode))]
     else:
-        asked = _convention_spec(framework, case)
+        asked = _convention_spec(adapter.framework, case)
         anchor = baseline().name
-        comparisons = [("own-convention", lambda realized: realized, case.gate),
-                       (f"{anchor}-convention", lambda realized: _convention_spec(anchor, case), False)]
+        comparisons = [("own-convention", lambda realized: realized, case.gated(mode)),
+                       (BASELINE_REFERENCE, lambda realized: _convention_spec(anchor, case), False)]
     try:
         spec = adapter.realize(asked, inputs.dtype)
     except Unsupported as e:
         for reference, _, gate in comparisons:
-            yield {**_base(case, framework, impl, mode, reference, kappa, gate=gate),
-                   "status": "skipped", "passed": None, "reason": str(e)}
+            yield _not_run(case, adapter, mode, reference, gate=gate, status="skipped", reason=str(e))
         return
     try:
         got = adapter.run(inputs, spec=spec, use_defaults=(mode == "defaults"))
     except Exception as e:  # the framework crashed on this case: recorded, not raised
         for reference, _, gate in comparisons:
-            yield {**_base(case, framework, impl, mode, reference, kappa, gate=gate),
-                   "status": "error", "passed": False, "reason": _one_line(e)}
+            yield _not_run(case, adapter, mode, reference, gate=gate, status="error", reason=_one_line(e))
         return
     for reference, reference_spec, gate in comparisons:
         ref_spec = reference_spec(spec)
-        base = _base(case, framework, impl, mode, reference, kappa, gate=gate)
-        base["spec"] = ref_spec.to_dict()
-        base["spec_adjusted"] = _spec_changes(case.spec, ref_spec)
-        for record in _compare_all(case, inputs, ref_spec, got, refs(ref_spec), kappa):
-            yield {**base, **record}
+        context = _context(case, adapter, mode, reference, kappa, ref_spec, gate=gate)
+        yield from _compare_all(case, inputs, ref_spec, got, refs(ref_spec), kappa, context)
 
 
-def load_adapters(frameworks: Iterable[str], impls: Iterable[str],
-                  mode: str) -> tuple[list[LayerAdapter], list[Record]]:
-    """The adapters to run, and one "skipped" record (with the reason) per unavailable one.
+def load_adapters(frameworks: Iterable[str], impls: Iterable[str], mode: str, *,
+                  normalization: str = "batchnorm") -> tuple[list[LayerAdapter], list[LayerSkip], list[Unavailable]]:
+    """The adapters to run, one "skipped" record (case None, with the reason) per unavailable one, and the
+    unavailable ones themselves (`Unavailable.installed`: installed but failing to import).
 
     In defaults mode only the frameworks' own layers run (a scratch layer has no defaults of its own).
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}. Received: {mode!r}")
     adapters: list[LayerAdapter] = []
-    skipped: list[Record] = []
+    skipped: list[LayerSkip] = []
+    unavailable: list[Unavailable] = []
     for framework in frameworks:
         for impl in (("builtin",) if mode == "defaults" else tuple(impls)):
-            adapter = load_adapter(framework, impl)
+            adapter = load_adapter(framework, impl, normalization)
             if isinstance(adapter, Unavailable):
-                skipped.append({"case": None, "framework": framework, "impl": impl, "mode": mode, "gate": False,
-                                "status": "skipped", "passed": None, "reason": adapter.reason})
+                skipped.append(LayerSkip(case=None, framework=framework, impl=impl, mode=mode,
+                                         normalization=normalization, gate=False, status="skipped",
+                                         reason=adapter.reason))
+                unavailable.append(adapter)
             else:
                 adapters.append(adapter)
-    return adapters, skipped
+    return adapters, skipped, unavailable
 
 
 def run_case(case: ParityCase, inputs: LayerInputs, adapters: Iterable[LayerAdapter],
-             mode: str) -> Iterator[Record]:
+             mode: str) -> Iterator[LayerRecord]:
     """The records of one case with the given data through every adapter."""
     kappa = of_spec(case.spec).condition_factor(case.spec, [*inputs.xs, inputs.x_eval])
     refs = _References(inputs)
@@ -147,12 +159,17 @@ def run_case(case: ParityCase, inputs: LayerInputs, adapters: Iterable[LayerAdap
 
 def run_parity(*, frameworks: Iterable[str], mode: str, cases: Iterable[ParityCase],
                impls: Iterable[str] = IMPLS,
-               on_case: Callable[[ParityCase], None] | None = None) -> Iterator[Record]:
+               on_case: Callable[[ParityCase], None] | None = None,
+               on_unavailable: Callable[[Unavailable], None] | None = None) -> Iterator[LayerRecord]:
     """Yield the records of every case × framework × implementation (× reference, in defaults mode).
 
-    A framework that is not installed yields one "skipped" record per implementation, with the reason.
+    A framework that is not available yields one "skipped" record per implementation, with the reason (and is
+    passed to `on_unavailable`).
     """
-    adapters, skipped = load_adapters(frameworks, impls, mode)
+    adapters, skipped, unavailable = load_adapters(frameworks, impls, mode)
+    if on_unavailable is not None:
+        for u in unavailable:
+            on_unavailable(u)
     yield from skipped
     for case in cases:
         if on_case is not None:
@@ -161,8 +178,6 @@ def run_parity(*, frameworks: Iterable[str], mode: str, cases: Iterable[ParityCa
             inputs = make_inputs(case)
         except ValueError as e:  # e.g. bfloat16 without ml_dtypes
             for adapter in adapters:
-                yield {"case": case.name, "framework": adapter.framework, "impl": adapter.impl, "mode": mode,
-                       "gate": case.gate, "dtype": case.dtype, "status": "skipped", "passed": None,
-                       "reason": str(e)}
+                yield _not_run(case, adapter, mode, None, gate=case.gated(mode), status="skipped", reason=str(e))
             continue
         yield from run_case(case, inputs, adapters, mode)

@@ -5,18 +5,22 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-Record = dict[str, object]
+from bnparity.suites.schema import LayerComparison, LayerRecord, LayerSkip
 
 
 @dataclass(frozen=True)
 class Cell:
-    """The worst of one case × framework × implementation × reference: what a table cell shows."""
+    """The worst of one case × framework × implementation × reference: what a table cell shows.
+
+    `record` is the comparison shown (None for a skipped or crashed implementation).
+    """
 
     status: str  # "pass", "FAIL" (a gate failed), "differs" (a finding outside tolerance), "skipped", "error"
     worst_quantity: str | None
     max_abs_err: float | None
     worst_ratio: float | None
     reason: str | None = None
+    record: LayerComparison | None = None
 
     def text(self) -> str:
         if self.status in ("skipped", "error"):
@@ -25,41 +29,50 @@ class Cell:
         return f"{err} {self.status}"
 
 
-def cell_key(r: Record) -> tuple[str, str]:
-    """(case, column) of a record; the column is framework/impl, plus the reference in defaults mode."""
-    column = f"{r['framework']}/{r['impl']}"
-    if r.get("reference") not in (None, "matched", "own-convention"):
-        column += f" vs {r['reference']}"
-    return str(r["case"]), column
+def column_of(r: LayerRecord) -> str:
+    """The table column of a record: framework/impl, plus " vs baseline-convention" for a baseline comparison."""
+    return f"{r.framework}/{r.impl}" + (f" vs {r.reference}" if r.vs_baseline else "")
 
 
-def cells(records: Iterable[Record]) -> dict[tuple[str, str], Cell]:
-    """The worst record of every (case, column)."""
+def cell_key(r: LayerRecord) -> tuple[str, str]:
+    """(case, column) of a record (of a record with a case)."""
+    return str(r.case), column_of(r)
+
+
+def verdict(r: LayerComparison) -> str:
+    """"pass", "FAIL" (a gated comparison outside the tolerance) or "differs" (an ungated one)."""
+    return "pass" if r.passed else ("FAIL" if r.gate else "differs")
+
+
+def cells(records: Iterable[LayerRecord]) -> dict[tuple[str, str], Cell]:
+    """The worst record of every (case, column); a skip or an error takes the cell."""
     out: dict[tuple[str, str], Cell] = {}
     for r in records:
-        if r.get("case") is None:
+        if r.case is None:
             continue
         key = cell_key(r)
-        if r["status"] != "ok":
-            out[key] = Cell(str(r["status"]), None, None, None, reason=str(r.get("reason")))
+        if isinstance(r, LayerSkip):
+            out[key] = Cell(r.status, None, None, None, reason=r.reason)
             continue
-        ratio = r.get("worst_ratio")
-        ratio = float("inf") if ratio is None else float(ratio)
         current = out.get(key)
         if current is not None and (current.status in ("skipped", "error") or
-                                    (current.worst_ratio or 0.0) >= ratio):
+                                    (current.record is not None and current.record.ratio >= r.ratio)):
             continue
-        verdict = "pass" if r["passed"] else ("FAIL" if r.get("gate") else "differs")
-        out[key] = Cell(verdict, str(r["quantity"]), r.get("max_abs_err"), ratio)
+        out[key] = Cell(verdict(r), r.quantity, r.max_abs_err, r.ratio, record=r)
     return out
 
 
-def gate_failures(records: Iterable[Record]) -> list[Record]:
+def gate_failures(records: Iterable[LayerRecord]) -> list[LayerRecord]:
     """Gate records that failed or crashed: these, and only these, make `bnparity parity` exit 1."""
-    return [r for r in records if r.get("gate") and r.get("status") in ("ok", "error") and r.get("passed") is False]
+    return [r for r in records if r.gate and r.status in ("ok", "error") and r.passed is False]
 
 
-def format_table(records: list[Record]) -> str:
+def gated(records: Iterable[LayerRecord]) -> list[LayerRecord]:
+    """The gated comparisons and crashes: what gate_failures counts against."""
+    return [r for r in records if r.gate and r.status in ("ok", "error")]
+
+
+def format_table(records: Iterable[LayerRecord]) -> str:
     """A compact text table: one row per case, one column per implementation, worst error and verdict."""
     table = cells(records)
     columns = sorted({col for _, col in table})

@@ -20,7 +20,7 @@ from bnparity.suites.convergence.presets import TrainPreset
 from bnparity.suites.convergence.records import RunId, checkpoint_epochs, load_checkpoint, read_manifest
 from bnparity.suites.environment import environment
 from bnparity.suites.errors import UserError
-from bnparity.suites.records import write_json
+from bnparity.suites.output import JSON_TARGETS, output_file, write_json
 
 from .experiment import RULES, PitfallResult, measure
 
@@ -34,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", default="1,10,100", help="evaluate after these many batches (default: 1,10,100)")
     parser.add_argument("--test-images", type=int, default=1000,
                         help="evaluate on the first N images of the run's test set (default: 1000)")
-    parser.add_argument("--json", type=Path, help=f"where to write the records (default: RUN_DIR/{FILENAME})")
+    parser.add_argument("--json", type=output_file, metavar="PATH",
+                        help=f"where to write the records (default: RUN_DIR/{FILENAME})" + JSON_TARGETS)
 
 
 def train_dir_of(run_dir: Path) -> Path:

@@ -1,4 +1,6 @@
-"""The jitted steps (forward and jax.vjp backward) and the layer session shared by bn.py and scratch.py.
+"""The jitted steps (forward and jax.vjp backward) and the layer session of batchnorm.py's two adapters.
+
+Private to this folder: JAX alone needs its layers as pure functions compiled by jax.jit.
 
 A layer is given as one pure function ``apply(params, stats, x, *, train) -> (y, new_stats)``. Training
 differentiates that same function with `jax.vjp`; eval calls it with ``train=False``. The steps are jitted
@@ -18,7 +20,8 @@ import numpy as np
 
 from bnparity.frameworks.base import LayerSession, StepResult
 
-from .convert import dtype_scope, to_jax, to_numpy
+from ._x64 import dtype_scope
+from .convert import to_numpy, to_tensor
 
 Tree = Any  # a pytree of arrays: a dict, or a flax.nnx.State
 
@@ -115,8 +118,8 @@ class JaxLayer(LayerSession):
 
     def train_step(self, x: np.ndarray, dy: np.ndarray) -> StepResult:
         with dtype_scope(self.dtype):
-            y, dx, dparams, self.stats = self.steps.train(self.params, self.stats, to_jax(x, self.dtype),
-                                                          to_jax(dy, self.dtype))
+            y, dx, dparams, self.stats = self.steps.train(self.params, self.stats, to_tensor(x, self.dtype),
+                                                          to_tensor(dy, self.dtype))
             grads = self.to_dict(dparams)
             return StepResult(y=to_numpy(y), dx=to_numpy(dx),
                               dgamma=to_numpy(grads["scale"]) if "scale" in grads else None,
@@ -131,4 +134,4 @@ class JaxLayer(LayerSession):
     def eval(self, x: np.ndarray) -> np.ndarray:
         step = self.steps.eval if self.track else self.steps.eval_batch
         with dtype_scope(self.dtype):
-            return to_numpy(step(self.params, self.stats, to_jax(x, self.dtype)))
+            return to_numpy(step(self.params, self.stats, to_tensor(x, self.dtype)))
