@@ -210,7 +210,7 @@ MUTATIONS: tuple[Mutation, ...] = (
        ("\"–\" if final.mean is None else f\"{c.best_test_accuracy:.4f}\"",
         "\"–\" if final[\"mean\"] is None else f\"{c['best_test_accuracy']:.4f}\""),
        "report: the 'final test accuracy' column shows the best accuracy",
-       tests("tests/test_reports.py")),
+       tests("tests/test_record_format.py", "final_not_best")),
 )
 
 

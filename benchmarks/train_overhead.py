@@ -61,19 +61,22 @@ def _timed(trainer_cls):
 def _suite(trainer_cls, *, framework: str, variant: str, preset, data_dir: Path, verify: bool) -> tuple[float, object]:
     from bnparity.suites.convergence import records
     from bnparity.suites.convergence.runner import run_one
+    from bnparity.suites.schema import EpochEvent, FailedEvent, TrainManifest
 
     with tempfile.TemporaryDirectory(prefix="bnparity-overhead-") as tmp:
         run = records.RunId(framework, variant, 0)
-        records.write_manifest(Path(tmp), {"preset": preset.to_dict(), "runs": [run.name], "seeds": [0],
-                                           "data_dir": str(data_dir), "verify_data": verify, "device": "cpu"})
+        records.write_manifest(Path(tmp), TrainManifest(preset=preset, runs=(run.name,), frameworks=(framework,),
+                                                        variants=(variant,), seeds=(0,), data_dir=str(data_dir),
+                                                        verify_data=verify, device="cpu"))
         status = run_one(run_dir=Path(tmp), run=run, trainer_cls=trainer_cls)
         recs = records.read_records(run.records_path(Path(tmp)))
         if status != "done":
-            raise RuntimeError(f"the suite's run ended {status}: {recs[-1].get('error')}")
-        epoch = next(r for r in recs if r["kind"] == "epoch")
-        train_seconds = epoch["iteration"] * preset.batch_size / epoch["images_per_s"]
+            error = recs[-1].error if recs and isinstance(recs[-1], FailedEvent) else status
+            raise RuntimeError(f"the suite's run ended {status}: {error}")
+        epoch = next(r for r in recs if isinstance(r, EpochEvent))
+        train_seconds = epoch.iteration * preset.batch_size / epoch.images_per_s
         inside = trainer_cls.instances[-1].step_seconds
-        return epoch["images_per_s"], epoch["compile_count"], 1 - inside / train_seconds
+        return epoch.images_per_s, epoch.compile_count, 1 - inside / train_seconds
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bnparity.frameworks.conventions import Convention
 from bnparity.suites.errors import UserError
 from bnparity.suites.records import read_json
 from bnparity.suites.schema import (
@@ -21,6 +22,7 @@ from bnparity.suites.schema import (
     TrainEvent,
     TrainManifest,
     format_string,
+    load_conventions,
     load_model_parity,
     load_parity,
     load_run_manifest,
@@ -69,7 +71,7 @@ class RunData:
 
     run_dir: Path
     manifest: RunManifest | None = None
-    conventions: list[dict[str, Any]] = field(default_factory=list)
+    conventions: tuple[Convention, ...] = ()
     conventions_source: str = "conventions.json"
     parity: ParityDoc | None = None
     model_parity: ModelParityDoc | None = None
@@ -135,21 +137,18 @@ def _suite_part(data: RunData, part: str, loader: Any) -> None:
 
 
 def _conventions_part(data: RunData) -> None:
+    """conventions.json through the schema (any version it reads); without one, the installed registry."""
     path = data.run_dir / PARTS["conventions"][0]
-    doc = None
     if path.exists():
         try:
-            doc = read_json(path)
-        except (ValueError, OSError) as e:
+            data.conventions = load_conventions(read_json(path), where=path.name).conventions
+            data.parts["conventions"] = PartStatus("conventions", "ok")
+            return
+        except (ValueError, OSError) as e:  # FormatError is a ValueError
             data.parts["conventions"] = PartStatus("conventions", "unreadable", str(e))
-    rows = doc.get("conventions") if isinstance(doc, dict) else doc
-    if isinstance(rows, list) and rows:
-        data.conventions = rows
-        data.parts["conventions"] = PartStatus("conventions", "ok")
-        return
     from bnparity.frameworks.conventions import all_conventions  # data only: imports no framework
 
-    data.conventions = [c.to_dict() for c in all_conventions()]
+    data.conventions = all_conventions()
     data.conventions_source = "the registry of this installation"
     if "conventions" not in data.parts:
         data.parts["conventions"] = PartStatus("conventions", "missing",

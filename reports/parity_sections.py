@@ -12,7 +12,7 @@ from bnparity.suites.schema import ModelComparison, ParityDoc
 from .document import Bullets, Cell, Section, Table, fmt, text_cell
 from .layer_summary import MEASURED, hard_case_findings, matrix, parity_of
 from .load import RunData
-from .summary import CONVENTION_FIELDS, ModelParitySummary, convention_rows
+from .summary import CONVENTION_FIELDS, ModelParitySummary
 
 _STATUS = {"pass": "pass", "FAIL": "fail", "differs": "differs", "skipped": "skipped", "error": "error"}
 # the model-parity table's rows: what is compared against the float64 reference, then against the anchor framework
@@ -96,7 +96,7 @@ _CONVENTION_ROWS = (("layer", "layer"), ("momentum", "momentum (default)"), ("mo
 
 def conventions_section(data: RunData, summary: dict[str, Any]) -> Section:
     section = Section("conventions", "Conventions and measured default differences")
-    rows = {r.framework: r for r in convention_rows(data.conventions, where=data.conventions_source)}
+    rows = {r.framework: r for r in data.conventions}
     frameworks = list(rows)
     measured = {r["framework"]: r["measured"] for r in summary["conventions"]["frameworks"]}
     anchor = summary["conventions"]["baseline"]

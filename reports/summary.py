@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bnparity.frameworks.conventions import Convention
 from bnparity.frameworks.registry import baseline, display_name, sort_key
 from bnparity.suites.schema import (
     AccuracyStat,
@@ -18,7 +16,6 @@ from bnparity.suites.schema import (
     ModelComparison,
     ModelParityDoc,
     Speedup,
-    load_conventions,
 )
 
 from .layer_summary import (
@@ -36,20 +33,11 @@ CONVENTION_FIELDS = ("momentum", "momentum_weighs", "new_weight", "eps", "runnin
                      "variance_algorithm")
 
 
-def convention_rows(rows: Iterable[Convention | Mapping[str, Any]], *,
-                    where: str = "conventions.json") -> tuple[Convention, ...]:
-    """The recorded registry rows as Conventions: rows already loaded, or a conventions.json's (any version)."""
-    rows = list(rows)
-    if all(isinstance(r, Convention) for r in rows):
-        return tuple(rows)
-    return load_conventions(rows, where=where).conventions
-
-
 def conventions(data: RunData) -> dict[str, Any]:
     """The registry rows (as recorded) with the measured defaults-mode differences from the baseline's convention."""
     measured = measured_defaults(data.parity) if data.parity else {}
     rows = []
-    for row in convention_rows(data.conventions, where=data.conventions_source):
+    for row in data.conventions:
         entry: dict[str, Any] = {k: getattr(row, k) for k in CONVENTION_FIELDS}
         entry["framework"], entry["measured"] = row.framework, measured.get(row.framework)
         rows.append(entry)

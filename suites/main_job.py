@@ -21,7 +21,7 @@ from bnparity.frameworks.registry import frameworks_help, parse_frameworks
 from .environment import environment
 from .errors import UserError
 from .records import write_json
-from .schema import Environment, RunManifest, from_dict, to_dict
+from .schema import ConventionsDoc, Environment, RunManifest, from_dict, to_dict
 
 STEPS = ("parity", "model-parity", "train", "pitfalls", "report")
 
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         return done
 
     manifest = record()
-    write_json(run_dir / "conventions.json", {"conventions": [c.to_dict() for c in all_conventions()]})
+    write_json(run_dir / "conventions.json", to_dict(ConventionsDoc(conventions=all_conventions())))
     commands = {
         "parity": ["parity", *fw_args, "--json", str(run_dir / "parity.json")],
         "model-parity": ["model-parity", "--preset", args.model_preset, *fw_args,

@@ -209,12 +209,6 @@ def load_manifest(run_dir: Path) -> TrainManifest:
     return load_train_manifest(read_json(path), where=str(path))
 
 
-def read_manifest(run_dir: Path) -> dict[str, Any]:
-    """`load_manifest` as plain JSON data (upgraded to the current version), for callers that still index it by
-    key (suites/pitfalls/command.py); new code uses `load_manifest`."""
-    return to_dict(load_manifest(run_dir))
-
-
 def save_checkpoint(run_dir: Path, run: RunId, *, epoch: int, state: dict[str, np.ndarray],
                     meta: dict[str, Any]) -> Path:
     """Save `state` and `meta` after `epoch` atomically; keep only the last KEEP_CHECKPOINTS epochs."""

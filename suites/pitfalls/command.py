@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from bnparity.frameworks.registry import sort_key
-from bnparity.suites.convergence.presets import TrainPreset
-from bnparity.suites.convergence.records import RunId, checkpoint_epochs, load_checkpoint, read_manifest
+from bnparity.suites.convergence.records import RunId, checkpoint_epochs, load_checkpoint, load_manifest
 from bnparity.suites.environment import environment
 from bnparity.suites.errors import UserError
 from bnparity.suites.output import JSON_TARGETS, output_file, write_json
+from bnparity.suites.schema import TrainManifest
 
 from .experiment import RULES, PitfallResult, measure
 
@@ -46,10 +46,10 @@ def train_dir_of(run_dir: Path) -> Path:
     raise UserError(f"RUN_DIR must hold a training run (train/manifest.json and checkpoints). Received: {run_dir}")
 
 
-def choose_run(train_dir: Path, manifest: dict, name: str | None) -> tuple[RunId, int]:
+def choose_run(train_dir: Path, manifest: TrainManifest, name: str | None) -> tuple[RunId, int]:
     """(run, last checkpointed epoch) of `name`, or of the first BN run with a checkpoint of its last epoch."""
-    epochs = manifest["preset"]["epochs"]
-    runs = [RunId.parse(n) for n in manifest["runs"]]
+    epochs = manifest.preset.epochs
+    runs = [RunId.parse(n) for n in manifest.runs]
     if name is not None:
         try:
             run = RunId.parse(name)
@@ -89,13 +89,13 @@ def run(args: argparse.Namespace) -> int:
     if args.test_images < 1:
         raise UserError(f"--test-images must be >= 1. Received: {args.test_images}")
     train_dir = train_dir_of(args.run_dir)
-    manifest = read_manifest(train_dir)
-    preset = TrainPreset.from_dict(manifest["preset"])
+    manifest = load_manifest(train_dir)
+    preset = manifest.preset
     run_id, epoch = choose_run(train_dir, manifest, args.run)
     arch = alexnet_spec(preset.arch, batch_norm=True)
     state, _ = load_checkpoint(train_dir, run_id, epoch)
     params = {name: state[name] for name in param_shapes(arch)}
-    data = load_fashion_mnist(Path(manifest["data_dir"]), allow_download=False, verify=manifest["verify_data"])
+    data = load_fashion_mnist(Path(manifest.data_dir), allow_download=False, verify=manifest.verify_data)
     train, test = prepare(data, image_size=preset.image_size, train_subset=preset.train_subset,
                           test_subset=preset.test_subset, subset_seed=preset.subset_seed)
     n_test = min(args.test_images, len(test.labels))
