@@ -29,7 +29,6 @@ from bnparity.suites.schema import (
     load_train_manifest,
 )
 
-PITFALLS_FORMAT = "bnparity-pitfalls/1"  # suites/pitfalls/command.py (read by reports/porting.py)
 # part -> (file or folder in the run directory, the `bnparity run` step that writes it)
 PARTS: dict[str, tuple[str, str | None]] = {
     "manifest": ("manifest.json", None),

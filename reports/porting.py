@@ -12,7 +12,6 @@ import itertools
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from bnparity.frameworks.conventions import Convention, all_conventions
 from bnparity.frameworks.registry import baseline, descriptors, display_name
@@ -21,10 +20,9 @@ from bnparity.suites.errors import UserError
 from bnparity.suites.output import write_output
 from bnparity.suites.parity.summary import cells
 from bnparity.suites.records import read_json
-from bnparity.suites.schema import PARITY_FORMAT, FormatError, ParityDoc, load_parity
+from bnparity.suites.schema import PARITY_FORMAT, FormatError, ParityDoc, PitfallsDoc, load_parity, load_pitfalls
 
 from .layer_summary import layer_parity, measured_defaults
-from .load import PITFALLS_FORMAT
 from .porting_facts import ROOT, all_proofs, missing_tests, proof_refs, tutorial_pitfalls, variance_gap
 from .porting_pairs import pair_section
 
@@ -169,31 +167,30 @@ def tutorial_section() -> list[str]:
     return lines
 
 
-def trained_network_section(pitfalls: dict[str, Any] | None) -> list[str]:
+def trained_network_section(pitfalls: PitfallsDoc | None) -> list[str]:
     """The pitfalls as eval accuracy of a trained AlexNet (bnparity pitfalls), or how to measure them."""
     if pitfalls is None:
         return ["### On a trained network", "",
                 "`bnparity pitfalls RUN_DIR` (a step of `bnparity run`) measures what each rule does to a trained "
                 "AlexNet's test accuracy; this guide was generated without such a measurement."]
-    meta, records = pitfalls.get("meta", {}), pitfalls.get("records", [])
-    rules = {r["name"]: r["description"] for r in meta.get("rules", [])}
-    trained = next((r for r in records if r["steps"] is None), None)
+    meta, records = pitfalls.meta, pitfalls.records
+    trained = next((r for r in records if r.steps is None), None)
     lines = ["### On a trained network", "",
-             f"Measured by `bnparity pitfalls` on the weights of {meta.get('run')} after epoch {meta.get('epoch')} "
-             f"(preset {meta.get('preset')}, batches of {meta.get('batch_size')}): running statistics never change "
+             f"Measured by `bnparity pitfalls` on the weights of {meta.run} after epoch {meta.epoch} "
+             f"(preset {meta.preset}, batches of {meta.batch_size}): running statistics never change "
              "what training computes, so the learned weights are the same under every rule. Each rule re-estimates "
              "every BN layer's running statistics from the run's own first training batches (same order, same "
-             f"dropout masks) with the float64 NumPy AlexNet; test accuracy on {meta.get('test_images')} test "
-             "images in eval mode" + ("" if meta.get("complete") else " (incomplete: the measurement was cut short)")
+             f"dropout masks) with the float64 NumPy AlexNet; test accuracy on {meta.test_images} test "
+             "images in eval mode" + ("" if meta.complete else " (incomplete: the measurement was cut short)")
              + ":", ""]
-    steps = [k for k in meta.get("steps", []) if any(r["steps"] == k for r in records)]
+    steps = [k for k in meta.steps if any(r.steps == k for r in records)]
     lines += ["| rule | " + " | ".join(f"after {k} batch{'es' if k > 1 else ''}" for k in steps) + " |",
               "|---|" + "---|" * len(steps)]
-    for name, description in rules.items():
-        by_step = {r["steps"]: r for r in records if r["rule"] == name}
-        cells = [f"{by_step[k]['test_accuracy']:.3f}" if k in by_step else "–" for k in steps]
-        lines.append(f"| {name}: {description} | " + " | ".join(cells) + " |")
-    acc = {(r["rule"], r["steps"]): r["test_accuracy"] for r in records}
+    for rule in meta.rules:
+        by_step = {r.steps: r for r in records if r.rule == rule.name}
+        cells = [f"{by_step[k].test_accuracy:.3f}" if k in by_step else "–" for k in steps]
+        lines.append(f"| {rule.name}: {rule.description} | " + " | ".join(cells) + " |")
+    acc = {(r.rule, r.steps): r.test_accuracy for r in records}
     if steps and all((rule, k) in acc for rule in ("correct", "zero-start", "swapped") for k in (steps[0], steps[-1])):
         first, last = steps[0], steps[-1]
         lines += ["", f"After {first} batch{'es' if first > 1 else ''} the zero start scores "
@@ -205,11 +202,11 @@ def trained_network_section(pitfalls: dict[str, Any] | None) -> list[str]:
                       "which is why eval accuracy measured early in training understates the network."]
     if trained is not None:
         lines += ["", f"With the running statistics the framework accumulated over the whole run, the same images "
-                      f"score {trained['test_accuracy']:.3f}."]
+                      f"score {trained.test_accuracy:.3f}."]
     return lines
 
 
-def guide(*, parity: ParityDoc, conventions: Sequence[Convention], pitfalls: dict[str, Any] | None = None) -> str:
+def guide(*, parity: ParityDoc, conventions: Sequence[Convention], pitfalls: PitfallsDoc | None = None) -> str:
     """The whole guide as Markdown."""
     lines = ["<!-- Generated by `python -m bnparity.reports.porting` from the conventions registry and a parity run. "
              "Do not edit by hand: regenerate. -->", "",
@@ -244,9 +241,10 @@ def write_porting_guide(*, parity_path: Path, out: Path, root: Path = ROOT,
         raise UserError(f"the porting guide cites tests that do not exist: {', '.join(missing)}")
     pitfalls = None
     if pitfalls_path is not None:
-        pitfalls = read_json(pitfalls_path)
-        if not isinstance(pitfalls, dict) or pitfalls.get("format") != PITFALLS_FORMAT:
-            raise UserError(f"--pitfalls must be a {PITFALLS_FORMAT} record file. Received: {pitfalls_path}")
+        try:
+            pitfalls = load_pitfalls(read_json(pitfalls_path), where=str(pitfalls_path))
+        except FormatError as e:
+            raise UserError(f"--pitfalls must be a pitfalls record file (bnparity pitfalls). Received: {e}") from None
     text = guide(parity=parity, conventions=conventions, pitfalls=pitfalls)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)  # the guide's folder (e.g. docs/) is created when missing

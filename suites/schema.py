@@ -1138,3 +1138,66 @@ def load_run_manifest(data: object, *, where: str = "manifest.json") -> RunManif
         parse_format(data["format"], family=RUN_MANIFEST, current=RUN_MANIFEST_VERSION, where=where)
     manifest = from_dict(RunManifest, data, where=where)
     return dataclasses.replace(manifest, format=format_string(RUN_MANIFEST, RUN_MANIFEST_VERSION))
+
+
+# --- pitfalls -----------------------------------------------------------------------------------------------------
+# pitfalls.json (bnparity pitfalls): {"format": "bnparity-pitfalls/2", "meta": PitfallsMeta, "records":
+# [PitfallRecord, ...]}. Version 1 (2026-11-29) had the environment's keys flattened into meta.
+
+PITFALLS = "pitfalls"
+PITFALLS_VERSION = 2
+
+
+@dataclass(frozen=True)
+class PitfallRule:
+    """A moving-average rule: the trained network's BN convention with `changes` applied to its spec."""
+
+    name: str
+    description: str
+    changes: dict[str, float | str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PitfallsMeta:
+    """What was measured: the run and epoch whose weights are used, the batches, the rules, whether it finished."""
+
+    environment: Environment = dataclasses.field(default_factory=Environment)
+    run: str
+    epoch: int
+    preset: str
+    batch_size: int
+    steps: tuple[int, ...]
+    test_images: int
+    rules: tuple[PitfallRule, ...]
+    complete: bool
+
+
+@dataclass(frozen=True)
+class PitfallRecord:
+    """The test set in eval mode with the running statistics of `rule` after `steps` training batches (None: the
+    statistics the framework accumulated in training)."""
+
+    rule: str
+    steps: int | None
+    test_accuracy: float
+    test_loss: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class PitfallsDoc:
+    format: str = format_string(PITFALLS, PITFALLS_VERSION)
+    meta: PitfallsMeta
+    records: tuple[PitfallRecord, ...] = ()
+
+
+def load_pitfalls(data: object, *, where: str = "pitfalls.json") -> PitfallsDoc:
+    """A pitfalls.json document (version 1 or 2). Raises FormatError (one line) for anything else."""
+    if not isinstance(data, Mapping):
+        raise FormatError(f"{where}: expected a JSON object. Received: {type(data).__name__}")
+    version = parse_format(data.get("format"), family=PITFALLS, current=PITFALLS_VERSION, where=where)
+    meta = dict(data.get("meta") or {})
+    if version == 1:
+        meta["environment"] = {k: meta.pop(k) for k in ENVIRONMENT_KEYS if k in meta}
+    return PitfallsDoc(meta=from_dict(PitfallsMeta, meta, where=f"{where}: meta"),
+                       records=tuple(from_dict(PitfallRecord, r, where=f"{where}: records[{i}]")
+                                     for i, r in enumerate(data.get("records") or [])))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -77,3 +80,28 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, message):
     assert main(["pitfalls", str(tmp_path), *args]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err
+
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_a_pitfalls_file_of_the_2026_11_29_release_gives_the_same_guide_section():
+    """legacy-pitfalls-v1.json and its guide section were both written by that release's own code."""
+    from bnparity.reports.porting import trained_network_section
+    from bnparity.suites.schema import load_pitfalls
+
+    doc = load_pitfalls(json.loads((DATA / "legacy-pitfalls-v1.json").read_text()))
+    assert doc.meta.environment.python and doc.meta.run == "torch-bn-seed0"
+    expected = (DATA / "legacy-pitfalls-v1-section.md").read_text().rstrip("\n")
+    assert "\n".join(trained_network_section(doc)).rstrip("\n") == expected
+
+
+def test_pitfalls_records_round_trip_and_a_future_version_is_refused():
+    from bnparity.suites.schema import FormatError, load_pitfalls, to_dict
+
+    doc = load_pitfalls(json.loads((DATA / "legacy-pitfalls-v1.json").read_text()))
+    again = load_pitfalls(json.loads(json.dumps(to_dict(doc))))
+    assert again == doc and to_dict(again)["format"] == "bnparity-pitfalls/2"
+    newer = r"bnparity-pitfalls/9, newer than this bnparity reads \(bnparity-pitfalls/2\)"
+    with pytest.raises(FormatError, match=newer):
+        load_pitfalls({**to_dict(doc), "format": "bnparity-pitfalls/9"})

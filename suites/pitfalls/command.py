@@ -1,7 +1,7 @@
 """`bnparity pitfalls RUN_DIR`: the seed tutorial's BN pitfalls as eval accuracy of a run's trained AlexNet.
 
 Reads a finished BN run's last checkpoint and the run's data, runs `experiment.measure` with the float64
-NumPy AlexNet (no framework), and writes RUN_DIR/pitfalls.json (format bnparity-pitfalls/1), saved after
+NumPy AlexNet (no framework), and writes RUN_DIR/pitfalls.json (format bnparity-pitfalls/2), saved after
 every evaluation so that an interruption keeps what was measured.
 """
 
@@ -20,11 +20,23 @@ from bnparity.suites.convergence.records import RunId, checkpoint_epochs, load_c
 from bnparity.suites.environment import environment
 from bnparity.suites.errors import UserError
 from bnparity.suites.output import JSON_TARGETS, output_file, write_json
-from bnparity.suites.schema import TrainManifest
+from bnparity.suites.schema import (
+    PITFALLS,
+    PITFALLS_VERSION,
+    Environment,
+    PitfallRecord,
+    PitfallRule,
+    PitfallsDoc,
+    PitfallsMeta,
+    TrainManifest,
+    format_string,
+    from_dict,
+    to_dict,
+)
 
-from .experiment import RULES, PitfallResult, measure
+from .experiment import RULES, measure
 
-FORMAT = "bnparity-pitfalls/1"
+FORMAT = format_string(PITFALLS, PITFALLS_VERSION)
 FILENAME = "pitfalls.json"
 
 
@@ -109,14 +121,15 @@ def run(args: argparse.Namespace) -> int:
                 yield x, y, dropout_masks(shapes, batch=len(y), rng=masks_rng)
 
     out = args.json or Path(args.run_dir) / FILENAME
-    doc = {"format": FORMAT, "meta": {**environment(), "run": run_id.name, "epoch": epoch, "preset": preset.name,
-                                      "batch_size": preset.batch_size, "steps": list(steps), "test_images": n_test,
-                                      "rules": [dataclasses.asdict(r) for r in RULES], "complete": False},
-           "records": []}
+    meta = PitfallsMeta(environment=from_dict(Environment, environment()), run=run_id.name, epoch=epoch,
+                        preset=preset.name, batch_size=preset.batch_size, steps=tuple(steps), test_images=n_test,
+                        rules=tuple(PitfallRule(r.name, r.description, dict(r.changes)) for r in RULES),
+                        complete=False)
+    results: list[PitfallRecord] = []
 
-    def save(result: PitfallResult) -> None:
-        doc["records"].append(dataclasses.asdict(result))
-        write_json(out, doc)
+    def save(result: PitfallRecord) -> None:
+        results.append(result)
+        write_json(out, to_dict(PitfallsDoc(meta=meta, records=tuple(results))))
         when = "as trained" if result.steps is None else f"after {result.steps} batch(es)"
         print(f"{result.rule:<11} {when:<20} test accuracy {result.test_accuracy:.4f}  loss {result.test_loss:.4f}",
               flush=True)
@@ -124,7 +137,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"{run_id.name}, weights after epoch {epoch}; running statistics re-estimated from its first "
           f"{steps[-1]} training batches; {n_test} test images (float64 NumPy AlexNet)")
     measure(arch, params, train_batches(), (test.images[:n_test], test.labels[:n_test]), steps=steps, on_result=save)
-    doc["meta"]["complete"] = True
-    write_json(out, doc)
+    write_json(out, to_dict(PitfallsDoc(meta=dataclasses.replace(meta, complete=True), records=tuple(results))))
     print(out)
     return 0

@@ -24,6 +24,7 @@ import numpy as np
 from bnparity.reference import alexnet_numpy as anp
 from bnparity.reference.alexnet import AlexNetSpec, param_shapes, running_names
 from bnparity.reference.spec import BNSpec
+from bnparity.suites.schema import PitfallRecord
 
 
 @dataclass(frozen=True)
@@ -44,16 +45,6 @@ RULES = (
     Rule("swapped", "new batch weight 0.9 (momentum 0.9 in the other meaning)",
          {"momentum": 0.9, "momentum_weighs": "new"}),
 )
-
-
-@dataclass(frozen=True)
-class PitfallResult:
-    """The test set in eval mode with the running statistics of `rule` after `steps` training batches."""
-
-    rule: str
-    steps: int | None  # None: the running statistics the framework accumulated in training
-    test_accuracy: float
-    test_loss: float
 
 
 def initial_running(arch: AlexNetSpec, spec: BNSpec) -> dict[str, np.ndarray]:
@@ -108,7 +99,7 @@ def reestimate(arch: AlexNetSpec, params: dict[str, np.ndarray],
 def measure(arch: AlexNetSpec, params: dict[str, np.ndarray],
             train_batches: Iterable[tuple[np.ndarray, np.ndarray, list[np.ndarray] | None]],
             test: tuple[np.ndarray, np.ndarray], *, steps: tuple[int, ...],
-            on_result: Callable[[PitfallResult], None] = lambda r: None) -> list[PitfallResult]:
+            on_result: Callable[[PitfallRecord], None] = lambda r: None) -> list[PitfallRecord]:
     """Test accuracy with the trained running statistics, then with every rule's after each of `steps` batches.
 
     Args:
@@ -120,11 +111,11 @@ def measure(arch: AlexNetSpec, params: dict[str, np.ndarray],
         on_result: called with each result as soon as it is known (to save it).
     """
     _check(arch, steps)
-    results: list[PitfallResult] = []
+    results: list[PitfallRecord] = []
 
     def record(rule: str, k: int | None, p: dict[str, np.ndarray]) -> None:
         accuracy, loss = evaluate(arch, p, *test)
-        results.append(PitfallResult(rule, k, accuracy, loss))
+        results.append(PitfallRecord(rule, k, accuracy, loss))
         on_result(results[-1])
 
     record("trained", None, params)
