@@ -47,7 +47,7 @@ from bnparity.reference.alexnet import (
 )
 
 from ._x64 import dtype_scope
-from .convert import framework_device, framework_dtype, to_numpy
+from .convert import framework_device, framework_dtype, framework_momentum, to_numpy
 
 # Full float32 products on every backend (TPUs and some GPUs would otherwise use bfloat16/TF32 passes).
 PRECISION = jax.lax.Precision.HIGHEST
@@ -81,7 +81,7 @@ class AlexNet(nn.Module):
                 x = nn.Dense(layer.out_features, precision=PRECISION, name=layer.name, **kw)(x)
             elif isinstance(layer, BatchNorm):
                 # Two-pass variance, as torch and MXNet (Flax's default is E[x²] − E[x]²).
-                x = nn.BatchNorm(use_running_average=not train, axis=-1, momentum=1.0 - self.spec.bn.new_weight,
+                x = nn.BatchNorm(use_running_average=not train, axis=-1, momentum=framework_momentum(self.spec.bn),
                                  epsilon=self.spec.bn.eps, use_fast_variance=False, name=layer.name, **kw)(x)
             elif isinstance(layer, ReLU):
                 x = nn.relu(x)

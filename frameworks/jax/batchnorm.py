@@ -24,15 +24,10 @@ from bnparity.reference.spec import BNSpec
 
 from ._session import Apply, JaxLayer, StepCache
 from ._x64 import dtype_scope
-from .convert import framework_dtype, to_tensor
+from .convert import framework_dtype, framework_momentum, to_tensor
 from .descriptor import DESCRIPTOR
 
 APIS = ("linen", "nnx")
-
-
-def _momentum(spec: BNSpec) -> float:
-    """Flax's momentum for `spec`: the weight of the *old* running value (running = m·running + (1 − m)·batch)."""
-    return 1.0 - spec.new_weight
 
 
 def _stats_dtype(dtype: np.dtype) -> np.dtype:
@@ -101,7 +96,7 @@ class BuiltinBatchNorm(LayerAdapter):
                                        dtype=jnp.dtype(dtype), param_dtype=jnp.dtype(dtype))
         if not use_defaults:
             # The canonical semantics is the two-pass σ²_B; Flax's default is E[x²] − E[x]².
-            options.update(momentum=_momentum(spec), epsilon=spec.eps, use_fast_variance=False)
+            options.update(momentum=framework_momentum(spec), epsilon=spec.eps, use_fast_variance=False)
         return options
 
     def build(self, spec: BNSpec, *, shape: tuple[int, ...], dtype: np.dtype, gamma: np.ndarray,

@@ -16,6 +16,7 @@ import ml_dtypes
 import numpy as np
 
 from bnparity.frameworks.base import Unsupported
+from bnparity.reference.spec import BNSpec
 
 
 def _keep_compilations_on_disk() -> None:
@@ -37,6 +38,11 @@ _keep_compilations_on_disk()
 
 _JAX_DTYPES = {"float64": np.dtype(np.float64), "float32": np.dtype(np.float32),
                "float16": np.dtype(np.float16), "bfloat16": np.dtype(ml_dtypes.bfloat16)}
+
+
+def framework_momentum(spec: BNSpec) -> float:
+    """Flax's momentum for `spec`: the weight of the *old* running value (running = m·running + (1 − m)·batch)."""
+    return 1.0 - spec.new_weight
 
 
 def framework_dtype(dtype: np.dtype) -> np.dtype:

@@ -34,7 +34,7 @@ from bnparity.reference.alexnet import (
 )
 
 from ._mx import gluon, nd
-from .convert import framework_device, framework_dtype, to_numpy
+from .convert import framework_device, framework_dtype, framework_momentum, to_numpy
 
 nn = gluon.nn
 
@@ -46,7 +46,7 @@ def _block(layer: Layer, shape: LayerShape, spec: AlexNetSpec) -> gluon.HybridBl
     if isinstance(layer, Dense):
         return nn.Dense(layer.out_features, in_units=shape.in_shape[0])
     if isinstance(layer, BatchNorm):
-        return nn.BatchNorm(axis=1, momentum=1.0 - spec.bn.new_weight, epsilon=spec.bn.eps,
+        return nn.BatchNorm(axis=1, momentum=framework_momentum(spec.bn), epsilon=spec.bn.eps,
                             in_channels=shape.in_shape[0])
     if isinstance(layer, ReLU):
         return nn.Activation("relu")

@@ -17,17 +17,8 @@ from bnparity.frameworks.base import LayerAdapter, LayerSession, StepResult, Uns
 from bnparity.reference.spec import BNSpec
 
 from ._mx import autograd, gluon, mx, nd
-from .convert import _param_dtype, framework_dtype, to_numpy, to_tensor
+from .convert import _param_dtype, framework_dtype, framework_momentum, to_numpy, to_tensor
 from .descriptor import DESCRIPTOR
-
-
-def _momentum(spec: BNSpec) -> float:
-    """MXNet's momentum (the weight of the *old* running value) for `spec`, as the operator stores it.
-
-    The BatchNorm operator parses `momentum` as a float32 (batch_norm-inl.h: BatchNormParam `float momentum`),
-    so the value is rounded to float32 whatever the data's dtype.
-    """
-    return float(np.float32(1.0 - spec.new_weight))
 
 
 class _BuiltinLayer(LayerSession):
@@ -81,7 +72,7 @@ class BuiltinBatchNorm(LayerAdapter):
             raise Unsupported("mxnet: gluon.nn.BatchNorm has no track_running_stats=False; it always keeps "
                               "moving statistics and normalizes with them outside autograd.record()")
         # The stored variance is always the biased σ²_B (not configurable), and the momentum is a float32.
-        m = _momentum(spec)
+        m = framework_momentum(spec)
         momentum = m if spec.momentum_weighs == "old" else 1.0 - m  # 1 − m is exact (Sterbenz)
         return spec.replace(running_var="biased", momentum=momentum)
 
@@ -95,7 +86,7 @@ class BuiltinBatchNorm(LayerAdapter):
         options = dict(axis=1, center=spec.affine, scale=spec.affine, use_global_stats=False,
                        in_channels=channels)
         if not use_defaults:
-            options.update(momentum=_momentum(spec), epsilon=spec.eps)
+            options.update(momentum=framework_momentum(spec), epsilon=spec.eps)
         block = gluon.nn.BatchNorm(**options)
         block.initialize(ctx=mx.cpu())
         # Cast first, then set γ, β and the moving statistics, so that float64 keeps every digit.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from bnparity.frameworks.base import Unsupported
+from bnparity.reference.spec import BNSpec
 
 from ._mx import mx, nd
 
@@ -22,6 +23,15 @@ _MX_DTYPES = {"float64": np.dtype(np.float64), "float32": np.dtype(np.float32),
 # (batch_norm.cc: BatchNormType; gluon/nn/basic_layers.py: _BatchNorm.cast maps float16 to float32).
 _PARAM_DTYPES = {"float64": np.dtype(np.float64), "float32": np.dtype(np.float32),
                  "float16": np.dtype(np.float32), "bfloat16": np.dtype(np.float32)}
+
+
+def framework_momentum(spec: BNSpec) -> float:
+    """MXNet's momentum (the weight of the *old* running value) for `spec`, as the operator stores it.
+
+    The BatchNorm operator parses `momentum` as a float32 (batch_norm-inl.h: BatchNormParam `float momentum`),
+    so the value is rounded to float32 whatever the data's dtype.
+    """
+    return float(np.float32(1.0 - spec.new_weight))
 
 
 def framework_dtype(dtype: np.dtype) -> np.dtype:

@@ -34,7 +34,7 @@ from bnparity.reference.alexnet import (
     param_shapes,
 )
 
-from .convert import framework_device, framework_dtype, to_numpy
+from .convert import framework_device, framework_dtype, framework_momentum, to_numpy
 
 _BN_NAMES = {"gamma": "weight", "beta": "bias", "running_mean": "running_mean", "running_var": "running_var"}
 
@@ -53,8 +53,7 @@ def _module(layer: Layer, shape: LayerShape, spec: AlexNetSpec) -> nn.Module:
         return nn.Linear(shape.in_shape[0], layer.out_features)
     if isinstance(layer, BatchNorm):
         cls = nn.BatchNorm2d if len(shape.in_shape) == 3 else nn.BatchNorm1d
-        # torch's momentum is the weight of the new batch statistic.
-        return cls(shape.in_shape[0], eps=spec.bn.eps, momentum=spec.bn.new_weight)
+        return cls(shape.in_shape[0], eps=spec.bn.eps, momentum=framework_momentum(spec.bn))
     if isinstance(layer, ReLU):
         return nn.ReLU()
     if isinstance(layer, MaxPool):

@@ -13,7 +13,7 @@ import torch
 from bnparity.frameworks.base import LayerAdapter, LayerSession, StepResult
 from bnparity.reference.spec import BNSpec
 
-from .convert import framework_dtype, to_numpy, to_tensor
+from .convert import framework_dtype, framework_momentum, to_numpy, to_tensor
 from .descriptor import DESCRIPTOR
 
 _MODULE_OF_RANK = {2: torch.nn.BatchNorm1d, 3: torch.nn.BatchNorm1d, 4: torch.nn.BatchNorm2d,
@@ -68,8 +68,7 @@ class BuiltinBatchNorm(LayerAdapter):
         ndim, channels = len(shape), shape[spec.axis]
         options = dict(affine=spec.affine, track_running_stats=spec.track_running_stats)
         if not use_defaults:
-            # torch's momentum is the weight of the new batch statistic.
-            options.update(eps=spec.eps, momentum=spec.new_weight)
+            options.update(eps=spec.eps, momentum=framework_momentum(spec))
         # Cast first, then set γ, β and the running statistics, so that float64 keeps every digit.
         module = _MODULE_OF_RANK[ndim](channels, **options).to(framework_dtype(dtype))
         with torch.no_grad():

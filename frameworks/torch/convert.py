@@ -9,10 +9,16 @@ import numpy as np
 import torch
 
 from bnparity.frameworks.base import Unsupported
+from bnparity.reference.spec import BNSpec
 
 _TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16,
                  "bfloat16": torch.bfloat16}
 _DEVICES = {"cpu": "cpu", "gpu": "cuda", "cuda": "cuda"}
+
+
+def framework_momentum(spec: BNSpec) -> float:
+    """PyTorch's momentum for `spec`: the weight of the *new* batch statistic (running = (1 − m)·running + m·batch)."""
+    return spec.new_weight
 
 
 def framework_dtype(dtype: np.dtype) -> torch.dtype:
