@@ -2,7 +2,8 @@
 
 Notation of the paper, per channel c over the m = N·(spatial size) values of a mini-batch B:
     μ_B  = 1/m Σ x_i                       batch mean
-    σ²_B = 1/m Σ (x_i − μ_B)²              batch variance (biased; two passes over the data)
+    σ²_B = 1/m Σ (x_i − μ_B)²              batch variance (biased; two passes over the data, or
+                                           E[x²] − μ_B² for spec.variance "fast"; see moments.py)
     x̂_i  = (x_i − μ_B) / √(σ²_B + ε)       normalized input
     y_i  = γ x̂_i + β                       scale and shift
 """
@@ -14,9 +15,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import moments
 from .layout import channel_axis, per_channel
 from .normalization import Normalization
-from .spec import BNSpec
+from .spec import BNSpec, RunningStatsSpec
 from .steps import LayerInputs, LayerOutputs
 
 
@@ -26,13 +28,12 @@ def reduce_axes(ndim: int, axis: int) -> tuple[int, ...]:
     return tuple(a for a in range(ndim) if a != c)
 
 
-def batch_stats(x: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
-    """μ_B and the biased σ²_B of every channel, by two passes over the data (no E[x²] − E[x]²)."""
-    x = np.asarray(x, dtype=np.float64)
-    axes = reduce_axes(x.ndim, axis)
-    mu = x.mean(axis=axes)  # μ_B
-    var = ((x - per_channel(mu, x.ndim, axis)) ** 2).mean(axis=axes)  # σ²_B
-    return mu, var
+def batch_stats(x: np.ndarray, axis: int, *, variance: str = "two-pass") -> tuple[np.ndarray, np.ndarray]:
+    """μ_B and the biased σ²_B of every channel, shape (C,): by two passes over the data, or E[x²] − E[x]²
+    when `variance` is "fast" (moments.mean_and_variance)."""
+    axes = reduce_axes(np.ndim(x), axis)
+    mu, var = moments.mean_and_variance(x, axes, variance)  # μ_B, σ²_B, kept as size-1 axes
+    return mu.reshape(-1), var.reshape(-1)
 
 
 def count_per_channel(shape: tuple[int, ...], axis: int) -> int:
@@ -44,9 +45,9 @@ def count_per_channel(shape: tuple[int, ...], axis: int) -> int:
 def normalize(x: np.ndarray, mean: np.ndarray, var: np.ndarray, gamma: np.ndarray, beta: np.ndarray,
               *, eps: float, axis: int) -> np.ndarray:
     """y = γ (x − mean) / √(var + ε) + β, with (mean, var) either batch or running statistics."""
-    x = np.asarray(x, dtype=np.float64)
-    x_hat = (x - per_channel(mean, x.ndim, axis)) / np.sqrt(per_channel(var, x.ndim, axis) + eps)  # x̂
-    return per_channel(gamma, x.ndim, axis) * x_hat + per_channel(beta, x.ndim, axis)  # γ x̂ + β
+    ndim = np.ndim(x)
+    x_hat, _ = moments.normalize_with(x, per_channel(mean, ndim, axis), per_channel(var, ndim, axis), eps)  # x̂
+    return per_channel(gamma, ndim, axis) * x_hat + per_channel(beta, ndim, axis)  # γ x̂ + β
 
 
 @dataclass(frozen=True)
@@ -60,15 +61,14 @@ class TrainCache:
     axis: int
 
 
-def forward_train(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, *, eps: float,
-                  axis: int) -> tuple[np.ndarray, TrainCache]:
+def forward_train(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, *, eps: float, axis: int,
+                  variance: str = "two-pass") -> tuple[np.ndarray, TrainCache]:
     """Training-mode forward: normalize with the batch's own statistics."""
-    x = np.asarray(x, dtype=np.float64)
-    mu, var = batch_stats(x, axis)
-    inv_std = 1.0 / np.sqrt(var + eps)  # 1/√(σ²_B + ε)
-    x_hat = (x - per_channel(mu, x.ndim, axis)) * per_channel(inv_std, x.ndim, axis)  # x̂
-    y = per_channel(gamma, x.ndim, axis) * x_hat + per_channel(beta, x.ndim, axis)  # y = γ x̂ + β
-    return y, TrainCache(x_hat=x_hat, mu=mu, var=var, inv_std=inv_std, axis=axis)
+    ndim = np.ndim(x)
+    mu, var = batch_stats(x, axis, variance=variance)
+    x_hat, inv_std = moments.normalize_with(x, per_channel(mu, ndim, axis), per_channel(var, ndim, axis), eps)  # x̂
+    y = per_channel(gamma, ndim, axis) * x_hat + per_channel(beta, ndim, axis)  # y = γ x̂ + β
+    return y, TrainCache(x_hat=x_hat, mu=mu, var=var, inv_std=inv_std.reshape(-1), axis=axis)
 
 
 def forward_eval(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, running_mean: np.ndarray,
@@ -90,21 +90,18 @@ def backward(dy: np.ndarray, cache: TrainCache, gamma: np.ndarray) -> tuple[np.n
     axes = reduce_axes(ndim, axis)
     dbeta = dy.sum(axis=axes)  # dβ
     dgamma = (dy * cache.x_hat).sum(axis=axes)  # dγ
-    m = count_per_channel(dy.shape, axis)
-    mean_dy = per_channel(dbeta / m, ndim, axis)
-    mean_dy_xhat = per_channel(dgamma / m, ndim, axis)
-    scale = per_channel(np.asarray(gamma, dtype=np.float64) * cache.inv_std, ndim, axis)
-    dx = scale * (dy - mean_dy - cache.x_hat * mean_dy_xhat)
+    g = per_channel(gamma, ndim, axis) * dy  # dL/dx̂ = γ·dy
+    dx = moments.standardize_backward(g, cache.x_hat, per_channel(cache.inv_std, ndim, axis), axes)
     return dx, dgamma, dbeta
 
 
-def running_update(running: np.ndarray, batch_value: np.ndarray, spec: BNSpec) -> np.ndarray:
+def running_update(running: np.ndarray, batch_value: np.ndarray, spec: RunningStatsSpec) -> np.ndarray:
     """One exponential-moving-average step of a running statistic, in the spec's momentum convention."""
     w = spec.new_weight  # the weight of the new batch: momentum ("new") or 1 − momentum ("old")
     return (1.0 - w) * np.asarray(running, dtype=np.float64) + w * np.asarray(batch_value, dtype=np.float64)
 
 
-def variance_for_running(var: np.ndarray, m: int, spec: BNSpec) -> np.ndarray:
+def variance_for_running(var: np.ndarray, m: int, spec: RunningStatsSpec) -> np.ndarray:
     """The batch variance as the running estimate stores it: σ²_B, or σ²_B · m/(m−1) when unbiased."""
     if spec.running_var == "biased":
         return var
@@ -130,7 +127,7 @@ def run(spec: BNSpec, inputs: LayerInputs) -> LayerOutputs:
     running_mean = np.full(channels, spec.init_running_mean, dtype=np.float64)
     running_var = np.full(channels, spec.init_running_var, dtype=np.float64)
     for x, dy in zip(inputs.xs, inputs.dys, strict=True):
-        y, cache = forward_train(x, gamma, beta, eps=spec.eps, axis=spec.axis)
+        y, cache = forward_train(x, gamma, beta, eps=spec.eps, axis=spec.axis, variance=spec.variance)
         dx, dgamma, dbeta = backward(dy, cache, gamma)
         m = count_per_channel(x.shape, spec.axis)
         running_mean = running_update(running_mean, cache.mu, spec)
@@ -139,7 +136,7 @@ def run(spec: BNSpec, inputs: LayerInputs) -> LayerOutputs:
         y_eval = forward_eval(inputs.x_eval, gamma, beta, running_mean, running_var, eps=spec.eps, axis=spec.axis)
     else:
         # Without running statistics, eval mode normalizes with the eval batch's own statistics.
-        y_eval, _ = forward_train(inputs.x_eval, gamma, beta, eps=spec.eps, axis=spec.axis)
+        y_eval, _ = forward_train(inputs.x_eval, gamma, beta, eps=spec.eps, axis=spec.axis, variance=spec.variance)
     return LayerOutputs(
         y=y, dx=dx,
         dgamma=dgamma if spec.affine else None,
@@ -154,7 +151,8 @@ def condition_factor(spec: BNSpec, xs: Sequence[np.ndarray]) -> float:
     """κ = 1 + max over inputs and channels of |μ_B| / √(σ²_B + ε).
 
     A float μ_B is only known to u·|μ_B|, which perturbs x̂ by u·|μ_B|/σ: κ measures how far the data sits from
-    zero relative to its spread (see suites/parity/tolerance.py).
+    zero relative to its spread (see suites/parity/tolerance.py). A property of the data: always computed with
+    the two-pass σ²_B, whatever spec.variance.
     """
     worst = 0.0
     for x in xs:
@@ -172,12 +170,12 @@ def error_scales(spec: BNSpec, inputs: LayerInputs) -> dict[str, float]:
     near zero (dx of a batch of 2 is ≈ 0) is not judged by its small value.
     """
     gamma, beta = inputs.affine_params(spec)
-    _, cache = forward_train(inputs.xs[-1], gamma, beta, eps=spec.eps, axis=spec.axis)
+    _, cache = forward_train(inputs.xs[-1], gamma, beta, eps=spec.eps, axis=spec.axis, variance=spec.variance)
     dy = np.asarray(inputs.dys[-1], dtype=np.float64)
     ndim, axes = dy.ndim, reduce_axes(dy.ndim, spec.axis)
-    dx_terms = per_channel(np.abs(gamma) * cache.inv_std, ndim, spec.axis) * (  # |γ|/√(σ²_B + ε) ·
-        np.abs(dy) + np.abs(dy.mean(axis=axes, keepdims=True))  # (|dy| + |mean(dy)|
-        + np.abs(cache.x_hat) * np.abs((dy * cache.x_hat).mean(axis=axes, keepdims=True)))  # + |x̂|·|mean(dy·x̂)|)
+    g = per_channel(gamma, ndim, spec.axis) * dy  # dL/dx̂ = γ·dy
+    dx_terms = moments.standardize_backward_magnitude(g, cache.x_hat, per_channel(cache.inv_std, ndim, spec.axis),
+                                                      axes)
     return {
         "dbeta": float(np.max(np.abs(dy).sum(axis=axes))),  # max over channels of Σ|dy|
         "dgamma": float(np.max(np.abs(dy * cache.x_hat).sum(axis=axes))),  # max over channels of Σ|dy·x̂|

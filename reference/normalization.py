@@ -66,6 +66,31 @@ def normalization(name: str) -> Normalization:
     raise ValueError(f"unknown normalization {name!r}; expected one of {', '.join(p.name for p in normalizations())}")
 
 
+def short_name(name: str) -> str:
+    """The command line's short name of a normalization: "batchnorm" -> "batch"."""
+    return name.removesuffix("norm")
+
+
+def parse_normalizations(text: str | None, *, option: str = "--norms") -> tuple[str, ...]:
+    """'batch,layer' (or 'batchnorm,layernorm') -> ('batchnorm', 'layernorm'); None or 'all' -> every one.
+
+    Raises:
+        ValueError: an empty item or an unknown name; the message says what was received and what is expected.
+    """
+    known = tuple(p.name for p in normalizations())
+    if text is None or text.strip() == "all":
+        return known
+    expected = f"expected 'all' or a comma-separated list of {', '.join(short_name(n) for n in known)}"
+    names = [n.strip() for n in text.split(",")]
+    if not text.strip() or any(not n for n in names):
+        raise ValueError(f"{option} has an empty name; {expected}. Received: {text!r}")
+    by_name = {**{short_name(n): n for n in known}, **{n: n for n in known}}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise ValueError(f"unknown normalization {', '.join(unknown)}; {expected}. Received: {text!r}")
+    return tuple(dict.fromkeys(by_name[n] for n in names))
+
+
 def of_spec(spec: LayerSpec) -> Normalization:
     """The plug-in whose spec `spec` is."""
     return normalization(type(spec).normalization)

@@ -24,8 +24,8 @@ class LayerInputs:
         xs: one input per training step, all of the same shape, channel axis at ``spec.axis``.
         dys: the upstream gradient dL/dy of each training step, shapes as ``xs``.
         x_eval: the input of the eval pass after the training steps.
-        gamma: γ, shape (C,). Ignored (taken as ones) when the spec is not affine.
-        beta: β, shape (C,). Ignored (taken as zeros) when the spec is not affine.
+        gamma: γ, of the spec's `param_shape` ((C,) for BatchNorm). Ignored (taken as ones) when the spec is not affine.
+        beta: β, shaped as γ. Ignored (taken as zeros) when the spec is not affine (or has no β).
     """
 
     xs: tuple[np.ndarray, ...]
