@@ -101,7 +101,7 @@ class LayerAdapter(ABC):
             return np.moveaxis(a, native, axis)
 
         gamma, beta = inputs.affine_params(spec)
-        session = self.build(spec.replace(axis=native), shape=to_native(inputs.xs[0]).shape, dtype=inputs.dtype,
+        session = self.build(spec.at_axis(native, ndim), shape=to_native(inputs.xs[0]).shape, dtype=inputs.dtype,
                              gamma=gamma, beta=beta, use_defaults=use_defaults)
         for x, dy in zip(inputs.xs, inputs.dys, strict=True):
             step = session.train_step(to_native(x), to_native(dy))

@@ -1,4 +1,9 @@
-"""The conventions registry: each framework's BatchNorm defaults, one frozen record per framework.
+"""The conventions registry: each framework's defaults, one frozen record per framework and normalization.
+
+BatchNorm's row (`Convention`, the first release's) names each of its conventions as a field; the other
+normalizations' rows (`LayerConvention`) hold their defaults as spec fields, so that one class serves every
+normalization. `frameworks/<name>/convention.py` holds the framework's rows: CONVENTION (BatchNorm) and
+LAYER_CONVENTIONS (the others).
 
 The records are data (no framework is imported here); each field cites where the framework defines it,
 and the tests named in its `proofs` run the framework to prove them. A difference between frameworks lives
@@ -10,8 +15,12 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 
-from bnparity.reference.spec import BNSpec, MomentumWeighs, VarianceEstimator
+import numpy as np
+
+from bnparity.reference.normalization import normalization as plugin
+from bnparity.reference.spec import BNSpec, LayerSpec, MomentumWeighs, VarianceEstimator
 
 from .registry import descriptor, framework_names
 
@@ -59,15 +68,19 @@ class Convention:
     batch_of_one: str = ""
     proofs: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
-    def spec(self, *, axis: int | None = None) -> BNSpec:
-        """The reference spec that reproduces this framework's defaults (channel axis overridable)."""
+    normalization: ClassVar[str] = "batchnorm"
+
+    def spec(self, *, axis: int | None = None, dtype: np.dtype | None = None, **structure: object) -> BNSpec:
+        """The reference spec that reproduces this framework's defaults (channel axis and the spec's STRUCTURE
+        fields overridable; `dtype` is accepted for symmetry with LayerConvention and changes nothing)."""
         return BNSpec(
             axis=self.channel_axis if axis is None else axis,
             eps=self.eps,
             momentum=self.momentum,
             momentum_weighs=self.momentum_weighs,
             running_var=self.running_var,
-        )
+            variance="fast" if self.variance_algorithm == "fast" else "two-pass",
+        ).replace(**structure)
 
     @property
     def new_weight(self) -> float:
@@ -83,12 +96,99 @@ class Convention:
         return asdict(self)
 
 
-def convention(framework: str) -> Convention:
-    """The record of one framework (imports only its data module, never the framework)."""
+EPS_RULES = ("fixed", "machine-epsilon")
+
+
+@dataclass(frozen=True)
+class LayerConvention:
+    """One framework's layer of one normalization (other than BatchNorm), as a user who changes nothing gets it.
+
+    Attributes:
+        framework: the framework's descriptor name.
+        normalization: the reference plug-in ("layernorm", "groupnorm", "instancenorm", "rmsnorm").
+        layer: the layer the builtin adapter drives, e.g. "torch.nn.GroupNorm".
+        defaults: spec field -> the layer's default, for every field of the normalization's spec the layer has a
+            default for (JSON values: numbers, strings, booleans). A structural field without a default (PyTorch's
+            required `num_groups`) is absent and described in `facts`.
+        facts: spec field (or another convention's name) -> what a porter must know, in one sentence.
+        citations: spec field (or fact) -> where the framework's source defines it: "path/to/file.py:LINE: what".
+        proofs: spec field (or fact) -> the tests that run the framework to prove it, "tests/<file>.py::<function>".
+        constructor: the layer built with its defaults, as written in the framework (for the porting guide).
+        eps_rule: "fixed" (ε is defaults["eps"]) or "machine-epsilon" (ε is the machine epsilon of the computation
+            dtype, float32 for half-precision inputs: PyTorch's RMSNorm(eps=None)).
+    """
+
+    framework: str
+    normalization: str
+    layer: str
+    defaults: dict[str, object]
+    facts: dict[str, str]
+    citations: dict[str, str]
+    proofs: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    constructor: str = ""
+    eps_rule: str = "fixed"
+
+    def __post_init__(self) -> None:
+        if self.eps_rule not in EPS_RULES:
+            raise ValueError(f"eps_rule must be one of {', '.join(EPS_RULES)}. Received: {self.eps_rule!r}")
+
+    def eps(self, dtype: np.dtype | None = None) -> float:
+        """ε for inputs of `dtype` (needed when eps_rule is "machine-epsilon")."""
+        if self.eps_rule == "fixed":
+            return float(self.defaults["eps"])
+        if dtype is None:
+            raise ValueError(f"{self.layer}: ε depends on the input dtype; pass dtype")
+        computed = np.float32 if np.dtype(dtype).itemsize < 4 else dtype  # half precision computes in float32
+        return float(np.finfo(computed).eps)
+
+    def spec(self, *, dtype: np.dtype | None = None, **structure: object) -> LayerSpec:
+        """The reference spec of this layer's defaults, with the given STRUCTURE fields (axis, groups, ...)."""
+        spec_type = plugin(self.normalization).spec_type
+        known = {f for f in spec_type.__dataclass_fields__}
+        fields = {k: v for k, v in self.defaults.items() if k in known}
+        if "eps" in known:
+            fields["eps"] = self.eps(dtype)
+        return spec_type(**{**fields, **structure})
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def convention(framework: str, normalization: str = "batchnorm") -> Convention | LayerConvention:
+    """The row of one framework's `normalization` (imports only its data module, never the framework).
+
+    Raises ValueError for an unknown framework and LookupError when the framework has no such layer.
+    """
     descriptor(framework)  # ValueError for an unknown framework
-    return importlib.import_module(f"bnparity.frameworks.{framework}.convention").CONVENTION
+    module = importlib.import_module(f"bnparity.frameworks.{framework}.convention")
+    if normalization == Convention.normalization:
+        return module.CONVENTION
+    for row in getattr(module, "LAYER_CONVENTIONS", ()):
+        if row.normalization == normalization:
+            return row
+    raise LookupError(f"{framework} has no {normalization} conventions row")
 
 
 def all_conventions() -> tuple[Convention, ...]:
-    """The whole table, one row per framework, in the registry's order."""
+    """BatchNorm's table, one row per framework, in the registry's order."""
     return tuple(convention(f) for f in framework_names())
+
+
+def all_layer_conventions() -> tuple[LayerConvention, ...]:
+    """Every framework's rows of every normalization but BatchNorm, framework by framework."""
+    rows: list[LayerConvention] = []
+    for f in framework_names():
+        module = importlib.import_module(f"bnparity.frameworks.{f}.convention")
+        rows.extend(getattr(module, "LAYER_CONVENTIONS", ()))
+    return tuple(rows)
+
+
+def layer_conventions(normalization: str) -> tuple[LayerConvention, ...]:
+    """One normalization's table (other than BatchNorm): the row of every framework that has the layer."""
+    rows = []
+    for f in framework_names():
+        try:
+            rows.append(convention(f, normalization))
+        except LookupError:
+            continue
+    return tuple(rows)

@@ -28,6 +28,38 @@ class LayerImpl:
 
 
 @dataclass(frozen=True)
+class Lack:
+    """A layer implementation a framework does not have, and why (a parity run records it as a skip with `reason`).
+
+    Attributes:
+        normalization: the plug-in it would implement.
+        impl: "builtin" or "scratch".
+        reason: one line a reader understands, e.g. "MXNet 1.9 has no RMSNorm layer".
+    """
+
+    normalization: str
+    impl: str
+    reason: str
+
+
+def standard_layers(normalizations: tuple[tuple[str, str, str], ...]) -> tuple[LayerImpl, ...]:
+    """The LayerImpl rows of framework folders that follow the naming rule: for each (normalization, module, class
+    suffix), ``Builtin<suffix>`` and ``Scratch<suffix>`` in ``frameworks/<name>/<module>.py``."""
+    return tuple(LayerImpl(norm, impl, module, f"{impl.capitalize()}{suffix}")
+                 for norm, module, suffix in normalizations for impl in ("builtin", "scratch"))
+
+
+# Every normalization a framework folder may implement: (plug-in name, module, class suffix).
+NORMALIZATION_MODULES = (
+    ("batchnorm", "batchnorm", "BatchNorm"),
+    ("layernorm", "layernorm", "LayerNorm"),
+    ("groupnorm", "groupnorm", "GroupNorm"),
+    ("instancenorm", "instancenorm", "InstanceNorm"),
+    ("rmsnorm", "rmsnorm", "RMSNorm"),
+)
+
+
+@dataclass(frozen=True)
 class ModelLayout:
     """How the framework stores the AlexNet's tensors, for the porting guide's model-level table."""
 
@@ -54,6 +86,9 @@ class Framework:
         model_layout: how its AlexNet stores weights and activations.
         baseline: whether its defaults are the canonical convention the others are compared against
             (exactly one framework says so).
+        lacks: the layer implementations it does not have, each with the reason.
+        parity_cost: the relative wall time of its layer-parity cases (1 for an eager framework; JAX traces and
+            compiles every configuration), which orders the pieces of a parallel `bnparity parity` run.
     """
 
     name: str
@@ -66,10 +101,16 @@ class Framework:
     layers: tuple[LayerImpl, ...]
     model_layout: ModelLayout
     baseline: bool = False
+    lacks: tuple[Lack, ...] = ()
+    parity_cost: float = 1.0
 
     def layer(self, normalization: str, impl: str) -> LayerImpl | None:
         """The implementation of `normalization` as `impl`, or None if the framework has none."""
         return next((x for x in self.layers if x.normalization == normalization and x.impl == impl), None)
+
+    def lack(self, normalization: str, impl: str) -> Lack | None:
+        """Why the framework has no `impl` of `normalization`, if it declares so."""
+        return next((x for x in self.lacks if x.normalization == normalization and x.impl == impl), None)
 
     @property
     def install_hint(self) -> str:

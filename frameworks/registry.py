@@ -129,9 +129,12 @@ def import_failure(framework: str, error: BaseException) -> Unavailable:
 
 def load_adapter(framework: str, impl: str, normalization: str = "batchnorm") -> LayerAdapter | Unavailable:
     """The adapter of `framework`'s `impl` of `normalization`, or why it is unavailable here."""
-    layer = descriptor(framework).layer(normalization, impl)
+    d = descriptor(framework)
+    layer = d.layer(normalization, impl)
     if layer is None:
-        return Unavailable(framework, f"{framework} has no {impl} {normalization}", installed=True)
+        # a layer the framework does not have is a skip with its reason (the descriptor's, if it gives one)
+        lack = d.lack(normalization, impl)
+        return Unavailable(framework, lack.reason if lack else f"{framework} has no {impl} {normalization}")
     try:
         module = framework_module(framework, layer.module)
     except Exception as e:  # a framework that is missing, or installed but broken, is reported, not raised

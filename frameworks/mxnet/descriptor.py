@@ -1,6 +1,6 @@
 """MXNet Gluon, as bnparity sees it (data only: mxnet is not imported here)."""
 
-from bnparity.frameworks.descriptor import Framework, LayerImpl, ModelLayout
+from bnparity.frameworks.descriptor import NORMALIZATION_MODULES, Framework, Lack, ModelLayout, standard_layers
 
 DESCRIPTOR = Framework(
     name="mxnet",
@@ -10,8 +10,11 @@ DESCRIPTOR = Framework(
     distributions=("mxnet",),
     color="#0072B2",  # Okabe-Ito blue
     native_axis=1,
-    layers=(LayerImpl("batchnorm", "builtin", "batchnorm", "BuiltinBatchNorm"),
-            LayerImpl("batchnorm", "scratch", "batchnorm", "ScratchBatchNorm")),
+    layers=tuple(x for x in standard_layers(NORMALIZATION_MODULES)
+                 if (x.normalization, x.impl) != ("rmsnorm", "builtin")),
+    lacks=(Lack("rmsnorm", "builtin", "MXNet 1.9 has no RMSNorm layer (gluon.nn has LayerNorm, GroupNorm and "
+                                      "InstanceNorm); only the scratch RMSNorm runs"),),
+    parity_cost=2.0,  # measured 2026-12-02: ~2x PyTorch's time per case
     model_layout=ModelLayout(conv_kernel="OIHW", dense_weight="(out, in)", bn_params="`gamma`, `beta`",
                              bn_stats="`running_mean`, `running_var`", activations="NCHW"),
 )

@@ -1,6 +1,6 @@
 """PyTorch, as bnparity sees it (data only: torch is not imported here)."""
 
-from bnparity.frameworks.descriptor import Framework, LayerImpl, ModelLayout
+from bnparity.frameworks.descriptor import NORMALIZATION_MODULES, Framework, ModelLayout, standard_layers
 
 DESCRIPTOR = Framework(
     name="torch",
@@ -10,8 +10,7 @@ DESCRIPTOR = Framework(
     distributions=("torch",),
     color="#D55E00",  # Okabe-Ito vermillion
     native_axis=1,
-    layers=(LayerImpl("batchnorm", "builtin", "batchnorm", "BuiltinBatchNorm"),
-            LayerImpl("batchnorm", "scratch", "batchnorm", "ScratchBatchNorm")),
+    layers=standard_layers(NORMALIZATION_MODULES),
     model_layout=ModelLayout(conv_kernel="(out, in, kh, kw) OIHW", dense_weight="(out, in)",
                              bn_params="`weight`, `bias`", bn_stats="`running_mean`, `running_var`",
                              activations="NCHW"),
