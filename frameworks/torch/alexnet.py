@@ -4,9 +4,10 @@ Every framework folder's alexnet.py has the same three names: `AlexNet` (the fra
 `from_canonical` (canonical arrays -> the framework's form) and `to_canonical` (back; layout in
 bnparity.reference.alexnet).
 
-Module names are the spec's layer names, so the state_dict keys are the canonical names except for BN's
-γ and β, which torch calls "weight" and "bias". Layout is NCHW/OIHW and Linear weights are (out, in): the
-canonical layout itself, so conversion is a copy.
+Module names are the spec's layer names, so the state_dict keys are the canonical names except for BN's and
+GN's γ and β, which torch calls "weight" and "bias". Layout is NCHW/OIHW and Linear weights are (out, in): the
+canonical layout itself, so conversion is a copy. GroupNorm is torch.nn.GroupNorm(G, C, eps), per-channel γ and
+β as the canonical layout; it takes the (N, F) output of a Linear layer as well as (N, C, H, W).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from bnparity.reference.alexnet import (
     Dense,
     Dropout,
     Flatten,
+    GroupNorm,
     Layer,
     LayerShape,
     MaxPool,
@@ -40,9 +42,9 @@ _BN_NAMES = {"gamma": "weight", "beta": "bias", "running_mean": "running_mean", 
 
 
 def _torch_key(name: str) -> str:
-    """The state_dict key of a canonical name ('bn1.gamma' -> 'bn1.weight')."""
+    """The state_dict key of a canonical name ('bn1.gamma' -> 'bn1.weight', 'gn1.beta' -> 'gn1.bias')."""
     layer, kind = name.split(".", 1)
-    return f"{layer}.{_BN_NAMES.get(kind, kind)}" if layer.startswith("bn") else name
+    return f"{layer}.{_BN_NAMES.get(kind, kind)}" if layer.startswith(("bn", "gn")) else name
 
 
 def _module(layer: Layer, shape: LayerShape, spec: AlexNetSpec) -> nn.Module:
@@ -54,6 +56,9 @@ def _module(layer: Layer, shape: LayerShape, spec: AlexNetSpec) -> nn.Module:
     if isinstance(layer, BatchNorm):
         cls = nn.BatchNorm2d if len(shape.in_shape) == 3 else nn.BatchNorm1d
         return cls(shape.in_shape[0], eps=spec.bn.eps, momentum=framework_momentum(spec.bn))
+    if isinstance(layer, GroupNorm):
+        gn = spec.gn_spec(layer)
+        return nn.GroupNorm(gn.groups, shape.in_shape[0], eps=gn.eps)
     if isinstance(layer, ReLU):
         return nn.ReLU()
     if isinstance(layer, MaxPool):

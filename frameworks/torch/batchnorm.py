@@ -2,7 +2,8 @@
 
 The builtin adapter configures the framework's own layer from the spec and never re-implements it. The scratch one
 is teaching material: the formulas of bnparity.reference.batchnorm in torch ops, autograd supplying the backward
-pass; it follows the spec exactly, so it can store either running-variance estimator and weigh momentum either way.
+pass; it follows the spec exactly, so it can store either running-variance estimator, weigh momentum either way and
+compute either variance algorithm.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ class BuiltinBatchNorm(LayerAdapter):
 
     def realize(self, spec: BNSpec, dtype: np.dtype) -> BNSpec:
         framework_dtype(dtype)  # raises Unsupported for a dtype torch has no float type for
-        return spec.replace(running_var="unbiased")  # not configurable in torch
+        return spec.replace(running_var="unbiased", variance="two-pass")  # not configurable in torch
 
     def build(self, spec: BNSpec, *, shape: tuple[int, ...], dtype: np.dtype, gamma: np.ndarray,
               beta: np.ndarray, use_defaults: bool) -> _BuiltinLayer:
@@ -89,7 +90,10 @@ def batch_norm(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, running
     shape[spec.axis % x.dim()] = -1
     if training or running_mean is None:
         mu = x.mean(dim=axes)  # μ_B
-        var = ((x - mu.view(shape)) ** 2).mean(dim=axes)  # σ²_B (biased, two passes)
+        if spec.variance == "fast":
+            var = ((x * x).mean(dim=axes) - mu * mu).clamp_min(0.0)  # σ²_B = max(0, E[x²] − μ_B²)
+        else:
+            var = ((x - mu.view(shape)) ** 2).mean(dim=axes)  # σ²_B (biased, two passes)
         if training and running_mean is not None:
             m = x.numel() // x.shape[spec.axis % x.dim()]
             stored_var = var * (m / (m - 1) if m > 1 else float("nan")) if spec.running_var == "unbiased" else var

@@ -1,6 +1,7 @@
 """NumPy <-> torch: dtypes, devices and arrays, including bfloat16 (an ml_dtypes NumPy dtype torch cannot read).
 
-Every framework folder's convert.py has these three functions and `framework_device`, under the same names.
+Every framework folder's convert.py has these three functions and `framework_device`, under the same names. The
+private `_mean_and_variance` and `_ModuleSession` at the end are shared by this folder's layer modules.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from bnparity.frameworks.base import Unsupported
+from bnparity.frameworks.base import LayerSession, StepResult, Unsupported
 from bnparity.reference.spec import BNSpec
 
 _TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16,
@@ -58,3 +59,55 @@ def to_numpy(t: torch.Tensor) -> np.ndarray:
     if t.dtype == torch.bfloat16:
         t = t.float()
     return t.numpy().copy()
+
+
+# --- shared by the torch layer modules other than batchnorm.py (private: the other folders need no such thing) ---
+
+def _mean_and_variance(x: torch.Tensor, dims: list[int], variance: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(μ, σ²) of x over `dims`, kept as size-1 axes; σ² biased, by the spec's algorithm.
+
+    "two-pass": σ² = mean((x − μ)²); "fast": σ² = max(0, mean(x²) − μ²), as bnparity.reference.moments has it.
+    """
+    mu = x.mean(dim=dims, keepdim=True)  # μ
+    if variance == "fast":
+        return mu, ((x * x).mean(dim=dims, keepdim=True) - mu * mu).clamp_min(0.0)  # σ² = max(0, E[x²] − μ²)
+    return mu, ((x - mu) ** 2).mean(dim=dims, keepdim=True)  # σ² = mean((x − μ)²)
+
+
+class _ModuleSession(LayerSession):
+    """A torch.nn.Module through the layer protocol: training-mode steps (forward, backward with dy), then eval.
+
+    The builtin layers and the scratch ones (torch.nn.Modules written in raw ops) alike: γ is the module's `weight`
+    and β its `bias` (absent or None when the layer has none); the running statistics are its `running_mean` and
+    `running_var` buffers when it keeps them. Inputs are handed over in `memory_format` (the strides the layer sees;
+    the values and the logical NC... layout are the same).
+    """
+
+    def __init__(self, module: torch.nn.Module, dtype: np.dtype, *,
+                 memory_format: torch.memory_format = torch.contiguous_format) -> None:
+        self.module, self.dtype, self.memory_format = module, dtype, memory_format
+
+    def _tensor(self, a: np.ndarray) -> torch.Tensor:
+        return to_tensor(a, self.dtype).contiguous(memory_format=self.memory_format)
+
+    def train_step(self, x: np.ndarray, dy: np.ndarray) -> StepResult:
+        self.module.train()
+        self.module.zero_grad(set_to_none=True)
+        xt = self._tensor(x).requires_grad_(True)
+        y = self.module(xt)
+        y.backward(self._tensor(dy))
+        w, b = getattr(self.module, "weight", None), getattr(self.module, "bias", None)
+        return StepResult(y=to_numpy(y), dx=to_numpy(xt.grad),
+                          dgamma=None if w is None else to_numpy(w.grad),
+                          dbeta=None if b is None else to_numpy(b.grad))
+
+    def running_stats(self) -> tuple[np.ndarray, np.ndarray] | None:
+        mean, var = getattr(self.module, "running_mean", None), getattr(self.module, "running_var", None)
+        if mean is None:
+            return None
+        return to_numpy(mean), to_numpy(var)
+
+    def eval(self, x: np.ndarray) -> np.ndarray:
+        self.module.eval()
+        with torch.no_grad():
+            return to_numpy(self.module(self._tensor(x)))
