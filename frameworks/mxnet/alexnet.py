@@ -8,6 +8,14 @@ Gluon is channels-first with OIHW convolution kernels and (out, in) Dense weight
 γ, β and the running statistics as the canonical layout does: conversion is a copy. BN is configured with
 momentum = 1 − spec.bn.new_weight (Gluon's momentum weighs the old value); its running variance is the
 biased σ²_B whatever the spec says (batch_norm.cc), the difference the model-parity suite measures.
+
+GroupNorm: Gluon's nn.GroupNorm has one γ and one β per GROUP, shape (num_groups,) (mxnet/gluon/nn/
+basic_layers.py:834-839), where the canonical layout (and torch, Flax) has them per channel. So a GroupNorm layer
+here is `_GroupNorm`: nn.GroupNorm with its own γ = 1, β = 0 frozen, then a per-channel γ·x̂ + β. Its
+center=False, scale=False do NOT drop γ and β: they only set grad_req "null"; hybrid_forward still passes both to
+the operator (basic_layers.py:841), so they must stay at their initial ones and zeros. The operator needs at least
+3 dimensions (group_norm.cc:45, "dshape.ndim() >= 3"): after a Dense layer the (N, F) input is reshaped to
+(N, F, 1). Its ε is parsed as a float32 (ndarray/gen_op.py:1206, "eps : float"; BatchNorm's is a double).
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from bnparity.reference.alexnet import (
     Dense,
     Dropout,
     Flatten,
+    GroupNorm,
     Layer,
     LayerShape,
     MaxPool,
@@ -39,6 +48,30 @@ from .convert import framework_device, framework_dtype, framework_momentum, to_n
 nn = gluon.nn
 
 
+class _GroupNorm(gluon.HybridBlock):
+    """GroupNorm with per-channel γ and β (canonical "gamma", "beta", shape (C,)) on (N, C, H, W) or (N, F).
+
+    y = γ_c · x̂ + β_c, x̂ from nn.GroupNorm(G) whose per-group γ = 1 and β = 0 are frozen (see the module
+    docstring)."""
+
+    def __init__(self, groups: int, channels: int, eps: float, ndim: int) -> None:
+        super().__init__()
+        self._ndim = ndim  # of the input, with the batch axis: 4 after a Conv, 2 after a Dense
+        with self.name_scope():
+            self.norm = nn.GroupNorm(num_groups=groups, epsilon=eps, center=False, scale=False)
+            self.gamma = self.params.get("gamma", shape=(channels,), init="ones")
+            self.beta = self.params.get("beta", shape=(channels,), init="zeros")
+
+    def hybrid_forward(self, F, x, gamma, beta):  # noqa: N803 (Gluon's signature)
+        if self._ndim == 2:
+            x_hat = F.reshape(self.norm(F.expand_dims(x, axis=2)), shape=(0, -1))  # (N, F, 1) -> (N, F)
+        else:
+            x_hat = self.norm(x)
+        per_channel = (1, -1) + (1,) * (self._ndim - 2)
+        return F.broadcast_add(F.broadcast_mul(x_hat, F.reshape(gamma, shape=per_channel)),
+                               F.reshape(beta, shape=per_channel))  # y = γ x̂ + β
+
+
 def _block(layer: Layer, shape: LayerShape, spec: AlexNetSpec) -> gluon.HybridBlock:
     if isinstance(layer, Conv):
         return nn.Conv2D(layer.out_channels, layer.kernel, strides=layer.stride, padding=layer.padding,
@@ -48,6 +81,9 @@ def _block(layer: Layer, shape: LayerShape, spec: AlexNetSpec) -> gluon.HybridBl
     if isinstance(layer, BatchNorm):
         return nn.BatchNorm(axis=1, momentum=framework_momentum(spec.bn), epsilon=spec.bn.eps,
                             in_channels=shape.in_shape[0])
+    if isinstance(layer, GroupNorm):
+        gn = spec.gn_spec(layer)
+        return _GroupNorm(gn.groups, shape.in_shape[0], gn.eps, ndim=1 + len(shape.in_shape))
     if isinstance(layer, ReLU):
         return nn.Activation("relu")
     if isinstance(layer, MaxPool):

@@ -5,8 +5,8 @@ forward outside `record()`. MXNet 1.9.1 writes moving_mean/moving_var in the *ba
 convention.py), so the running statistics are read after `backward`, never between forward and backward.
 
 Scratch (teaching material): mx.autograd supplies the backward pass; it follows the spec exactly, so it can store
-either running-variance estimator, weigh momentum either way, and skip running statistics altogether. Unlike
-MXNet's own operator, it updates the running statistics in the forward pass.
+either running-variance estimator, weigh momentum either way, compute σ²_B either way, and skip running statistics
+altogether. Unlike MXNet's own operator, it updates the running statistics in the forward pass.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from bnparity.frameworks.base import LayerAdapter, LayerSession, StepResult, Uns
 from bnparity.reference.spec import BNSpec
 
 from ._mx import autograd, gluon, mx, nd
-from .convert import _param_dtype, framework_dtype, framework_momentum, to_numpy, to_tensor
+from .convert import _mean_and_variance, _param_dtype, framework_dtype, framework_momentum, to_numpy, to_tensor
 from .descriptor import DESCRIPTOR
 
 
@@ -71,10 +71,11 @@ class BuiltinBatchNorm(LayerAdapter):
         if not spec.track_running_stats:
             raise Unsupported("mxnet: gluon.nn.BatchNorm has no track_running_stats=False; it always keeps "
                               "moving statistics and normalizes with them outside autograd.record()")
-        # The stored variance is always the biased σ²_B (not configurable), and the momentum is a float32.
+        # The stored variance is always the biased σ²_B and σ²_B is always two-pass (not configurable), and the
+        # momentum is a float32.
         m = framework_momentum(spec)
         momentum = m if spec.momentum_weighs == "old" else 1.0 - m  # 1 − m is exact (Sterbenz)
-        return spec.replace(running_var="biased", momentum=momentum)
+        return spec.replace(running_var="biased", momentum=momentum, variance="two-pass")
 
     def build(self, spec: BNSpec, *, shape: tuple[int, ...], dtype: np.dtype, gamma: np.ndarray,
               beta: np.ndarray, use_defaults: bool) -> _BuiltinLayer:
@@ -116,15 +117,15 @@ def batch_norm(x: nd.NDArray, gamma: nd.NDArray, beta: nd.NDArray, running_mean:
         beta: β, shape (C,).
         running_mean: the running mean (C,), or None when the spec tracks no running statistics.
         running_var: the running variance (C,), or None.
-        spec: the conventions to follow (eps, momentum, running-variance estimator).
+        spec: the conventions to follow (eps, variance algorithm, momentum, running-variance estimator).
         training: normalize with the batch's statistics (True) or the running ones (False).
     """
     axis = spec.axis % x.ndim
     axes = tuple(a for a in range(x.ndim) if a != axis)
     shape = tuple(-1 if a == axis else 1 for a in range(x.ndim))
     if training or running_mean is None:
-        mu = nd.mean(x, axis=axes)  # μ_B
-        var = nd.mean(nd.square(nd.broadcast_sub(x, mu.reshape(shape))), axis=axes)  # σ²_B (biased, two passes)
+        mu, var = _mean_and_variance(x, axes, spec.variance)  # μ_B, σ²_B (biased), kept as size-1 axes
+        mu, var = mu.reshape((-1,)), var.reshape((-1,))
         if training and running_mean is not None:
             m = x.size // x.shape[axis]
             stored_var = var * (m / (m - 1) if m > 1 else float("nan")) if spec.running_var == "unbiased" else var

@@ -1,6 +1,8 @@
-"""MXNet Gluon's BatchNorm conventions (mxnet 1.9.1, CPU), as data. Proved by tests/test_mxnet_conventions.py."""
+"""MXNet Gluon's conventions (mxnet 1.9.1, CPU), as data: BatchNorm's CONVENTION, proved by
+tests/test_mxnet_conventions.py, and LAYER_CONVENTIONS (LayerNorm, GroupNorm, InstanceNorm), proved by
+tests/test_mxnet_norms.py."""
 
-from bnparity.frameworks.conventions import Convention
+from bnparity.frameworks.conventions import Convention, LayerConvention
 
 _GLUON = "mxnet/gluon/nn/basic_layers.py"
 _OP = "src/operator/nn/batch_norm.cc"
@@ -72,4 +74,171 @@ CONVENTION = Convention(
             "tests/test_mxnet_conventions.py::test_gluon_uses_gamma_but_the_raw_operator_ignores_it"),
         "batch_of_one": ("tests/test_parity.py::test_a_1d_batch_of_one_raises_or_normalizes_to_beta_as_registered",),
     },
+)
+
+# The other normalizations' layers (gluon.nn in mxnet 1.9.1, CPU). MXNet has no RMSNorm layer, so no row for it.
+# Proved by tests/test_mxnet_norms.py. The operators' C++ sources are not installed: what only they decide
+# (the variance algorithm, the CPU dtypes) is cited from the installed docstrings and errors and measured.
+_NORMS = "tests/test_mxnet_norms.py"
+_GEN = "mxnet/ndarray/gen_op.py"
+_AFFINE = ("scale=False / center=False only freeze γ / β (grad_req 'null'): the operator still multiplies by γ and "
+           "adds β")
+
+
+def _proof(*names: str) -> tuple[str, ...]:
+    return tuple(f"{_NORMS}::{name}" for name in names)
+
+
+LAYER_CONVENTIONS = (
+    LayerConvention(
+        framework="mxnet",
+        normalization="layernorm",
+        layer="mxnet.gluon.nn.LayerNorm (operator LayerNorm)",
+        defaults={"axis": -1, "eps": 1e-5, "affine": True, "bias": True, "normalized_dims": 1,
+                  "variance": "two-pass"},
+        facts={
+            "eps": "ε defaults to 1e-5 and the operator stores it as a float32 (9.99999975e-06), in float64 too.",
+            "variance": "σ² is computed in two passes (mean of squared deviations), not as E[x²] − E[x]².",
+            "axis": "The normalized axis is the last (axis=-1); `axis` picks any other single axis.",
+            "normalized_dims": "Exactly one axis is normalized: `axis` is an int, so PyTorch's multi-axis "
+                               "normalized_shape has no equivalent (reshape to one axis first).",
+            "affine": f"γ and β have shape (C,) of the normalized axis, center=True and scale=True; {_AFFINE}, "
+                      "so a γ or β that is set still applies.",
+            "bias": "There is no bias switch: center=False freezes β (initially 0) but still adds it.",
+            "eval": "Training and eval compute the same thing: no running statistics are kept.",
+            "dtypes": "CPU kernels for float64, float32 and float16; bfloat16 raises 'Unknown type enum 12'.",
+        },
+        citations={
+            "eps": "mxnet/gluon/nn/basic_layers.py:734: LayerNorm.__init__(axis=-1, epsilon=1e-5, ...); "
+                   f"{_GEN}:1469: 'eps : float, optional, default=9.99999975e-06' (a C float)",
+            "variance": f"{_GEN}:1441: 'out = (data - mean(data, axis)) / sqrt(var(data, axis) + epsilon) * gamma "
+                        "+ beta' (the algorithm is in src/operator/nn/layer_norm.cc, not installed: measured)",
+            "axis": "mxnet/gluon/nn/basic_layers.py:692: 'axis : int, default -1 The axis that should be "
+                    "normalized'",
+            "normalized_dims": "mxnet/gluon/nn/basic_layers.py:692: 'axis : int'; the operator rejects a tuple: "
+                               "'Invalid Parameter format for axis expect int'",
+            "affine": "mxnet/gluon/nn/basic_layers.py:743-748: gamma/beta shape=(in_channels,), grad_req='write' "
+                      "if scale/center else 'null'; :752: layer_norm(data, gamma=gamma, beta=beta, ...) always",
+            "bias": "mxnet/gluon/nn/basic_layers.py:746-752: beta grad_req='write' if center else 'null', always "
+                    "passed to the operator",
+            "eval": "mxnet/gluon/nn/basic_layers.py:743-748: the only parameters are gamma and beta (no "
+                    "running statistics); :752 the same call in training and eval",
+            "dtypes": "measured: MXNetError 'Unknown type enum 12' for bfloat16 (src/operator/nn/layer_norm.cc "
+                      "LayerNormType, not installed)",
+        },
+        proofs={
+            "eps": _proof("test_default_eps_is_1e_5_stored_as_float32",
+                          "test_builtin_realize_fixes_what_mxnet_computes",
+                          "test_the_eps_rounding_is_needed_in_float64", "test_defaults_mode_reproduces_the_row"),
+            "variance": _proof("test_variance_is_two_pass", "test_builtin_realize_fixes_what_mxnet_computes"),
+            "axis": _proof("test_layernorm_normalizes_the_last_axis_only"),
+            "normalized_dims": _proof("test_layernorm_normalizes_the_last_axis_only",
+                                      "test_builtin_layernorm_normalizes_one_axis_only"),
+            "affine": _proof("test_center_and_scale_false_freeze_but_still_apply_beta_and_gamma",
+                             "test_layernorm_normalizes_the_last_axis_only"),
+            "bias": _proof("test_center_and_scale_false_freeze_but_still_apply_beta_and_gamma",
+                           "test_matches_the_reference"),
+            "eval": _proof("test_eval_computes_what_training_does"),
+            "dtypes": _proof("test_builtin_dtypes_are_the_kernels_mxnet_has"),
+        },
+        constructor="mxnet.gluon.nn.LayerNorm(axis=-1, epsilon=1e-5)",
+    ),
+    LayerConvention(
+        framework="mxnet",
+        normalization="groupnorm",
+        layer="mxnet.gluon.nn.GroupNorm (operator GroupNorm)",
+        defaults={"axis": 1, "eps": 1e-5, "affine": True, "groups": 1, "params": "group", "variance": "two-pass"},
+        facts={
+            "eps": "ε defaults to 1e-5 and the operator stores it as a float32 (9.99999975e-06), in float64 too.",
+            "variance": "σ² is computed in two passes (mean of squared deviations), not as E[x²] − E[x]².",
+            "groups": "num_groups defaults to 1 (one group: each sample normalized over all its channels and "
+                      "positions), where PyTorch requires it and Flax defaults to 32.",
+            "params": "γ and β are one per GROUP, shape (num_groups,), not one per channel as in PyTorch and Flax: "
+                      "per-channel weights cannot be loaded.",
+            "axis": "Inputs are channels-first (N, C, ...) of rank 3 or more; there is no axis argument and an "
+                    "(N, C) input raises.",
+            "affine": f"center=True and scale=True; {_AFFINE}, so a γ or β that is set still applies.",
+            "eval": "Training and eval compute the same thing: no running statistics are kept.",
+            "dtypes": "CPU kernels for float64, float32 and float16; bfloat16 raises 'Unknown type enum 12'.",
+        },
+        citations={
+            "eps": "mxnet/gluon/nn/basic_layers.py:825: GroupNorm.__init__(num_groups=1, epsilon=1e-5, ...); "
+                   f"{_GEN}:1206: 'eps : float, optional, default=9.99999975e-06' (a C float)",
+            "variance": f"{_GEN}:1188: 'out = (data - mean(data, axis)) / sqrt(var(data, axis) + epsilon) * gamma "
+                        "+ beta' (the algorithm is in src/operator/nn/group_norm.cc, not installed: measured)",
+            "groups": "mxnet/gluon/nn/basic_layers.py:778: 'num_groups: int, default 1'; :825",
+            "params": "mxnet/gluon/nn/basic_layers.py:834-839: gamma and beta shape=(num_groups,)",
+            "axis": "mxnet/gluon/nn/basic_layers.py:767: 'the leftmost 2 axis are batch and channel'; :794 "
+                    "'input tensor with shape (N, C, ...)'; the operator: 'Check failed: dshape.ndim() >= 3U'",
+            "affine": "mxnet/gluon/nn/basic_layers.py:834-842: grad_req='write' if scale/center else 'null'; "
+                      "F.GroupNorm(data, gamma=gamma, beta=beta, ...) always",
+            "eval": "mxnet/gluon/nn/basic_layers.py:834-839: the only parameters are gamma and beta; :842 the "
+                    "same call in training and eval",
+            "dtypes": "measured: MXNetError 'Unknown type enum 12' for bfloat16 (src/operator/nn/group_norm.cc, "
+                      "not installed)",
+        },
+        proofs={
+            "eps": _proof("test_default_eps_is_1e_5_stored_as_float32",
+                          "test_builtin_realize_fixes_what_mxnet_computes", "test_defaults_mode_reproduces_the_row"),
+            "variance": _proof("test_variance_is_two_pass", "test_builtin_realize_fixes_what_mxnet_computes"),
+            "groups": _proof("test_groupnorm_defaults_to_one_group_with_per_group_parameters"),
+            "params": _proof("test_groupnorm_defaults_to_one_group_with_per_group_parameters",
+                             "test_groupnorm_gamma_and_beta_are_per_group",
+                             "test_builtin_groupnorm_has_no_per_channel_parameters"),
+            "axis": _proof("test_groupnorm_takes_channels_first_inputs_of_rank_3_or_more",
+                           "test_builtin_groupnorm_and_instancenorm_need_rank_3"),
+            "affine": _proof("test_center_and_scale_false_freeze_but_still_apply_beta_and_gamma"),
+            "eval": _proof("test_eval_computes_what_training_does"),
+            "dtypes": _proof("test_builtin_dtypes_are_the_kernels_mxnet_has"),
+        },
+        constructor="mxnet.gluon.nn.GroupNorm(num_groups=1, epsilon=1e-5)",
+    ),
+    LayerConvention(
+        framework="mxnet",
+        normalization="instancenorm",
+        layer="mxnet.gluon.nn.InstanceNorm (operator InstanceNorm)",
+        defaults={"axis": 1, "eps": 1e-5, "track_running_stats": False, "variance": "two-pass"},
+        facts={
+            "eps": "ε defaults to 1e-5 in gluon (the raw nd.InstanceNorm operator's default is 1e-3) and is added "
+                   "to σ² under the sqrt, y = (x − μ)/√(σ² + ε), though both docstrings say (x − μ)/(√Var + ε).",
+            "variance": "σ² is computed in two passes (mean of squared deviations), not as E[x²] − E[x]².",
+            "affine": "The defaults are center=True, scale=False: β learned, γ frozen at 1, neither PyTorch's "
+                      f"affine=False nor affine=True; {_AFFINE}, so a γ or β that is set still applies.",
+            "track_running_stats": "No running statistics are kept: eval normalizes with the eval input's own "
+                                   "statistics, as training does (PyTorch's default track_running_stats=False).",
+            "axis": "Channels at axis 1 by default; `axis` picks another (the layer swaps it to 1 and back); "
+                    "inputs must have rank 3 or more.",
+            "dtypes": "float32 only on CPU: float64, float16 and bfloat16 raise 'Unsupported data type'.",
+        },
+        citations={
+            "eps": "mxnet/gluon/nn/basic_layers.py:648: InstanceNorm.__init__(axis=1, epsilon=1e-5, center=True, "
+                   f"scale=False, ...); :594 and {_GEN}:1253: 'out = (x - mean) / (sqrt(Var) + epsilon)' (not what "
+                   f"it computes: measured); {_GEN}:1297: raw operator 'eps : float, optional, default=0.00100000005'",
+            "variance": f"{_GEN}:1245-1253 (the algorithm is in src/operator/instance_norm-inl.h, not installed: "
+                        "measured)",
+            "affine": "mxnet/gluon/nn/basic_layers.py:648: center=True, scale=False; :655-660: grad_req='write' if "
+                      "scale/center else 'null'; :663-668: F.InstanceNorm(x, gamma, beta, ...) always",
+            "track_running_stats": "mxnet/gluon/nn/basic_layers.py:655-660: the only parameters are gamma and beta "
+                                   "(no moving statistics); :663-668 the same call in training and eval",
+            "axis": "mxnet/gluon/nn/basic_layers.py:598-603: 'axis : int, default 1 ... Data will be normalized "
+                    f"along axes excluding the first axis and the axis given'; :666-668 swapaxes(1, axis); {_GEN}:1248"
+                    ": '(n>2)'; the operator: 'InstanceNorm only supports input tensors of rank >= 3'",
+            "dtypes": "include/mxnet/operator.h:226-227: the legacy operator's InferType accepts only "
+                      "default_type_flag (float32): 'Unsupported data type'",
+        },
+        proofs={
+            "eps": _proof("test_instancenorm_default_eps_is_1e_5_not_the_operators_1e_3",
+                          "test_instancenorm_adds_eps_under_the_square_root",
+                          "test_builtin_realize_fixes_what_mxnet_computes", "test_defaults_mode_reproduces_the_row"),
+            "variance": _proof("test_variance_is_two_pass", "test_builtin_realize_fixes_what_mxnet_computes"),
+            "affine": _proof("test_instancenorm_defaults_learn_beta_but_not_gamma",
+                             "test_center_and_scale_false_freeze_but_still_apply_beta_and_gamma"),
+            "track_running_stats": _proof("test_instancenorm_keeps_no_running_statistics",
+                                          "test_builtin_instancenorm_keeps_no_running_statistics"),
+            "axis": _proof("test_instancenorm_channel_axis_and_rank",
+                           "test_builtin_groupnorm_and_instancenorm_need_rank_3"),
+            "dtypes": _proof("test_builtin_dtypes_are_the_kernels_mxnet_has"),
+        },
+        constructor="mxnet.gluon.nn.InstanceNorm(axis=1, epsilon=1e-5, center=True, scale=False)",
+    ),
 )
