@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from bnparity.frameworks.base import LayerSession, StepResult
@@ -37,13 +38,12 @@ class Steps:
 
     Attributes:
         train: (params, stats, x, dy) -> (y, dx, dparams, new_stats); batch statistics, vjp with dy.
-        eval: (params, stats, x) -> y with the running statistics.
-        eval_batch: (params, stats, x) -> y with the batch's own statistics (the stats update is dropped).
+        eval: (params, stats, x) -> y with the running statistics (eval with the batch's own statistics is the
+            train step's y: see JaxLayer.eval).
     """
 
     train: Callable[..., tuple[jax.Array, jax.Array, Tree, Tree]]
     eval: Callable[..., jax.Array]
-    eval_batch: Callable[..., jax.Array]
 
 
 def jit_steps(apply: Apply, *, on_trace: Callable[[str], None]) -> Steps:
@@ -51,7 +51,7 @@ def jit_steps(apply: Apply, *, on_trace: Callable[[str], None]) -> Steps:
 
     Args:
         apply: the layer as a pure function (see the module docstring).
-        on_trace: called with "train", "eval" or "eval_batch" while that step is being traced.
+        on_trace: called with "train" or "eval" while that step is being traced.
     """
 
     def train(params: Tree, stats: Tree, x: jax.Array, dy: jax.Array):
@@ -70,11 +70,7 @@ def jit_steps(apply: Apply, *, on_trace: Callable[[str], None]) -> Steps:
         on_trace("eval")
         return apply(params, stats, x, train=False)[0]
 
-    def evaluate_batch(params: Tree, stats: Tree, x: jax.Array) -> jax.Array:
-        on_trace("eval_batch")
-        return apply(params, stats, x, train=True)[0]
-
-    return Steps(train=jax.jit(train), eval=jax.jit(evaluate), eval_batch=jax.jit(evaluate_batch))
+    return Steps(train=jax.jit(train), eval=jax.jit(evaluate))
 
 
 class StepCache:
@@ -132,6 +128,12 @@ class JaxLayer(LayerSession):
         return to_numpy(stats["mean"]), to_numpy(stats["var"])
 
     def eval(self, x: np.ndarray) -> np.ndarray:
-        step = self.steps.eval if self.track else self.steps.eval_batch
         with dtype_scope(self.dtype):
-            return to_numpy(step(self.params, self.stats, to_tensor(x, self.dtype)))
+            xt = to_tensor(x, self.dtype)
+            if self.track:
+                return to_numpy(self.steps.eval(self.params, self.stats, xt))
+            # Without running statistics, eval mode is the training forward on x itself (its own statistics, the
+            # stats update dropped): the training step's program already computes it, so none is compiled for eval
+            # (the layer-parity suite compiles a third fewer programs).
+            y, *_ = self.steps.train(self.params, self.stats, xt, jnp.zeros_like(xt))
+            return to_numpy(y)

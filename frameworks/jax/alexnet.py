@@ -15,6 +15,10 @@ Flax runs NHWC, so the conversion is not a copy:
   use_fast_variance=False selects the two-pass variance of torch and MXNet instead of Flax's default
   E[x²] − E[x]² (which the layer-parity suite measures; in this network, in float64, it made the gradients
   differ from torch's by up to 5.1e-14 of a layer's largest, against 2.1e-14 with two passes).
+- GN: gamma/beta <-> "scale"/"bias" (collection "params"), per channel as the canonical layout. nn.GroupNorm
+  (num_groups=G, epsilon=ε, use_fast_variance=False: two passes, as for BN) normalizes channels-last; on the
+  (N, F) output of a Dense layer its default reduction axes are the features alone (flax/linen/normalization.py,
+  GroupNorm.__call__: range(1, ndim − 1) + [-1]), i.e. per sample and group, as torch does.
 The same maps convert gradients, which transform like the parameters (they are pure re-layouts).
 """
 
@@ -35,6 +39,7 @@ from bnparity.reference.alexnet import (
     Dense,
     Dropout,
     Flatten,
+    GroupNorm,
     MaxPool,
     ReLU,
     check_params,
@@ -83,6 +88,10 @@ class AlexNet(nn.Module):
                 # Two-pass variance, as torch and MXNet (Flax's default is E[x²] − E[x]²).
                 x = nn.BatchNorm(use_running_average=not train, axis=-1, momentum=framework_momentum(self.spec.bn),
                                  epsilon=self.spec.bn.eps, use_fast_variance=False, name=layer.name, **kw)(x)
+            elif isinstance(layer, GroupNorm):
+                gn = self.spec.gn_spec(layer)
+                x = nn.GroupNorm(num_groups=gn.groups, epsilon=gn.eps, use_fast_variance=gn.variance == "fast",
+                                 name=layer.name, **kw)(x)
             elif isinstance(layer, ReLU):
                 x = nn.relu(x)
             elif isinstance(layer, MaxPool):

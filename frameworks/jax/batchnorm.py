@@ -89,14 +89,16 @@ class BuiltinBatchNorm(LayerAdapter):
     def realize(self, spec: BNSpec, dtype: np.dtype) -> BNSpec:
         framework_dtype(dtype)  # raises Unsupported for a dtype JAX has no float type for
         # Flax stores the σ²_B it normalizes with (a mean over the m values); no argument changes that.
+        # spec.variance is kept: use_fast_variance configures it.
         return spec.replace(running_var="biased")
 
     def _options(self, spec: BNSpec, dtype: np.dtype, use_defaults: bool) -> dict[str, Any]:
         options: dict[str, Any] = dict(axis=spec.axis, use_bias=spec.affine, use_scale=spec.affine,
                                        dtype=jnp.dtype(dtype), param_dtype=jnp.dtype(dtype))
         if not use_defaults:
-            # The canonical semantics is the two-pass σ²_B; Flax's default is E[x²] − E[x]².
-            options.update(momentum=framework_momentum(spec), epsilon=spec.eps, use_fast_variance=False)
+            # σ²_B as the spec says: two passes (the canonical semantics) or E[x²] − E[x]² (Flax's default).
+            options.update(momentum=framework_momentum(spec), epsilon=spec.eps,
+                           use_fast_variance=spec.variance == "fast")
         return options
 
     def build(self, spec: BNSpec, *, shape: tuple[int, ...], dtype: np.dtype, gamma: np.ndarray,
@@ -148,7 +150,7 @@ def batch_norm(x: jax.Array, params: dict[str, jax.Array], stats: dict[str, jax.
         x: the input, channels at `spec.axis`.
         params: {"scale": γ, "bias": β}, shape (C,) each; empty when the spec is not affine.
         stats: {"mean": running mean, "var": running variance}; empty when the spec tracks none.
-        spec: the conventions to follow (eps, momentum, running-variance estimator).
+        spec: the conventions to follow (eps, variance algorithm, momentum, running-variance estimator).
         training: normalize with the batch's statistics and update `stats` (True), or normalize with
             `stats` (False; with the batch's statistics when `stats` is empty).
     """
@@ -158,7 +160,10 @@ def batch_norm(x: jax.Array, params: dict[str, jax.Array], stats: dict[str, jax.
     new_stats = stats
     if training or not stats:
         mu = jnp.mean(x, axis=axes)  # μ_B
-        var = jnp.mean(jnp.square(x - mu.reshape(shape)), axis=axes)  # σ²_B (biased, two passes)
+        if spec.variance == "fast":  # σ²_B = E[x²] − μ_B², clipped at 0 as Flax does (rounding can make it < 0)
+            var = jnp.maximum(0.0, jnp.mean(jnp.square(x), axis=axes) - jnp.square(mu))
+        else:
+            var = jnp.mean(jnp.square(x - mu.reshape(shape)), axis=axes)  # σ²_B (biased, two passes)
         if training and stats:
             m = x.size // x.shape[axis]
             if spec.running_var == "unbiased":

@@ -2,18 +2,23 @@
 
 Every framework folder's convert.py has `framework_dtype`, `framework_device`, `to_tensor` and `to_numpy`, under the
 same names. float64 arrays need JAX's x64 switch, `_x64.dtype_scope`. Importing this module (every module of this
-folder that runs JAX does) also points XLA's persistent compilation cache at the user cache.
+folder that runs JAX does) also points XLA's persistent compilation cache at the user cache. Its private helpers turn
+a stateless Flax layer (LayerNorm, GroupNorm, InstanceNorm, RMSNorm) into the pure function the jitted steps take.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
+from flax import nnx
 
 from bnparity.frameworks.base import Unsupported
 from bnparity.reference.spec import BNSpec
@@ -93,3 +98,36 @@ def to_numpy(a: jax.Array) -> np.ndarray:
     if out.dtype == _JAX_DTYPES["bfloat16"]:
         out = out.astype(np.float32)
     return out
+
+
+# Private helpers shared by this folder's stateless layer modules (layernorm, groupnorm, instancenorm, rmsnorm): a
+# Flax layer turned into the pure function ``apply(params, stats, x, *, train) -> (y, stats)`` that
+# _session.jit_steps compiles. These layers keep no statistics: `stats` passes through unchanged.
+
+
+def _linen_apply(module: nn.Module) -> Callable[..., tuple[jax.Array, Any]]:
+    """A flax.linen layer with only a 'params' collection as a pure apply function (training = eval)."""
+
+    def apply(params: dict, stats: Any, x: jax.Array, *, train: bool) -> tuple[jax.Array, Any]:
+        return module.apply({"params": params}, x), stats
+
+    return apply
+
+
+def _nnx_apply(graphdef: Any) -> Callable[..., tuple[jax.Array, Any]]:
+    """A flax.nnx layer split into (graphdef, nnx.Param state) as a pure apply function (training = eval)."""
+
+    def apply(params: nnx.State, stats: Any, x: jax.Array, *, train: bool) -> tuple[jax.Array, Any]:
+        return nnx.merge(graphdef, params)(x), stats
+
+    return apply
+
+
+def _as_dict(tree: Any) -> dict[str, jax.Array]:
+    """A params or stats tree (a dict, or a flax.nnx.State) as a flat dict of arrays."""
+    return nnx.to_pure_dict(tree) if isinstance(tree, nnx.State) else dict(tree)
+
+
+def _param_names(options: dict[str, Any]) -> tuple[str, ...]:
+    """The parameters of a Flax layer built with keyword `options`: "scale" (γ) and "bias" (β), when switched on."""
+    return tuple(name for name, switch in (("scale", "use_scale"), ("bias", "use_bias")) if options.get(switch))

@@ -1,0 +1,160 @@
+"""Flax's LayerNorm adapters: flax.linen.LayerNorm or flax.nnx.LayerNorm (builtin), raw jax.numpy ops (scratch).
+
+LayerNorm normalizes each sample over its trailing `normalized_dims` axes (Flax's ``reduction_axes``); γ and β
+have one value per normalized element (``feature_axes`` = the reduction axes, the spec's "elementwise") or per
+feature of the last axis (``feature_axes=-1``, "feature", Flax's default). There are no running statistics:
+training and eval compute the same thing. dx, dγ (d scale) and dβ (d bias) come from `jax.vjp`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from bnparity.frameworks.base import LayerAdapter
+from bnparity.reference.spec import LNSpec
+
+from ._session import Apply, JaxLayer, StepCache
+from ._x64 import dtype_scope
+from .convert import _as_dict, _linen_apply, _nnx_apply, _param_names, framework_dtype, to_tensor
+from .descriptor import DESCRIPTOR
+
+APIS = ("linen", "nnx")
+
+
+def _axes(spec: LNSpec) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(reduction_axes, feature_axes) of a Flax LayerNorm or RMSNorm computing `spec`."""
+    reduction = tuple(range(-spec.normalized_dims, 0))  # the trailing normalized_dims axes
+    return reduction, reduction if spec.params == "elementwise" else (-1,)
+
+
+class BuiltinLayerNorm(LayerAdapter):
+    """flax.linen.LayerNorm (or flax.nnx.LayerNorm): trailing axes, every convention configurable.
+
+    Args:
+        api: "linen" (flax.linen.LayerNorm, the default) or "nnx" (flax.nnx.LayerNorm, its own copy of the
+            statistics and normalization code in flax/nnx/nn/normalization.py). nnx's scale and bias are always
+            1-D, (num_features,): γ over two axes is given flattened (nnx reshapes it to the feature axes).
+
+    Attributes:
+        steps: the jitted steps per configuration; ``steps.traces`` counts compilations.
+    """
+
+    framework = DESCRIPTOR.name
+    normalization = "layernorm"
+    impl = "builtin"
+    native_axis = DESCRIPTOR.native_axis  # the features are the last axis
+    variants = {"linen": {}, "nnx": {"api": "nnx"}}
+
+    def __init__(self, *, api: str = "linen") -> None:
+        if api not in APIS:
+            raise ValueError(f"api must be one of {', '.join(APIS)}. Received: {api!r}")
+        self.api = api
+        self.steps = StepCache()
+
+    def realize(self, spec: LNSpec, dtype: np.dtype) -> LNSpec:
+        framework_dtype(dtype)  # raises Unsupported for a dtype JAX has no float type for
+        return spec  # ε, use_fast_variance, the axes and both parameters are all arguments
+
+    def _options(self, spec: LNSpec, dtype: np.dtype, use_defaults: bool) -> dict[str, Any]:
+        reduction, features = _axes(spec)
+        options: dict[str, Any] = dict(reduction_axes=reduction, feature_axes=features, use_scale=spec.affine,
+                                       use_bias=spec.affine and spec.bias, dtype=jnp.dtype(dtype),
+                                       param_dtype=jnp.dtype(dtype))
+        if not use_defaults:  # else Flax's ε = 1e-6 and E[x²] − E[x]²
+            options.update(epsilon=spec.eps, use_fast_variance=spec.variance == "fast")
+        return options
+
+    def build(self, spec: LNSpec, *, shape: tuple[int, ...], dtype: np.dtype, gamma: np.ndarray,
+              beta: np.ndarray, use_defaults: bool) -> JaxLayer:
+        param_shape = spec.param_shape(shape)
+        dtype = framework_dtype(dtype)
+        options = self._options(spec, dtype, use_defaults)
+        key = (self.api, param_shape, tuple(sorted((k, str(v)) for k, v in options.items())))
+        values = {"scale": gamma, "bias": beta}
+        with dtype_scope(dtype):
+            if self.api == "linen":
+                module = nn.LayerNorm(**options)
+                params = {name: to_tensor(values[name], dtype) for name in _param_names(options)}
+                steps = self.steps.get(key, lambda: _linen_apply(module))
+                to_dict = _as_dict
+            else:
+                # The layer is created in `dtype` first, then γ and β are set (float64 keeps every digit).
+                layer = nnx.LayerNorm(int(np.prod(param_shape)), rngs=nnx.Rngs(0), **options)
+                for name in _param_names(options):
+                    getattr(layer, name).value = to_tensor(np.reshape(values[name], -1), dtype)
+                graphdef, params = nnx.split(layer, nnx.Param)
+                steps = self.steps.get(key, lambda: _nnx_apply(graphdef))
+
+                def to_dict(tree: Any) -> dict[str, jax.Array]:  # dγ and dβ back in γ's shape
+                    return {k: v.reshape(param_shape) for k, v in _as_dict(tree).items()}
+        return JaxLayer(steps, params=params, stats={}, dtype=dtype, track_running_stats=False, to_dict=to_dict)
+
+
+def layer_norm(x: jax.Array, params: dict[str, jax.Array], *, spec: LNSpec) -> jax.Array:
+    """y = γ x̂ + β, x̂ standardized over the trailing `spec.normalized_dims` axes of each sample.
+
+    Args:
+        x: the input; the normalized axes are the last ones.
+        params: {"scale": γ, "bias": β}, shaped as spec.param_shape(x.shape) (they broadcast from the trailing
+            axes); "bias" absent without β, both absent when the spec is not affine.
+        spec: the conventions to follow (eps, variance algorithm, normalized_dims).
+    """
+    axes = tuple(range(x.ndim - spec.normalized_dims, x.ndim))
+    mu = jnp.mean(x, axis=axes, keepdims=True)  # μ of each sample
+    if spec.variance == "fast":  # σ² = E[x²] − μ², clipped at 0 as Flax does (rounding can make it < 0)
+        var = jnp.maximum(0.0, jnp.mean(jnp.square(x), axis=axes, keepdims=True) - jnp.square(mu))
+    else:
+        var = jnp.mean(jnp.square(x - mu), axis=axes, keepdims=True)  # σ² = mean((x − μ)²), two passes
+    y = (x - mu) / jnp.sqrt(var + spec.eps)  # x̂
+    if "scale" in params:
+        y = params["scale"] * y  # γ x̂
+    if "bias" in params:
+        y = y + params["bias"]  # + β
+    return y
+
+
+def _apply(spec: LNSpec) -> Apply:
+    def apply(params: dict, stats: dict, x: jax.Array, *, train: bool) -> tuple[jax.Array, dict]:
+        return layer_norm(x, params, spec=spec), stats
+
+    return apply
+
+
+class ScratchLayerNorm(LayerAdapter):
+    """LayerNorm in raw jax.numpy ops: every spec field honoured (jax.vjp supplies the backward pass).
+
+    Attributes:
+        steps: the jitted steps per spec; ``steps.traces`` counts compilations.
+    """
+
+    framework = DESCRIPTOR.name
+    normalization = "layernorm"
+    impl = "scratch"
+    native_axis = DESCRIPTOR.native_axis
+
+    def __init__(self) -> None:
+        self.steps = StepCache()
+
+    def realize(self, spec: LNSpec, dtype: np.dtype) -> LNSpec:
+        framework_dtype(dtype)
+        return spec
+
+    def build(self, spec: LNSpec, *, shape: tuple[int, ...], dtype: np.dtype, gamma: np.ndarray,
+              beta: np.ndarray, use_defaults: bool) -> JaxLayer:
+        spec.param_shape(shape)  # raises ValueError when no batch axis is left
+        # A scratch layer has no defaults of its own: "defaults" are the spec it is given.
+        dtype = framework_dtype(dtype)
+        with dtype_scope(dtype):
+            params = {}
+            if spec.affine:
+                params["scale"] = to_tensor(gamma, dtype)
+                if spec.bias:
+                    params["bias"] = to_tensor(beta, dtype)
+        steps = self.steps.get(spec, lambda: _apply(spec))
+        return JaxLayer(steps, params=params, stats={}, dtype=dtype, track_running_stats=False, to_dict=dict)
