@@ -16,7 +16,15 @@ from .figures import Figure, training_figures
 from .html import render_html
 from .load import RunData, load_run
 from .markdown import render_markdown
-from .parity_sections import conventions_section, hard_section, layer_section, model_section
+from .parity_sections import (
+    FIRST_NORMALIZATION,
+    conventions_section,
+    hard_section,
+    layer_conventions_section,
+    layer_section,
+    model_section,
+    section_normalizations,
+)
 from .summary import build_summary
 from .train_sections import (
     convergence_section,
@@ -43,8 +51,13 @@ class Report:
 
 def sections(data: RunData, summary: dict[str, Any], figures: list[Figure]) -> list[Section]:
     """Every section of the report in reading order; a section whose records are missing says so."""
-    return [summary_section(data, summary), layer_section(data, summary), conventions_section(data, summary),
-            hard_section(data, summary), model_section(data, summary), convergence_section(data, figures),
+    per_normalization = []
+    for name in section_normalizations(data):  # the same three sections for every normalization
+        conventions = (conventions_section(data, summary) if name == FIRST_NORMALIZATION
+                       else layer_conventions_section(data, summary, name))
+        per_normalization += [layer_section(data, summary, name), conventions, hard_section(data, summary, name)]
+    return [summary_section(data, summary), *per_normalization, model_section(data, summary),
+            convergence_section(data, figures),
             time_to_accuracy_section(data, summary), throughput_section(data, summary), environment_section(data)]
 
 

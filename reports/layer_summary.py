@@ -15,6 +15,9 @@ from bnparity.suites.schema import LayerComparison, LayerRecord, ParityDoc, load
 
 IMPL_ORDER = ("builtin", "scratch")
 MEASURED = ("running_mean", "running_var", "y_eval")
+# the training-mode outputs too: where a normalization without running statistics differs (BatchNorm's summary keeps
+# MEASURED, as the first release's did)
+MEASURED_DEFAULTS = ("y", "dx", *MEASURED)
 DTYPES = ("float32", "float64")
 
 
@@ -182,7 +185,8 @@ def hard_verdict(s: dict[str, Any]) -> str:
             "are inside the tolerance model. " + " ".join(hard_case_findings(s))).strip()
 
 
-def measured_defaults(doc: ParityDoc | Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def measured_defaults(doc: ParityDoc | Mapping[str, Any],
+                      quantities: tuple[str, ...] = MEASURED) -> dict[str, dict[str, Any]]:
     """Per framework: the defaults-mode proof of its registry row and its measured difference from the baseline's.
 
     Returns framework -> {"own_convention": {"passed", "of"} (its gated comparisons), "vs_baseline": {quantity: worst
@@ -199,7 +203,7 @@ def measured_defaults(doc: ParityDoc | Mapping[str, Any]) -> dict[str, dict[str,
         own = [r for r in mine if r.reference == "own-convention" and r.gate]  # a case may be gated in one mode
         vs = [r for r in mine if r.vs_baseline]
         measured = {}
-        for quantity in MEASURED:
+        for quantity in quantities:
             rel = [r for r in vs if r.quantity == quantity]
             worst = max(rel, key=lambda r: (r.scaled_error is None, r.scaled_error or 0.0), default=None)
             measured[quantity] = brief(worst)

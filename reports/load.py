@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bnparity.frameworks.conventions import Convention
+from bnparity.frameworks.conventions import Convention, LayerConvention
 from bnparity.suites.errors import UserError
 from bnparity.suites.records import read_json
 from bnparity.suites.schema import (
@@ -71,6 +71,7 @@ class RunData:
     run_dir: Path
     manifest: RunManifest | None = None
     conventions: tuple[Convention, ...] = ()
+    layer_conventions: tuple[LayerConvention, ...] = ()
     conventions_source: str = "conventions.json"
     parity: ParityDoc | None = None
     model_parity: ModelParityDoc | None = None
@@ -140,14 +141,15 @@ def _conventions_part(data: RunData) -> None:
     path = data.run_dir / PARTS["conventions"][0]
     if path.exists():
         try:
-            data.conventions = load_conventions(read_json(path), where=path.name).conventions
+            doc = load_conventions(read_json(path), where=path.name)
+            data.conventions, data.layer_conventions = doc.conventions, doc.layers
             data.parts["conventions"] = PartStatus("conventions", "ok")
             return
         except (ValueError, OSError) as e:  # FormatError is a ValueError
             data.parts["conventions"] = PartStatus("conventions", "unreadable", str(e))
-    from bnparity.frameworks.conventions import all_conventions  # data only: imports no framework
+    from bnparity.frameworks.conventions import all_conventions, all_layer_conventions  # data: imports no framework
 
-    data.conventions = all_conventions()
+    data.conventions, data.layer_conventions = all_conventions(), all_layer_conventions()
     data.conventions_source = "the registry of this installation"
     if "conventions" not in data.parts:
         data.parts["conventions"] = PartStatus("conventions", "missing",

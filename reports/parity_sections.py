@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bnparity.frameworks.registry import display_name, sort_key
+from bnparity.frameworks.conventions import Convention, LayerConvention
+from bnparity.frameworks.registry import baseline, display_name, sort_key
 from bnparity.suites.model_parity.summary import worst
 from bnparity.suites.parity.summary import Cell as ParityCell
 from bnparity.suites.schema import ModelComparison, ParityDoc
@@ -14,9 +15,10 @@ from .layer_summary import MEASURED, hard_case_findings, matrix, parity_of
 from .load import RunData
 from .summary import CONVENTION_FIELDS, ModelParitySummary
 
+FIRST_NORMALIZATION = Convention.normalization  # the first release's normalization: its sections keep their ids
 _STATUS = {"pass": "pass", "FAIL": "fail", "differs": "differs", "skipped": "skipped", "error": "error"}
 # the model-parity table's rows: what is compared against the float64 reference, then against the anchor framework
-MODEL_KINDS = {"reference": ("logits", "loss", "running_stats", "eval_loss"),
+MODEL_KINDS = {"reference": ("logits", "loss", "grad", "running_stats", "eval_loss"),
                "anchor": ("logits", "loss", "loss_step2", "grad", "param_step1", "param_step2", "momentum",
                           "running_stats", "running_var_raw")}
 
@@ -42,16 +44,38 @@ def _case_matrix(doc: ParityDoc, cases: list[str], caption: str, *, mode: str = 
     return Table(["case", *columns], rows, caption=caption)
 
 
-def layer_section(data: RunData, summary: dict[str, Any]) -> Section:
-    section = Section("layer-parity", "Layer parity matrix")
-    if data.parity is None:
-        return Section(section.id, section.title, missing=data.parts["parity"].detail)
-    doc = parity_of(data.parity)
-    s = summary["layer_parity"]
+def _section_id(base: str, name: str) -> str:
+    """BatchNorm's sections keep the first release's ids; the other normalizations' add their name."""
+    return base if name == FIRST_NORMALIZATION else f"{base}-{name}"
+
+
+def _part(data: RunData, summary: dict[str, Any], name: str) -> tuple[ParityDoc, dict[str, Any]] | None:
+    """One normalization's records and summary, or None when the run has none of it."""
+    if data.parity is None or name not in summary["normalizations"]:
+        return None
+    return parity_of(data.parity).of_normalization(name), summary["normalizations"][name]
+
+
+def section_normalizations(data: RunData) -> tuple[str, ...]:
+    """The normalizations the report has sections for: those of the parity records (BatchNorm's when none)."""
+    names = parity_of(data.parity).normalizations() if data.parity is not None else ()
+    return names or (FIRST_NORMALIZATION,)
+
+
+def layer_section(data: RunData, summary: dict[str, Any], name: str = FIRST_NORMALIZATION) -> Section:
+    part = _part(data, summary, name)
+    title = summary["normalizations"].get(name, {}).get("title", name)
+    section = Section(_section_id("layer-parity", name), f"Layer parity matrix: {title}")
+    if part is None:
+        detail = data.parts["parity"].detail if data.parity is None else f"the parity records hold no {title} case"
+        return Section(section.id, section.title, missing=detail)
+    doc, n = part
+    s = n["layer_parity"]
     section.blocks.append(
-        "Every standard case (the gate) through every implementation in matched semantics, compared with the float64 "
-        "reference. A cell shows the worst comparison over y, dx, dγ, dβ, the running statistics and y_eval: its "
-        "largest absolute error · its error as a fraction of the allowed error (≤ 1 passes). Hover for details.")
+        f"Every standard {title} case (the gate) through every implementation in matched semantics, compared with the "
+        "float64 reference. A cell shows the worst comparison over y, dx, dγ, dβ, the running statistics and y_eval "
+        "(those the layer has): its largest absolute error · its error as a fraction of the allowed error (≤ 1 "
+        "passes). Hover for details.")
     section.blocks.append(_case_matrix(doc, doc.case_names(gate=True),
                                        f"{s['standard_cases']} standard cases; {s['gated_comparisons']} gated "
                                        f"comparisons, {s['gate_failures']} failures."))
@@ -60,22 +84,25 @@ def layer_section(data: RunData, summary: dict[str, Any]) -> Section:
     return section
 
 
-def hard_section(data: RunData, summary: dict[str, Any]) -> Section:
-    section = Section("hard-inputs", "Hard-input findings")
-    if data.parity is None:
-        return Section(section.id, section.title, missing=data.parts["parity"].detail)
-    doc = parity_of(data.parity)
+def hard_section(data: RunData, summary: dict[str, Any], name: str = FIRST_NORMALIZATION) -> Section:
+    part = _part(data, summary, name)
+    title = summary["normalizations"].get(name, {}).get("title", name)
+    section = Section(_section_id("hard-inputs", name), f"Hard-input findings: {title}")
+    if part is None:
+        detail = data.parts["parity"].detail if data.parity is None else f"the parity records hold no {title} case"
+        return Section(section.id, section.title, missing=detail)
+    doc, n = part
     hard = doc.case_names(gate=False)
     if not hard:
         return Section(section.id, section.title, ["This run has no hard-input cases (bnparity parity --no-hard)."])
-    h = summary["hard_inputs"]
+    h = n["hard_inputs"]
     section.blocks.append(f"Inputs that separate a careful implementation from a naive one. Findings, never a gate: "
                           f"{h['inside']} results inside the tolerance model, {h['outside']} outside, "
                           f"{h['errors']} errors.")
     section.blocks.append(Bullets(hard_case_findings(h)))
     section.blocks.append(_case_matrix(doc, hard, "Matched semantics (every implementation configured "
                                        "alike). Cells as in the layer parity matrix."))
-    d = summary["hard_inputs_defaults"]
+    d = n["hard_inputs_defaults"]
     if d and d["findings"]:
         section.blocks.append(f"The builtin layers as shipped (defaults mode, against the reference in each "
                               f"framework's own convention): {d['inside']} inside, {d['outside']} outside, "
@@ -131,6 +158,61 @@ def conventions_section(data: RunData, summary: dict[str, Any]) -> Section:
         f"hover a value for where the framework defines it). Coloured: a default that differs from {shown}'s. The "
         "last rows are measured in defaults mode: each framework's own layer after the case's training steps, "
         f"against the reference in {shown}'s convention — the difference a porter who keeps the defaults sees.")
+    section.blocks.append(Table(["", *frameworks], body, row_class="kv"))
+    return section
+
+
+def _default_text(row: LayerConvention, name: str) -> str:
+    if name == "eps" and row.eps_rule == "machine-epsilon":
+        return "machine epsilon of the dtype"
+    value = row.defaults.get(name)
+    if value is None:
+        return "required" if name in row.facts else "–"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def layer_conventions_section(data: RunData, summary: dict[str, Any], name: str) -> Section:
+    """One normalization's conventions rows (other than BatchNorm's) with its measured default differences."""
+    title = summary["normalizations"].get(name, {}).get("title", name)
+    section = Section(_section_id("conventions", name), f"Conventions and measured default differences: {title}")
+    rows = {r.framework: r for r in data.layer_conventions if r.normalization == name}
+    if not rows:
+        return Section(section.id, section.title, missing=f"no {title} conventions rows were recorded")
+    frameworks = sorted(rows, key=sort_key)
+    anchor = baseline().name
+    fields = list(dict.fromkeys(k for r in rows.values() for k in (*r.defaults, *r.facts)
+                                if k in r.defaults or k not in ("notes",)))
+    body = [[Cell("layer")] + [Cell(rows[fw].layer) for fw in frameworks]]
+    for key in fields:
+        values = {fw: _default_text(rows[fw], key) for fw in frameworks}
+        ref = values.get(anchor)
+        body.append([Cell(key)] + [
+            text_cell(values[fw], status="differs" if fw != anchor and ref is not None and values[fw] != ref else None,
+                      title=" ".join(x for x in (rows[fw].facts.get(key), rows[fw].citations.get(key)) if x) or None)
+            for fw in frameworks])
+    measured = summary["normalizations"].get(name, {}).get("measured", {})
+    shown = display_name(anchor)
+    for quantity in MEASURED + ("y", "dx"):
+        cells = []
+        for fw in frameworks:
+            m = (measured.get(fw) or {}).get("vs_baseline", {}).get(quantity)
+            cells.append(Cell("–") if m is None else Cell(
+                fmt(m["scaled_err"]), "pass" if (m["worst_ratio"] or float("inf")) <= 1 else "differs",
+                f"worst over the standard cases: {m['case']}; max |Δ| {fmt(m['max_abs_err'])}, "
+                f"{fmt(m['worst_ratio'])}× the float tolerance"))
+        if any(c.text != "–" for c in cells):
+            body.append([Cell(f"{quantity} vs {shown}'s convention (max |Δ| / max |ref|)")] + cells)
+    proof = []
+    for fw in frameworks:
+        m = measured.get(fw)
+        ok = m and m["own_convention"]["of"] and m["own_convention"]["passed"] == m["own_convention"]["of"]
+        proof.append(Cell("–") if not m else Cell(f"{m['own_convention']['passed']}/{m['own_convention']['of']}",
+                                                 "pass" if ok else "fail"))
+    body.append([Cell("defaults reproduce this row (gated comparisons)")] + proof)
+    section.blocks.append(
+        f"Each framework's {title} as a user who changes nothing gets it ({summary['conventions']['source']}; hover a "
+        f"value for what it means and where the framework defines it). Coloured: a default that differs from "
+        f"{shown}'s. The last rows are measured in defaults mode, against the reference in {shown}'s convention.")
     section.blocks.append(Table(["", *frameworks], body, row_class="kv"))
     return section
 

@@ -1,4 +1,4 @@
-"""docs/porting.md: how to make each framework's BatchNorm match another's, every statement tied to its proof.
+"""docs/porting.md: how to make each framework's normalization layers match another's, each statement with its proof.
 
 Run as ``python -m bnparity.reports.porting --parity PATH --out docs/porting.md`` (or ``bnparity report RUN_DIR
 --porting PATH``). Reads the conventions registry (data, no framework) and a parity record file; the numbers
@@ -13,8 +13,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bnparity.frameworks.conventions import Convention, all_conventions
+from bnparity.frameworks.conventions import Convention, LayerConvention, all_conventions, all_layer_conventions
 from bnparity.frameworks.registry import baseline, descriptors, display_name
+from bnparity.reference.normalization import normalization as plugin
 from bnparity.suites.environment import short_commit
 from bnparity.suites.errors import UserError
 from bnparity.suites.output import write_output
@@ -22,8 +23,8 @@ from bnparity.suites.parity.summary import cells
 from bnparity.suites.records import read_json
 from bnparity.suites.schema import PARITY_FORMAT, FormatError, ParityDoc, PitfallsDoc, load_parity, load_pitfalls
 
-from .layer_summary import layer_parity, measured_defaults
-from .porting_facts import ROOT, all_proofs, missing_tests, proof_refs, tutorial_pitfalls, variance_gap
+from .layer_summary import MEASURED_DEFAULTS, layer_parity, measured_defaults
+from .porting_facts import ROOT, ProofRef, all_proofs, missing_tests, proof_refs, tutorial_pitfalls, variance_gap
 from .porting_pairs import pair_section
 
 # (ModelLayout attribute, row label) of the model-level table
@@ -77,6 +78,55 @@ def measured(doc: ParityDoc) -> list[str]:
         own = m["own_convention"]
         lines.append(f"| {display_name(fw)} | " + " | ".join(cells) + f" | {own['passed']}/{own['of']} |")
     return lines + far_from_zero(doc)
+
+
+def _cell_text(value: object) -> str:
+    return (f"{value:g}" if isinstance(value, float) else str(value)).replace("|", "\\|")
+
+
+def normalization_section(doc: ParityDoc | None, rows: Sequence[LayerConvention]) -> list[str]:
+    """One normalization (other than BatchNorm): its defaults side by side, each fact with its proof, how to
+    configure each layer alike, and what the parity run measured. The same template for every normalization."""
+    if not rows:
+        return []
+    names = [display_name(r.framework) for r in rows]
+    fields = list(dict.fromkeys(k for r in rows for k in r.defaults))
+    lines = ["| | " + " | ".join(names) + " |", "|---|" + "---|" * len(rows),
+             "| layer | " + " | ".join(f"`{r.layer}`" for r in rows) + " |"]
+    for key in fields:
+        values = ["machine epsilon of the dtype" if key == "eps" and r.eps_rule == "machine-epsilon"
+                  else _cell_text(r.defaults[key]) if key in r.defaults else "required" if key in r.facts else "–"
+                  for r in rows]
+        lines.append(f"| {key} (default) | " + " | ".join(values) + " |")
+    lines.append("")
+    for r in rows:
+        if r.constructor:
+            lines.append(f"- {display_name(r.framework)}: `{r.constructor}`")
+        for key, fact in r.facts.items():
+            refs = [ProofRef.parse(t, framework=r.framework).link() for t in r.proofs.get(key, ())]
+            lines.append(f"  - {key}: {fact}" + (f" Proved by {', '.join(refs)}." if refs else ""))
+    if doc is None or not doc.case_names(gate=True):
+        return lines
+    lp, dm = layer_parity(doc), measured_defaults(doc, MEASURED_DEFAULTS)
+    anchor = display_name(doc.meta.baseline or baseline().name)
+    quantities = [q for q in ("y", "dx", "running_mean", "running_var", "y_eval")
+                  if any(m["vs_baseline"].get(q) for m in dm.values())]
+    lines += ["", "**Configured alike** (matched mode): " + "; ".join(
+        f"{c['column']} {c['passed']}/{c['cases']} standard cases"
+        + (f" ({len(c['skipped_cases'])} not configurable: {next(iter(c['skipped_cases'].values()))})"
+           if c["skipped_cases"] else "") for c in lp["columns"] if c["column"].endswith("/builtin")) + ".", "",
+        f"**Left at their defaults** (defaults mode) against the reference in {anchor}'s convention; max |Δ| / "
+        "max |ref| over the standard cases (the structure — layout, groups, normalized axes — as the case's):", "",
+        "| framework | " + " | ".join(quantities) + " | its own registry row reproduced |",
+        "|---|" + "---|" * (len(quantities) + 1)]
+    for fw, m in dm.items():
+        cells_ = []
+        for q in quantities:
+            w = m["vs_baseline"].get(q)
+            cells_.append("–" if w is None or w["scaled_err"] is None else _g(w["scaled_err"]))
+        own = m["own_convention"]
+        lines.append(f"| {display_name(fw)} | " + " | ".join(cells_) + f" | {own['passed']}/{own['of']} |")
+    return lines
 
 
 def far_from_zero(doc: ParityDoc) -> list[str]:
@@ -206,8 +256,10 @@ def trained_network_section(pitfalls: PitfallsDoc | None) -> list[str]:
     return lines
 
 
-def guide(*, parity: ParityDoc, conventions: Sequence[Convention], pitfalls: PitfallsDoc | None = None) -> str:
-    """The whole guide as Markdown."""
+def guide(*, parity: ParityDoc, conventions: Sequence[Convention], pitfalls: PitfallsDoc | None = None,
+          layer_conventions: Sequence[LayerConvention] = ()) -> str:
+    """The whole guide as Markdown: BatchNorm first, then one section per other normalization."""
+    batchnorm = parity.of_normalization(Convention.normalization)
     lines = ["<!-- Generated by `python -m bnparity.reports.porting` from the conventions registry and a parity run. "
              "Do not edit by hand: regenerate. -->", "",
              f"# Porting BatchNorm between {_and([display_name(c.framework) for c in conventions])}", "",
@@ -218,8 +270,12 @@ def guide(*, parity: ParityDoc, conventions: Sequence[Convention], pitfalls: Pit
     for a, b in itertools.combinations(conventions, 2):
         lines += ["", *pair_section(a, b, proof=proof)]
     lines += ["", "## Whole models: weights, names, layout, flatten order", "", *model_level(),
-              "", "## Measured", "", *measured(parity),
+              "", "## Measured", "", *measured(batchnorm),
               "", "## Pitfalls of the seed tutorial", "", *tutorial_section(), "", *trained_network_section(pitfalls)]
+    for name in dict.fromkeys(r.normalization for r in layer_conventions):
+        rows = [r for r in layer_conventions if r.normalization == name]
+        part = parity.of_normalization(name) if name in parity.normalizations() else None
+        lines += ["", f"## {plugin(name).title}", "", *normalization_section(part, rows)]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -235,8 +291,8 @@ def write_porting_guide(*, parity_path: Path, out: Path, root: Path = ROOT,
     except FormatError as e:
         raise UserError(f"--parity must be a {PARITY_FORMAT} record file (or an older version). Received: {e}") \
             from None
-    conventions = all_conventions()
-    missing = missing_tests(all_proofs(conventions), root=root)
+    conventions, layer_rows = all_conventions(), all_layer_conventions()
+    missing = missing_tests(all_proofs([*conventions, *layer_rows]), root=root)
     if missing:
         raise UserError(f"the porting guide cites tests that do not exist: {', '.join(missing)}")
     pitfalls = None
@@ -245,7 +301,7 @@ def write_porting_guide(*, parity_path: Path, out: Path, root: Path = ROOT,
             pitfalls = load_pitfalls(read_json(pitfalls_path), where=str(pitfalls_path))
         except FormatError as e:
             raise UserError(f"--pitfalls must be a pitfalls record file (bnparity pitfalls). Received: {e}") from None
-    text = guide(parity=parity, conventions=conventions, pitfalls=pitfalls)
+    text = guide(parity=parity, conventions=conventions, pitfalls=pitfalls, layer_conventions=layer_rows)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)  # the guide's folder (e.g. docs/) is created when missing
     write_output(out, text)

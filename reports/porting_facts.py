@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bnparity.frameworks.conventions import Convention
+from bnparity.frameworks.conventions import Convention, LayerConvention
 from bnparity.reference.normalization import run_reference
 from bnparity.reference.spec import BNSpec
 from bnparity.reference.steps import LayerInputs
@@ -68,8 +68,8 @@ def proof_refs(key: str, conventions: Iterable[Convention],
     return own + PROOFS.get(key, [])
 
 
-def all_proofs(conventions: Iterable[Convention]) -> list[ProofRef]:
-    """Every test the guide may cite: the shared ones and every convention's."""
+def all_proofs(conventions: Iterable[Convention | LayerConvention]) -> list[ProofRef]:
+    """Every test the guide may cite: the shared ones and every convention row's (of any normalization)."""
     return [*(ref for refs in PROOFS.values() for ref in refs),
             *(ProofRef.parse(text, framework=c.framework) for c in conventions
               for texts in c.proofs.values() for text in texts)]

@@ -7,7 +7,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from bnparity.frameworks.conventions import Convention
 from bnparity.frameworks.registry import baseline, display_name, sort_key
+from bnparity.reference.normalization import normalization, normalizations
 from bnparity.suites.schema import (
     AccuracyStat,
     Agreement,
@@ -15,10 +17,12 @@ from bnparity.suites.schema import (
     IncompleteRun,
     ModelComparison,
     ModelParityDoc,
+    ParityDoc,
     Speedup,
 )
 
 from .layer_summary import (
+    MEASURED_DEFAULTS,
     hard_inputs,
     hard_verdict,
     layer_parity,
@@ -34,8 +38,9 @@ CONVENTION_FIELDS = ("momentum", "momentum_weighs", "new_weight", "eps", "runnin
 
 
 def conventions(data: RunData) -> dict[str, Any]:
-    """The registry rows (as recorded) with the measured defaults-mode differences from the baseline's convention."""
-    measured = measured_defaults(data.parity) if data.parity else {}
+    """BatchNorm's registry rows (as recorded) with the measured defaults-mode differences from the baseline's
+    convention."""
+    measured = measured_defaults(data.parity.of_normalization(Convention.normalization)) if data.parity else {}
     rows = []
     for row in data.conventions:
         entry: dict[str, Any] = {k: getattr(row, k) for k in CONVENTION_FIELDS}
@@ -326,6 +331,18 @@ def training_verdicts(s: TrainingSummary) -> list[str]:
     return out
 
 
+def normalization_summaries(doc: ParityDoc) -> dict[str, dict[str, Any]]:
+    """Per normalization of the run: its gate, hard-input findings (matched and defaults) and measured defaults."""
+    out = {}
+    for name in doc.normalizations():
+        part = doc.of_normalization(name)
+        out[name] = {"title": normalization(name).title if name in {p.name for p in normalizations()} else name,
+                     "layer_parity": layer_parity(part), "hard_inputs": hard_inputs(part),
+                     "hard_inputs_defaults": hard_inputs(part, mode="defaults"),
+                     "measured": measured_defaults(part, MEASURED_DEFAULTS)}
+    return out
+
+
 def build_summary(data: RunData) -> dict[str, Any]:
     """summary.json of `data`: verdicts, counts, worst errors, time to accuracy, speed-ups, incomplete parts."""
     summary: dict[str, Any] = {
@@ -334,13 +351,14 @@ def build_summary(data: RunData) -> dict[str, Any]:
         "complete": not data.incomplete,
         "incomplete": [{"part": p.part, "status": p.status, "detail": p.detail} for p in data.incomplete],
         "verdicts": [], "layer_parity": None, "hard_inputs": None, "hard_inputs_defaults": None,
-        "conventions": conventions(data),
+        "normalizations": {}, "conventions": conventions(data),
         "model_parity": None, "training": None}
     verdicts = summary["verdicts"]
     if data.parity is not None:
         summary["layer_parity"] = layer_parity(data.parity)
         summary["hard_inputs"] = hard_inputs(data.parity)
         summary["hard_inputs_defaults"] = hard_inputs(data.parity, mode="defaults")
+        summary["normalizations"] = normalization_summaries(data.parity)
         verdicts.append(layer_verdict(summary["layer_parity"]))
     if summary["conventions"]["frameworks"]:
         text = conventions_verdict(summary["conventions"])

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bnparity.frameworks.conventions import all_conventions
+from bnparity.frameworks.conventions import all_conventions, all_layer_conventions
 from bnparity.frameworks.registry import frameworks_help, parse_frameworks
 
 from .environment import environment
@@ -102,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
         return done
 
     manifest = record()
-    write_json(run_dir / "conventions.json", to_dict(ConventionsDoc(conventions=all_conventions())))
+    write_json(run_dir / "conventions.json", to_dict(ConventionsDoc(conventions=all_conventions(),
+                                                                          layers=all_layer_conventions())))
     commands = {
         "parity": ["parity", *fw_args, "--json", str(run_dir / "parity.json")],
         "model-parity": ["model-parity", "--preset", args.model_preset, *fw_args,

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from bnparity.frameworks.conventions import Convention
+from bnparity.frameworks.conventions import Convention, LayerConvention
 from bnparity.suites.convergence.presets import TrainPreset
 
 T = TypeVar("T")
@@ -335,6 +335,7 @@ class ParityCaseInfo:
     steps: int
     gate: bool
     note: str = ""
+    normalization: str = "batchnorm"  # (absent from the first release's files, which held BatchNorm only)
 
 
 @dataclass(frozen=True)
@@ -351,6 +352,7 @@ class ParityMeta:
         complete: False when the run was interrupted (the records are what finished).
         cases: every case asked for, in order (an interrupted run has no records for the last ones).
         input: the user's .npz file (bnparity check), else None.
+        normalizations: the normalizations asked for (the first release's files: BatchNorm only).
     """
 
     environment: Environment
@@ -362,6 +364,7 @@ class ParityMeta:
     complete: bool
     cases: tuple[ParityCaseInfo, ...]
     input: str | None = None
+    normalizations: tuple[str, ...] = ("batchnorm",)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -387,6 +390,16 @@ class ParityDoc:
     def notes(self) -> dict[str, str]:
         """case name -> what it probes."""
         return {c.name: c.note for c in self.meta.cases}
+
+    def normalizations(self) -> tuple[str, ...]:
+        """The normalizations of the run's cases, in the run's order."""
+        return tuple(dict.fromkeys(c.normalization for c in self.meta.cases))
+
+    def of_normalization(self, name: str) -> ParityDoc:
+        """The part of this document about one normalization: its cases and its records."""
+        meta = dataclasses.replace(self.meta, cases=tuple(c for c in self.meta.cases if c.normalization == name),
+                                   normalizations=(name,))
+        return dataclasses.replace(self, meta=meta, records=tuple(r for r in self.records if r.normalization == name))
 
 
 def _layer_record(data: object, *, where: str) -> LayerRecord:
@@ -470,15 +483,17 @@ def load_parity(data: object, *, where: str = "parity.json") -> ParityDoc:
 # fields added since (constructor, batch_of_one, proofs), which take their defaults.
 
 CONVENTIONS_FAMILY = "conventions"
-CONVENTIONS_VERSION = 1
+CONVENTIONS_VERSION = 2  # 2 added `layers`: the other normalizations' rows
 
 
 @dataclass(frozen=True, kw_only=True)
 class ConventionsDoc:
-    """conventions.json: the conventions registry's rows as the run recorded them."""
+    """conventions.json: the conventions registry's rows as the run recorded them: BatchNorm's (`conventions`) and
+    the other normalizations' (`layers`; absent from version 1)."""
 
     format: str = format_string(CONVENTIONS_FAMILY, CONVENTIONS_VERSION)
     conventions: tuple[Convention, ...]
+    layers: tuple[LayerConvention, ...] = ()
 
 
 def load_conventions(data: object, *, where: str = "conventions.json") -> ConventionsDoc:
@@ -488,8 +503,13 @@ def load_conventions(data: object, *, where: str = "conventions.json") -> Conven
     rows = data.get("conventions") if isinstance(data, Mapping) else data
     if not isinstance(rows, list):
         raise FormatError(f"{where}: expected a list 'conventions'. Received: {type(rows).__name__}")
+    layers = data.get("layers", []) if isinstance(data, Mapping) else []
+    if not isinstance(layers, list):
+        raise FormatError(f"{where}: expected a list 'layers'. Received: {type(layers).__name__}")
     return ConventionsDoc(conventions=tuple(_convert(Convention, r, f"{where}: conventions[{i}]")
-                                            for i, r in enumerate(rows)))
+                                            for i, r in enumerate(rows)),
+                          layers=tuple(_convert(LayerConvention, r, f"{where}: layers[{i}]")
+                                       for i, r in enumerate(layers)))
 
 
 # --- model parity -------------------------------------------------------------------------------------------------
@@ -690,6 +710,10 @@ def load_model_parity(data: object, *, where: str = "model_parity.json") -> Mode
 # A training run directory (bnparity train): one JSONL file per run, "bnparity-train-run/2" (its first line is the
 # header; version 1, 2026-11-29, had no header, no batch digests and no best accuracy in "done"), manifest.json
 # "bnparity-train/2" and conclusions.json "bnparity-train-conclusions/2" (version 1 of both loads: see the loaders).
+# A batch-size sweep (preset small-batch) is version 2 too: its runs are named "<framework>-<variant>-b<size>-seed<k>",
+# its StartEvent.batch_size is the run's, and the fields it added (TrainPreset.batch_sizes and .variants,
+# TrainManifest.batch_sizes, `batch_size` of RunSummary, ConfigSummary and DigestCheck, Conclusions.by_batch_size)
+# have defaults, so every earlier file reads as before.
 
 TRAIN_RUN = "train-run"
 TRAIN_RUN_VERSION = 2
@@ -874,7 +898,8 @@ class TrainManifest:
 
     Attributes:
         preset: the TrainPreset (with --epochs applied).
-        runs: run names ("torch-bn-seed0"), in order; frameworks, variants, seeds: what they span.
+        runs: run names ("torch-bn-seed0"; "torch-bn-b2-seed0" in a batch-size sweep), in order; frameworks,
+            variants, seeds, batch_sizes (a sweep's; () otherwise): what they span.
         device, verify_data, data_dir: passed to every run (data_dir: the resolved Fashion-MNIST folder).
         jobs, threads_per_job, thread_env, argv, environment: how the first segment ran.
         resumed: every later --resume.
@@ -886,6 +911,7 @@ class TrainManifest:
     frameworks: tuple[str, ...] = ()
     variants: tuple[str, ...] = ()
     seeds: tuple[int, ...] = ()
+    batch_sizes: tuple[int, ...] = ()
     device: str = "cpu"
     verify_data: bool = True
     data_dir: str | None = None
@@ -913,7 +939,8 @@ RunStatus = Literal["done", "failed", "skipped", "interrupted", "incomplete", "n
 class RunSummary:
     """One run, from its records. final_test_accuracy: the last evaluation of a finished run (null otherwise);
     last_test_accuracy: the last evaluation so far; best_test_accuracy: the highest of any evaluation;
-    epochs_planned: the preset's epochs; unreadable_lines: lines of its file that could not be read."""
+    epochs_planned: the preset's epochs; unreadable_lines: lines of its file that could not be read; batch_size:
+    the run's in a batch-size sweep (null otherwise: the preset's)."""
 
     framework: str
     variant: str
@@ -929,6 +956,7 @@ class RunSummary:
     message: str
     epochs_planned: int | None = None
     unreadable_lines: int = 0
+    batch_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -965,7 +993,8 @@ class TimeToTarget:
 class ConfigSummary:
     """One framework × variant over its seeds. final_test_accuracy: over the finished seeds' final evaluations;
     best_test_accuracy: the highest evaluation of any seed; best_test_accuracy_mean: the mean over seeds of each
-    seed's best (null in version 1); targets: keyed by the target as '%g'."""
+    seed's best (null in version 1); targets: keyed by the target as '%g'; batch_size: in a batch-size sweep, the
+    configuration's (null otherwise)."""
 
     framework: str
     variant: str
@@ -976,6 +1005,7 @@ class ConfigSummary:
     images_per_s: float | None
     targets: dict[str, TimeToTarget]
     best_test_accuracy_mean: float | None = None
+    batch_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -1010,6 +1040,16 @@ class Agreement:
 
 
 @dataclass(frozen=True)
+class BatchComparison:
+    """A batch-size sweep's comparisons at one batch size: the BN speed-ups and the agreement across frameworks of
+    its runs, as Conclusions.bn_speedup and .agreement define them for a directory without a sweep."""
+
+    batch_size: int
+    bn_speedup: tuple[Speedup, ...] = ()
+    agreement: tuple[AgreementPair, ...] = ()
+
+
+@dataclass(frozen=True)
 class PublishedPoint:
     framework: str
     variant: str
@@ -1037,6 +1077,7 @@ class DigestCheck:
         iterations: the iterations at which two or more of them recorded a digest.
         mismatched: how many of those iterations had different digests.
         first_mismatch: the first such iteration (null: none), with each framework's digest there in `digests`.
+        batch_size: in a batch-size sweep, the runs' batch size (null otherwise).
     """
 
     variant: str
@@ -1046,6 +1087,7 @@ class DigestCheck:
     mismatched: int
     first_mismatch: int | None
     digests: dict[str, str] = dataclasses.field(default_factory=dict)
+    batch_size: int | None = None
 
     @property
     def identical(self) -> bool:
@@ -1069,7 +1111,9 @@ class BatchDigests:
 @dataclass(frozen=True, kw_only=True)
 class Conclusions:
     """conclusions.json: what a training run directory shows (suites/convergence/conclusions.py defines each
-    figure). epochs: the planned number; unreadable_lines: run file -> lines that could not be read (only > 0)."""
+    figure). epochs: the planned number; unreadable_lines: run file -> lines that could not be read (only > 0);
+    by_batch_size: a batch-size sweep's speed-ups and agreement, per batch size (bn_speedup and agreement.pairs
+    hold only the runs without a batch size of their own)."""
 
     format: str = format_string(TRAIN_CONCLUSIONS, TRAIN_CONCLUSIONS_VERSION)
     run_dir: str
@@ -1086,6 +1130,7 @@ class Conclusions:
     epochs: int | None = None
     batch_digests: BatchDigests = BatchDigests()
     unreadable_lines: dict[str, int] = dataclasses.field(default_factory=dict)
+    by_batch_size: tuple[BatchComparison, ...] = ()
 
 
 def load_conclusions(data: object, *, where: str = "conclusions.json") -> Conclusions:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bnparity.frameworks.conventions import all_conventions
+from bnparity.frameworks.conventions import all_conventions, all_layer_conventions
 from bnparity.frameworks.registry import baseline
 from bnparity.reports.layer_summary import hard_inputs, layer_parity, measured_defaults
 from bnparity.reports.porting import main as porting_main
@@ -165,16 +165,21 @@ def test_version_1_error_records_and_a_check_file_without_case_list_load() -> No
 
 def test_conventions_json_of_every_version_loads() -> None:
     rows = all_conventions()
-    current = json.loads(json.dumps(to_dict(ConventionsDoc(conventions=rows))))
-    assert current["format"] == "bnparity-conventions/1"
-    assert load_conventions(current).conventions == rows
+    layers = all_layer_conventions()
+    current = json.loads(json.dumps(to_dict(ConventionsDoc(conventions=rows, layers=layers))))
+    assert current["format"] == "bnparity-conventions/2"
+    assert load_conventions(current).conventions == rows and load_conventions(current).layers == layers
+    assert {r.normalization for r in layers} == {"layernorm", "groupnorm", "instancenorm", "rmsnorm"}
+    version_1 = {**current, "format": "bnparity-conventions/1"}
+    del version_1["layers"]  # version 1 held BatchNorm's rows only
+    assert load_conventions(version_1).conventions == rows and load_conventions(version_1).layers == ()
     legacy_rows = [{k: v for k, v in r.items() if k not in ("constructor", "batch_of_one", "proofs")}
                    for r in current["conventions"]]
     old = load_conventions({"conventions": legacy_rows}).conventions  # conventions.json of 2026-11-29
     assert [r.framework for r in old] == [r.framework for r in rows] and all(r.proofs == {} for r in old)
     assert [r.new_weight for r in old] == [r.new_weight for r in rows]
-    with pytest.raises(FormatError, match="bnparity-conventions/2.*bnparity-conventions/1"):
-        load_conventions({**current, "format": "bnparity-conventions/2"})
+    with pytest.raises(FormatError, match="bnparity-conventions/3.*bnparity-conventions/2"):
+        load_conventions({**current, "format": "bnparity-conventions/3"})
 
 
 def test_every_registered_convention_says_what_the_porting_guide_needs() -> None:

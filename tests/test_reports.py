@@ -39,10 +39,12 @@ from bnparity.suites.schema import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = ("summary", "layer-parity", "conventions", "hard-inputs", "model-parity", "convergence",
-            "time-to-accuracy", "throughput", "environment")
+# BatchNorm's sections keep the first release's ids; every other normalization gets the same three, by name
+SECTIONS = ("summary", "layer-parity", "conventions", "hard-inputs", "layer-parity-groupnorm", "conventions-groupnorm",
+            "hard-inputs-groupnorm", "model-parity", "convergence", "time-to-accuracy", "throughput", "environment")
 SUMMARY_KEYS = {"format", "run_dir", "generated", "complete", "incomplete", "verdicts", "layer_parity", "hard_inputs",
-                "hard_inputs_defaults", "conventions", "model_parity", "training", "sections", "figures"}
+                "hard_inputs_defaults", "normalizations", "conventions", "model_parity", "training", "sections",
+                "figures"}
 # test accuracy of each evaluation point (iterations 0, 4, ..., 16 of the smoke preset's 2 epochs of 8)
 ACCURACY = {"bn": (0.10, 0.40, 0.55, 0.60, 0.62), "nobn": (0.10, 0.20, 0.35, 0.52, 0.58)}
 UNAVAILABLE = "mxnet is not installed (bnparity.frameworks.mxnet.bn); pip install 'bnparity[mxnet]'"
@@ -50,8 +52,9 @@ UNAVAILABLE = "mxnet is not installed (bnparity.frameworks.mxnet.bn); pip instal
 
 def _parity_records(path: Path) -> None:
     """parity.json from the real harness on 3 cases (torch), else a hand-written file of the same format."""
-    cases = [c for c in standard_cases() if c.name in ("nc-32x16-float32", "nchw-4x8x6x6-float64")]
-    cases += [c for c in hard_cases() if c.name == "nchw-16x4x8x8-float32-offset1e4"]
+    cases = [c for c in standard_cases(["batchnorm"]) if c.name in ("nc-32x16-float32", "nchw-4x8x6x6-float64")]
+    cases += [c for c in hard_cases(["batchnorm"]) if c.name == "nchw-16x4x8x8-float32-offset1e4"]
+    cases += [c for c in standard_cases(["groupnorm"]) if c.name == "groupnorm-nchw-4x8x6x6-float32-g2"]
     if framework_installed("torch"):
         from bnparity.suites.parity.command import run_modes
 
@@ -63,9 +66,11 @@ def _parity_records(path: Path) -> None:
         from bnparity.suites.schema import LayerComparison, to_dict
 
         records = [LayerComparison(
-            case=c.name, framework="torch", impl=impl, mode="matched", reference="matched", normalization="batchnorm",
+            case=c.name, framework="torch", impl=impl, mode="matched", reference="matched",
+            normalization=c.normalization,
             dtype=c.dtype, gate=c.gate, shape=c.shape, axis=c.axis, steps=c.steps, kappa=1.0, note=c.note,
-            spec=c.spec.to_dict(), spec_adjusted=(), new_weight=c.spec.new_weight, quantity=q, passed=True,
+            spec=c.spec.to_dict(), spec_adjusted=(), new_weight=getattr(c.spec, "new_weight", None), quantity=q,
+            passed=True,
             max_abs_err=1e-7, max_rel_err=1e-6, worst_index=(0, 0), n_mismatched=0, n_total=8, atol=1e-5, rtol=1e-5,
             scale=1.0, worst_ratio=0.01) for c in cases for impl in ("builtin", "scratch") for q in ("y", "dx")]
         doc = to_dict(parity_doc(records, modes=("matched",), frameworks=("torch",), impls=("builtin", "scratch"),
@@ -170,11 +175,17 @@ def test_every_section_is_present_and_nothing_is_fetched(built) -> None:
 def test_parity_table_has_one_row_per_standard_case(built) -> None:
     run_dir, report = built
     html = report.html.read_text()
-    table = re.search(r"<table.*?</table>", _section(html, "layer-parity"), re.S).group(0)
-    standard = [c["name"] for c in read_json(run_dir / "parity.json")["meta"]["cases"] if c["gate"]]
-    rows = re.findall(r"<tr><td[^>]*>([^<]*)</td>", table)
-    assert rows == standard
+    cases = read_json(run_dir / "parity.json")["meta"]["cases"]
+    for section, norm in (("layer-parity", "batchnorm"), ("layer-parity-groupnorm", "groupnorm")):
+        table = re.search(r"<table.*?</table>", _section(html, section), re.S).group(0)
+        standard = [c["name"] for c in cases if c["gate"] and c["normalization"] == norm]
+        rows = re.findall(r"<tr><td[^>]*>([^<]*)</td>", table)
+        assert rows == standard and standard, section
     assert UNAVAILABLE in _section(html, "layer-parity")
+    # the per-normalization summary is the same computation on that normalization's records only
+    summary = json.loads(report.summary_json.read_text())
+    assert summary["normalizations"]["groupnorm"]["layer_parity"]["standard_cases"] == 1
+    assert summary["normalizations"]["batchnorm"]["layer_parity"]["standard_cases"] == 2
 
 
 def test_summary_json_counts_what_the_records_say(built) -> None:

@@ -7,12 +7,25 @@ Exit 1 when a gated comparison fails, or when a framework named in --frameworks 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import os
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bnparity.frameworks.registry import IMPLS, Unavailable, baseline, frameworks_help, parse_frameworks
+from bnparity.frameworks.registry import (
+    IMPLS,
+    Unavailable,
+    baseline,
+    descriptor,
+    frameworks_help,
+    parse_frameworks,
+    sort_key,
+)
+from bnparity.reference.normalization import parse_normalizations, short_name
+from bnparity.suites.convergence.runner import thread_env
 from bnparity.suites.environment import environment
 from bnparity.suites.errors import UserError
 from bnparity.suites.output import JSON_TARGETS, output_file
@@ -30,7 +43,7 @@ from bnparity.suites.schema import (
     to_dict,
 )
 
-from .cases import ParityCase, hard_cases, standard_cases
+from .cases import ParityCase, case_normalizations, hard_cases, standard_cases
 from .compare import describe_record
 from .harness import MODES, run_parity
 from .summary import format_table, gate_failures, gated
@@ -40,17 +53,24 @@ FORMAT = PARITY_FORMAT
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frameworks", help=frameworks_help())
+    parser.add_argument("--norms", help="comma-separated, some of "
+                        f"{','.join(short_name(n) for n in case_normalizations())} (default: all)")
     parser.add_argument("--mode", choices=MODES + ("both",), default="both",
                         help="matched semantics, each framework's defaults, or both (default)")
     parser.add_argument("--impls", default=",".join(IMPLS), help="builtin,scratch (default: both)")
     parser.add_argument("--no-hard", action="store_true", help="skip the hard-input findings")
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                        help="worker processes, one per framework × normalization at a time (default: "
+                             "min(2, CPUs)); 1 runs everything in this process")
     parser.add_argument("--cases", help="run only cases whose name contains one of these comma-separated words")
     parser.add_argument("--json", type=output_file, metavar="PATH",
                         help=f"write the records here (format {FORMAT})" + JSON_TARGETS)
 
 
-def select_cases(*, hard: bool, pattern: str | None) -> list[ParityCase]:
-    cases = standard_cases() + (hard_cases() if hard else [])
+def select_cases(*, hard: bool, pattern: str | None, normalizations: tuple[str, ...] | None = None) -> list[ParityCase]:
+    """The cases of the given normalizations (default: all), standard then hard, filtered by name."""
+    cases = [c for name in normalizations or case_normalizations()
+             for c in standard_cases([name]) + (hard_cases([name]) if hard else [])]
     if pattern:
         words = [w for w in pattern.split(",") if w]
         cases = [c for c in cases if any(w in c.name for w in words)]
@@ -70,7 +90,7 @@ class ParityRun:
 def case_info(case: ParityCase) -> ParityCaseInfo:
     """How the records describe a case."""
     return ParityCaseInfo(name=case.name, shape=tuple(case.shape), axis=case.axis, dtype=case.dtype, steps=case.steps,
-                          gate=case.gate, note=case.note)
+                          gate=case.gate, note=case.note, normalization=case.normalization)
 
 
 def parity_doc(records: list[LayerRecord], *, modes: tuple[str, ...], frameworks: tuple[str, ...],
@@ -80,27 +100,98 @@ def parity_doc(records: list[LayerRecord], *, modes: tuple[str, ...], frameworks
     meta = ParityMeta(environment=from_dict(Environment, environment(), where="environment"), modes=modes,
                       frameworks=frameworks, impls=impls, baseline=baseline().name, wall_time_s=wall_time_s,
                       complete=complete, cases=tuple(case_info(c) for c in cases),
-                      input=None if input_path is None else str(input_path))
+                      input=None if input_path is None else str(input_path),
+                      normalizations=tuple(dict.fromkeys(c.normalization for c in cases)))
     return ParityDoc(meta=meta, records=tuple(records))
 
 
-def run_modes(*, frameworks: tuple[str, ...], modes: tuple[str, ...], impls: tuple[str, ...],
-              cases: list[ParityCase], json_path: Path | None, quiet: bool = False) -> ParityRun:
-    """Run the suite, saving the records even when interrupted (meta.complete says which)."""
-    run = ParityRun()
+def _run_part(frameworks: tuple[str, ...], modes: tuple[str, ...], impls: tuple[str, ...],
+              cases: list[ParityCase]) -> ParityRun:
+    """Every mode of `cases` through `frameworks` (in this process)."""
+    part = ParityRun()
 
     def unavailable(u: Unavailable) -> None:
         if u.installed:
-            run.broken.setdefault(u.framework, u.reason)
+            part.broken.setdefault(u.framework, u.reason)
 
+    for mode in modes:
+        part.records.extend(run_parity(frameworks=frameworks, mode=mode, cases=cases, impls=impls,
+                                       on_unavailable=unavailable))
+    return part
+
+
+def _init_worker() -> None:
+    """A worker computes on one thread: the workers, not each framework's thread pool, share the cores."""
+    os.environ.update(thread_env(1, dict(os.environ)))
+
+
+@dataclass(frozen=True)
+class _Part:
+    """An independent piece of a run: one framework, one normalization, one mode."""
+
+    frameworks: tuple[str, ...]
+    modes: tuple[str, ...]
+    cases: list[ParityCase]
+
+    @property
+    def cost(self) -> float:
+        """Its expected wall time, in units of one eager implementation on one case."""
+        impls = 1 if self.modes == ("defaults",) else 2  # defaults mode runs the builtin layers only
+        return len(self.cases) * impls * sum(descriptor(f).parity_cost for f in self.frameworks)
+
+
+def _parts(frameworks: tuple[str, ...], modes: tuple[str, ...], cases: list[ParityCase]) -> list[_Part]:
+    """The pieces of a run, most expensive first (so that the last to finish are small ones)."""
+    by_norm: dict[str, list[ParityCase]] = {}
+    for case in cases:
+        by_norm.setdefault(case.normalization, []).append(case)
+    parts = [_Part((fw,), (mode,), mine) for fw in frameworks for mine in by_norm.values() for mode in modes]
+    return sorted(parts, key=lambda p: -p.cost)
+
+
+def _record_order(modes: tuple[str, ...], cases: list[ParityCase]):  # noqa: ANN202 (a sort key)
+    """Records in the order a single process writes them: by mode, then case (skips of whole implementations
+    first), then framework and implementation; a part's own order otherwise."""
+    case_index = {c.name: i for i, c in enumerate(cases)}
+
+    def key(item: tuple[int, LayerRecord]) -> tuple:
+        n, r = item
+        return (modes.index(r.mode), -1 if r.case is None else case_index.get(r.case, len(cases)),
+                sort_key(r.framework), IMPLS.index(r.impl) if r.impl in IMPLS else len(IMPLS), n)
+    return key
+
+
+def run_modes(*, frameworks: tuple[str, ...], modes: tuple[str, ...], impls: tuple[str, ...],
+              cases: list[ParityCase], json_path: Path | None, quiet: bool = False, jobs: int = 1) -> ParityRun:
+    """Run the suite, saving the records even when interrupted (meta.complete says which).
+
+    With jobs > 1 the pieces (one per framework, normalization and mode) run in that many worker processes, one compute
+    thread each; the same records in the same order as with jobs = 1 (a multi-threaded reduction may round differently).
+    """
+    run = ParityRun()
     start = time.perf_counter()
     complete = False
+    done: list[tuple[int, LayerRecord]] = []
     try:
-        for mode in modes:
-            run.records.extend(run_parity(frameworks=frameworks, mode=mode, cases=cases, impls=impls,
-                                          on_unavailable=unavailable))
+        parts = _parts(frameworks, modes, cases)
+        if jobs <= 1 or len(parts) <= 1:
+            for piece in parts:
+                part = _run_part(piece.frameworks, piece.modes, impls, piece.cases)
+                done.extend(enumerate(part.records, start=len(done)))
+                for fw, reason in part.broken.items():
+                    run.broken.setdefault(fw, reason)
+        else:
+            context = multiprocessing.get_context("spawn")  # no framework state is inherited
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker) as pool:
+                futures = [pool.submit(_run_part, p.frameworks, p.modes, impls, p.cases) for p in parts]
+                for future in as_completed(futures):
+                    part = future.result()
+                    done.extend(enumerate(part.records, start=len(done)))
+                    for fw, reason in part.broken.items():
+                        run.broken.setdefault(fw, reason)
         complete = True
     finally:
+        run.records = [r for _, r in sorted(done, key=_record_order(modes, cases))]
         wall = time.perf_counter() - start
         if json_path is not None:
             doc = parity_doc(run.records, modes=modes, frameworks=frameworks, impls=impls, cases=cases,
@@ -116,7 +207,7 @@ def report_unavailable(records: list[LayerRecord], broken: dict[str, str], *, na
     but fails to import (the command then exits 1)."""
     for r in records:
         if r.case is None and isinstance(r, LayerSkip):
-            print(f"skipped {r.framework}/{r.impl}: {r.reason}")
+            print(f"skipped {r.framework}/{r.impl} {r.normalization}: {r.reason}")
     if named and broken:
         for framework, reason in broken.items():
             print(f"ERROR {framework} was asked for but is installed and fails to import: {reason}", file=sys.stderr)
@@ -138,9 +229,19 @@ def run(args: argparse.Namespace) -> int:
     if not impls or any(i not in IMPLS for i in impls):
         raise UserError(f"--impls takes some of {', '.join(IMPLS)}. Received: {args.impls!r}")
     modes = MODES if args.mode == "both" else (args.mode,)
-    cases = select_cases(hard=not args.no_hard, pattern=args.cases)
+    try:
+        normalizations = parse_normalizations(args.norms)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    missing = [n for n in normalizations if n not in case_normalizations()]
+    if missing:
+        raise UserError(f"no parity cases for {', '.join(missing)}")
+    cases = select_cases(hard=not args.no_hard, pattern=args.cases, normalizations=normalizations)
     start = time.perf_counter()
-    result = run_modes(frameworks=frameworks, modes=modes, impls=impls, cases=cases, json_path=args.json)
+    if args.jobs < 1:
+        raise UserError(f"--jobs must be >= 1. Received: {args.jobs}")
+    result = run_modes(frameworks=frameworks, modes=modes, impls=impls, cases=cases, json_path=args.json,
+                       jobs=args.jobs)
     wall = time.perf_counter() - start
     records = result.records
     broken = report_unavailable(records, result.broken, named=explicitly_named(args.frameworks))

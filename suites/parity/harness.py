@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import fields
 from typing import Any
 
+import numpy as np
+
 from bnparity.frameworks.base import LayerAdapter, Unsupported
 from bnparity.frameworks.conventions import convention
 from bnparity.frameworks.registry import IMPLS, Unavailable, baseline, load_adapter
@@ -65,7 +67,7 @@ def _compare_all(case: ParityCase, inputs: LayerInputs, spec: LayerSpec, got: La
     for quantity in QUANTITIES:
         r = ref_d[quantity]
         scale = scale_of(quantity, r, scales) if r is not None else 0.0
-        result = compare(quantity, got_d[quantity], r, tolerance(case.dtype, kappa, scale))
+        result = compare(quantity, got_d[quantity], r, tolerance(case.dtype, kappa, scale, variance=spec.variance))
         if result is not None:
             yield result.to_record(context, scale=scale)
 
@@ -87,10 +89,10 @@ def _not_run(case: ParityCase, adapter: LayerAdapter, mode: str, reference: str 
                      reason=reason, reference=reference, dtype=case.dtype)
 
 
-def _convention_spec(framework: str, case: ParityCase) -> LayerSpec:
-    """The reference spec of `framework`'s documented defaults, with the case's layout and switches."""
-    return convention(framework).spec(axis=case.axis).replace(
-        affine=case.affine, track_running_stats=case.track_running_stats)
+def _convention_spec(framework: str, case: ParityCase, dtype: np.dtype) -> LayerSpec:
+    """The reference spec of `framework`'s documented defaults, with the case's STRUCTURE fields (layout, switches,
+    groups, ...). Raises LookupError when the framework has no conventions row for the case's normalization."""
+    return convention(framework, case.normalization).spec(dtype=dtype, **case.spec.structure())
 
 
 def _run_one(adapter: LayerAdapter, case: ParityCase, inputs: LayerInputs, refs: _References,
@@ -101,18 +103,23 @@ def _run_one(adapter: LayerAdapter, case: ParityCase, inputs: LayerInputs, refs:
         asked = case.spec
         comparisons = [("matched", lambda realized: realized, case.gated(mode))]
     else:
-        asked = _convention_spec(adapter.framework, case)
         anchor = baseline().name
         comparisons = [("own-convention", lambda realized: realized, case.gated(mode)),
-                       (BASELINE_REFERENCE, lambda realized: _convention_spec(anchor, case), False)]
+                       (BASELINE_REFERENCE, lambda realized: _convention_spec(anchor, case, inputs.dtype), False)]
     try:
+        if mode != "matched":
+            asked = _convention_spec(adapter.framework, case, inputs.dtype)
         spec = adapter.realize(asked, inputs.dtype)
-    except Unsupported as e:
+    except (Unsupported, LookupError) as e:
         for reference, _, gate in comparisons:
             yield _not_run(case, adapter, mode, reference, gate=gate, status="skipped", reason=str(e))
         return
     try:
         got = adapter.run(inputs, spec=spec, use_defaults=(mode == "defaults"))
+    except Unsupported as e:  # a refusal that depends on the input's shape (only `build` sees it)
+        for reference, _, gate in comparisons:
+            yield _not_run(case, adapter, mode, reference, gate=gate, status="skipped", reason=str(e))
+        return
     except Exception as e:  # the framework crashed on this case: recorded, not raised
         for reference, _, gate in comparisons:
             yield _not_run(case, adapter, mode, reference, gate=gate, status="error", reason=_one_line(e))
@@ -163,15 +170,21 @@ def run_parity(*, frameworks: Iterable[str], mode: str, cases: Iterable[ParityCa
                on_unavailable: Callable[[Unavailable], None] | None = None) -> Iterator[LayerRecord]:
     """Yield the records of every case × framework × implementation (× reference, in defaults mode).
 
-    A framework that is not available yields one "skipped" record per implementation, with the reason (and is
-    passed to `on_unavailable`).
+    The cases may be of several normalizations; each runs through the adapters of its own. An implementation that
+    is not available yields one "skipped" record (case None) per normalization it would have run, with the reason
+    (and is passed to `on_unavailable`).
     """
-    adapters, skipped, unavailable = load_adapters(frameworks, impls, mode)
-    if on_unavailable is not None:
-        for u in unavailable:
-            on_unavailable(u)
-    yield from skipped
+    frameworks, impls, cases = tuple(frameworks), tuple(impls), list(cases)
+    by_normalization: dict[str, list[LayerAdapter]] = {}
+    for name in dict.fromkeys(c.normalization for c in cases):
+        adapters, skipped, unavailable = load_adapters(frameworks, impls, mode, normalization=name)
+        if on_unavailable is not None:
+            for u in unavailable:
+                on_unavailable(u)
+        yield from skipped
+        by_normalization[name] = adapters
     for case in cases:
+        adapters = by_normalization[case.normalization]
         if on_case is not None:
             on_case(case)
         try:

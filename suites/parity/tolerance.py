@@ -7,6 +7,9 @@ A result passes when, element by element,  |got − ref| ≤ atol + rtol·|ref|,
 - u is the unit roundoff of the dtype the implementation computes in (float32: 2⁻²⁴ ≈ 6.0e-8).
 - C_ACC = 32 units of rounding for the arithmetic of BatchNorm itself (a few operations per element,
   sums in blocks or pairs). C_COND = 4 for the loss of precision in x − μ_B.
+- A spec whose variance is "fast" (E[x²] − E[x]², Flax's default) is judged with κ² in place of κ: that algorithm
+  loses u·κ² by design, and the reference computes it too, so the tolerance models the rounding of the algorithm
+  the spec names. A layer that claims two-pass and computes E[x²] − E[x]² is still judged with κ, and fails.
 - κ, the condition factor, is computed by the normalization's plug-in (bnparity.reference.normalization);
   for BatchNorm it is 1 + max over channels of |μ_B| / √(σ²_B + ε) of the inputs: a float μ_B is only
   known to u·|μ_B|, which perturbs x̂ by u·|μ_B|/σ. A careful implementation in float32
@@ -58,9 +61,10 @@ def unit_roundoff(dtype_name: str) -> float:
                          f"{', '.join(UNIT_ROUNDOFF)}") from None
 
 
-def relative_tolerance(dtype_name: str, kappa: float) -> float:
-    """rtol = u · (C_ACC + C_COND · κ)."""
-    return unit_roundoff(dtype_name) * (C_ACC + C_COND * kappa)
+def relative_tolerance(dtype_name: str, kappa: float, *, variance: str = "two-pass") -> float:
+    """rtol = u · (C_ACC + C_COND · κ), with κ² for the "fast" variance algorithm."""
+    amplification = kappa * kappa if variance == "fast" else kappa
+    return unit_roundoff(dtype_name) * (C_ACC + C_COND * amplification)
 
 
 def scale_of(quantity: str, ref: np.ndarray | None, scales: Mapping[str, float]) -> float:
@@ -74,7 +78,8 @@ def scale_of(quantity: str, ref: np.ndarray | None, scales: Mapping[str, float])
     return float(finite.max()) if finite.size else 0.0
 
 
-def tolerance(dtype_name: str, kappa: float, scale: float) -> Tolerance:
-    """The Tolerance of a quantity of magnitude `scale`, computed in `dtype_name`, condition `kappa`."""
-    rtol = relative_tolerance(dtype_name, kappa)
+def tolerance(dtype_name: str, kappa: float, scale: float, *, variance: str = "two-pass") -> Tolerance:
+    """The Tolerance of a quantity of magnitude `scale`, computed in `dtype_name`, condition `kappa`, by the
+    spec's variance algorithm ("two-pass" or "fast")."""
+    rtol = relative_tolerance(dtype_name, kappa, variance=variance)
     return Tolerance(rtol=rtol, atol=rtol * scale)
