@@ -25,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bnparity.suites.convergence.presets import VARIANTS
 from bnparity.suites.convergence.runner import thread_env
 
 
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="cpu", help="convergence preset (default: cpu)")
     parser.add_argument("--frameworks", default="torch,mxnet,jax")
-    parser.add_argument("--variant", default="bn", choices=("bn", "nobn"))
+    parser.add_argument("--variant", default="bn", choices=VARIANTS)
     parser.add_argument("--threads", type=int, default=1, help="compute threads (default 1, as with --jobs 2)")
     parser.add_argument("--train-subset", type=int, help="fewer training images than the preset (quicker)")
     parser.add_argument("--repeats", type=int, default=1, help="alternate bare and suite this many times; best kept")
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from bnparity.frameworks.registry import Unavailable, parse_frameworks
     from bnparity.frameworks.training import SGDConfig, load_trainer
-    from bnparity.reference.alexnet import alexnet_spec, init_params
+    from bnparity.reference.alexnet import init_params, variant_spec
     from bnparity.suites.convergence.presets import get_preset
     from bnparity.suites.convergence.runner import dropout_masks, dropout_shapes, mask_rng
     from bnparity.suites.data.fashion_mnist import load_fashion_mnist
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     data = load_fashion_mnist(args.data_dir, verify=not args.no_verify_data)
     train, test = prepare(data, image_size=preset.image_size, train_subset=preset.train_subset,
                        test_subset=preset.test_subset, subset_seed=preset.subset_seed)
-    arch = alexnet_spec(preset.arch, batch_norm=args.variant == "bn")
+    arch = variant_spec(preset.arch, args.variant)
     params = init_params(arch, seed=0)
     sgd = SGDConfig(lr=preset.lr, momentum=preset.momentum, weight_decay=preset.weight_decay)
     test_batch = (test.images[:preset.eval_batch_size], test.labels[:preset.eval_batch_size])

@@ -6,8 +6,25 @@ Architecture (the seed blog's MXNet AlexNet, channels-first):
     Conv(384, 3, pad 1) [BN] ReLU  Conv(384, 3, pad 1) [BN] ReLU  Conv(256, 3, pad 1) [BN] ReLU MaxPool(3, 2)
     Flatten  Dense(4096) [BN] ReLU Dropout(0.5)  Dense(4096) [BN] ReLU Dropout(0.5)  Dense(10)
 
-The BN and no-BN variants differ only by the bracketed BatchNorm layers (BN after the affine layer, before
-the ReLU). Deviations from the blog, on purpose:
+The variants differ only by the bracketed normalization layers (after the affine layer, before the ReLU):
+BatchNorm ("bn"), none ("nobn"), or GroupNorm ("gn", Wu & He 2018) in exactly BatchNorm's places; every other
+layer, and the initial weights of a seed, are the same (`variant_spec` maps a variant name to its spec).
+
+GroupNorm's group rule (`gn_groups`), for a layer whose input has C channels (features after a Dense) and
+P positions per channel (H·W after a Conv, 1 after a Dense): G = gcd(32, C), halved while a group would hold
+fewer than 8 values ((C/G)·P < 8). That is Wu & He's G = 32 wherever 32 divides C, otherwise the largest power
+of two dividing C (so G always divides C); the halving only acts after a narrow Dense layer (tiny's 64 features):
+    paper: 96/256/384/384/256, Dense 4096      -> G = 32 everywhere
+    cpu:   24/64/96/96/64,     Dense 1024      -> G = 8 (3 channels per group), then 32 everywhere
+    tiny:  6/16/24/24/16,      Dense 64        -> G = 2, 16, 8, 8, 16, then 8 and 8 (8 features per group)
+Why not G = min(32, C): it would turn the cpu preset's first layer (24 channels) into InstanceNorm (one channel
+per group), which Wu & He find worse than GroupNorm. Why at least 8 values: a group of 2 values normalizes to
+x̂ = ±1 whatever they are, and its gradient is then only the ε-term, left after a cancellation (GN's backward
+removes the mean and x̂ directions, which span all of a 2-value group): tiny's Dense layers at G = 32 made the
+float64 gradients of torch and JAX differ from the reference by 3e-12 of a layer's largest (10x the model-parity
+tolerance), against 5e-15 with 8 values per group (measured, seed 0, batch 8).
+
+Deviations from the blog, on purpose:
 - The blog, besides adding BN, also changed one layer width and one dropout rate in its BN network. We keep
   the widths above and dropout 0.5 in both variants, so that BN is the only difference between them.
 - Inputs are single-channel (Fashion-MNIST); "paper" runs them at 224x224 as the blog does (upsampled),
@@ -20,6 +37,8 @@ Canonical parameter layout (every framework converts from and to it; an .npz fil
 - "fcK.weight" (out, in), "fcK.bias" (out,) for K = 1..3;
 - "bnK.gamma", "bnK.beta", "bnK.running_mean", "bnK.running_var" (C,): bn1..bn5 follow conv1..conv5, bn6 and
   bn7 follow fc1 and fc2. The running variance is stored in the spec's BN convention (PyTorch's: unbiased).
+- "gnK.gamma", "gnK.beta" (C,), per channel (PyTorch's and Flax's layout), in the gn variant: gn1..gn7 where
+  bn1..bn7 are. GroupNorm keeps no running statistics (eval mode normalizes with the input's own groups).
 - The input of fc1 is the last feature map flattened in (C, H, W) order (NCHW). A channels-last framework
   flattens (H, W, C) and must permute fc1's input columns: `dense_columns_chw_to_hwc`.
 - Trainer checkpoints add "momentum.<name>" (PyTorch's SGD buffer v, see frameworks/training.py) and
@@ -29,11 +48,16 @@ BN convention: the spec's `bn` is PyTorch's (eps 1e-5, momentum 0.1 weighing the
 variance). MXNet and Flax are configured with momentum 0.9 (weighing the old value), the same update; their
 running variance stays biased (σ²_B, not σ²_B·m/(m−1)), which no argument changes: a known difference that the
 model-parity suite measures and converts (× m/(m−1), m = values per channel) before comparing.
+
+GN convention: the spec's `gn` is PyTorch's torch.nn.GroupNorm (ε = 1e-5, two-pass variance, γ and β per
+channel); its `groups` is the rule's 32, and each GroupNorm layer holds its own G (`gn_groups`;
+`AlexNetSpec.gn_spec(layer)` is the layer's full GNSpec).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,7 +65,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .spec import BNSpec
+from .spec import BNSpec, GNSpec
 
 
 @dataclass(frozen=True)
@@ -60,6 +84,15 @@ class BatchNorm:
     """BatchNorm over the channels (after a Conv) or the features (after a Dense)."""
 
     name: str
+
+
+@dataclass(frozen=True)
+class GroupNorm:
+    """GroupNorm over the channels (after a Conv) or the features (after a Dense), in `groups` groups of
+    consecutive channels; γ and β per channel, no running statistics."""
+
+    name: str
+    groups: int
 
 
 @dataclass(frozen=True)
@@ -97,7 +130,11 @@ class Dropout:
     rate: float
 
 
-Layer = Conv | BatchNorm | ReLU | MaxPool | Flatten | Dense | Dropout
+Layer = Conv | BatchNorm | GroupNorm | ReLU | MaxPool | Flatten | Dense | Dropout
+
+
+GN_GROUPS = 32  # Wu & He's G
+GN_MIN_GROUP_VALUES = 8  # the fewest values one GroupNorm group may normalize (see the module docstring)
 
 
 @dataclass(frozen=True)
@@ -114,6 +151,9 @@ class AlexNetSpec:
         dropout: the rate of both dropout layers.
         bn: the BatchNorm convention (PyTorch's semantics; see the module docstring).
         layers: the layers in order.
+        group_norm: whether the GN layers are present (the "gn" variant). Default: False.
+        gn: the GroupNorm convention (PyTorch's); its `groups` is the G of the group rule (32); each GroupNorm
+            layer holds its own G (see the module docstring and `gn_spec`).
     """
 
     name: str
@@ -125,6 +165,8 @@ class AlexNetSpec:
     in_channels: int = 1
     num_classes: int = 10
     bn: BNSpec = BNSpec()
+    group_norm: bool = False
+    gn: GNSpec = GNSpec(axis=1, eps=1e-5, variance="two-pass", groups=GN_GROUPS)
 
     def __post_init__(self) -> None:
         names = [layer.name for layer in self.layers]
@@ -134,6 +176,15 @@ class AlexNetSpec:
         if has_bn != self.batch_norm:
             raise ValueError(f"batch_norm={self.batch_norm} but the layers {'do' if has_bn else 'do not'} "
                              "contain BatchNorm")
+        has_gn = any(isinstance(layer, GroupNorm) for layer in self.layers)
+        if has_gn != self.group_norm:
+            raise ValueError(f"group_norm={self.group_norm} but the layers {'do' if has_gn else 'do not'} "
+                             "contain GroupNorm")
+        if self.batch_norm and self.group_norm:
+            raise ValueError("a spec has BatchNorm or GroupNorm layers, not both")
+        if self.gn.axis != 1 or self.gn.params != "channel" or not self.gn.affine:
+            raise ValueError(f"the canonical layout is channels-first with per-channel γ and β: gn must have axis 1, "
+                             f"params 'channel' and affine. Received: {self.gn}")
         rates = {layer.rate for layer in self.layers if isinstance(layer, Dropout)}
         if rates - {self.dropout}:
             raise ValueError(f"every Dropout layer must have rate {self.dropout}. Received: {sorted(rates)}")
@@ -144,7 +195,18 @@ class AlexNetSpec:
         last = self.layers[-1] if self.layers else None
         if not isinstance(last, Dense) or last.out_features != self.num_classes:
             raise ValueError(f"the last layer must be Dense({self.num_classes}). Received: {last}")
-        layer_shapes(self)  # raises ValueError when a feature map shrinks below 1x1
+        for s in layer_shapes(self):  # raises ValueError when a feature map shrinks below 1x1
+            if isinstance(s.layer, GroupNorm):
+                self.gn_spec(s.layer).param_shape((1, *s.in_shape))  # raises ValueError when G does not divide C
+
+    @property
+    def norm(self) -> str:
+        """The normalization layers present: "bn", "gn" or "none"."""
+        return "bn" if self.batch_norm else "gn" if self.group_norm else "none"
+
+    def gn_spec(self, layer: GroupNorm) -> GNSpec:
+        """The full GNSpec of one GroupNorm layer: the spec's `gn` with the layer's own G."""
+        return self.gn.replace(groups=layer.groups)  # type: ignore[return-value]
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -198,13 +260,37 @@ def _channels(width: float) -> tuple[int, ...]:
     return tuple(max(1, round(c * width)) for c in BASE_CHANNELS)
 
 
-def alexnet_spec(preset: str, *, batch_norm: bool) -> AlexNetSpec:
-    """The AlexNet of a preset, with or without BN. Raises ValueError for an unknown preset.
+def gn_groups(in_shape: tuple[int, ...], groups: int = GN_GROUPS) -> int:
+    """The group rule for a GroupNorm layer seeing (C, H, W) or (C,) per example: G = gcd(groups, C), halved
+    while a group would hold fewer than GN_MIN_GROUP_VALUES values ((C/G)·H·W, or C/G)."""
+    channels, positions = in_shape[0], int(np.prod(in_shape[1:]))
+    g = math.gcd(groups, channels)
+    while g > 1 and channels // g * positions < GN_MIN_GROUP_VALUES:
+        g //= 2  # still divides C: gcd(32, C) is a power of two
+    return g
+
+
+NORMS = ("bn", "gn", "none")
+VARIANT_NORMS = {"bn": "bn", "nobn": "none", "gn": "gn"}  # variant name -> the normalization layers it has
+
+
+def alexnet_spec(preset: str, *, norm: str | None = None, batch_norm: bool | None = None) -> AlexNetSpec:
+    """The AlexNet of a preset with BatchNorm, GroupNorm or no normalization. Raises ValueError for an unknown
+    preset or norm.
 
     Args:
         preset: a key of ARCH_PRESETS ("tiny", "cpu", "paper").
-        batch_norm: add BatchNorm after every Conv and hidden Dense layer.
+        norm: "bn" (BatchNorm), "gn" (GroupNorm, G = gn_groups(C)) or "none": the layer added after every Conv
+            and hidden Dense layer.
+        batch_norm: the older spelling: True is norm="bn", False norm="none". Give `norm` or `batch_norm`.
     """
+    if (norm is None) == (batch_norm is None):
+        raise ValueError(f"give norm or batch_norm, not both or neither. Received: norm={norm!r}, "
+                         f"batch_norm={batch_norm!r}")
+    if norm is None:
+        norm = "bn" if batch_norm else "none"
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; expected one of {', '.join(NORMS)}")
     if preset not in ARCH_PRESETS:
         raise ValueError(f"unknown AlexNet preset {preset!r}; expected one of {', '.join(ARCH_PRESETS)}")
     p = ARCH_PRESETS[preset]
@@ -212,10 +298,12 @@ def alexnet_spec(preset: str, *, batch_norm: bool) -> AlexNetSpec:
     k, s, pad = p.conv1
     layers: list[Layer] = []
 
-    def block(affine: Layer, index: int) -> None:
+    def block(affine: Conv | Dense, index: int) -> None:
         layers.append(affine)
-        if batch_norm:
+        if norm == "bn":
             layers.append(BatchNorm(f"bn{index}"))
+        elif norm == "gn":
+            layers.append(GroupNorm(f"gn{index}", GN_GROUPS))  # G: set by the group rule below
         layers.append(ReLU(f"relu{index}"))
 
     block(Conv("conv1", c1, k, stride=s, padding=pad), 1)
@@ -231,8 +319,22 @@ def alexnet_spec(preset: str, *, batch_norm: bool) -> AlexNetSpec:
     block(Dense("fc2", p.dense), 7)
     layers.append(Dropout("drop7", p.dropout))
     layers.append(Dense("fc3", 10))
-    return AlexNetSpec(name=preset, image_size=p.image_size, width=p.width, batch_norm=batch_norm,
-                       dropout=p.dropout, layers=tuple(layers))
+    if norm == "gn":
+        shapes = _layer_shapes(tuple(layers), (1, p.image_size, p.image_size))
+        layers = [GroupNorm(la.name, gn_groups(sh.in_shape)) if isinstance(la, GroupNorm) else la
+                  for la, sh in zip(layers, shapes, strict=True)]
+    return AlexNetSpec(name=preset, image_size=p.image_size, width=p.width, batch_norm=norm == "bn",
+                       dropout=p.dropout, layers=tuple(layers), group_norm=norm == "gn")
+
+
+def variant_spec(preset: str, variant: str) -> AlexNetSpec:
+    """The AlexNet of a convergence / model-parity variant ("bn", "nobn", "gn"; see VARIANT_NORMS).
+
+    Raises ValueError for an unknown variant or preset.
+    """
+    if variant not in VARIANT_NORMS:
+        raise ValueError(f"unknown variant {variant!r}; expected one of {', '.join(VARIANT_NORMS)}")
+    return alexnet_spec(preset, norm=VARIANT_NORMS[variant])
 
 
 @dataclass(frozen=True)
@@ -250,9 +352,13 @@ def _out_size(size: int, kernel: int, stride: int, padding: int) -> int:
 
 def layer_shapes(spec: AlexNetSpec) -> list[LayerShape]:
     """Every layer's input and output shape. Raises ValueError when a feature map becomes empty."""
-    shape: tuple[int, ...] = spec.input_shape
+    return _layer_shapes(spec.layers, spec.input_shape)
+
+
+def _layer_shapes(layers: tuple[Layer, ...], input_shape: tuple[int, ...]) -> list[LayerShape]:
+    shape: tuple[int, ...] = input_shape
     result = []
-    for layer in spec.layers:
+    for layer in layers:
         if isinstance(layer, (Conv, MaxPool)):
             if len(shape) != 3:
                 raise ValueError(f"{layer.name} needs a (C, H, W) input. Received: {shape}")
@@ -300,6 +406,10 @@ def _param_entries(spec: AlexNetSpec) -> Iterator[tuple[str, tuple[int, ...], bo
             yield f"{layer.name}.beta", c, True
             yield f"{layer.name}.running_mean", c, False
             yield f"{layer.name}.running_var", c, False
+        elif isinstance(layer, GroupNorm):
+            c = (s.in_shape[0],)  # per channel (gn.params "channel")
+            yield f"{layer.name}.gamma", c, True
+            yield f"{layer.name}.beta", c, True
 
 
 def param_shapes(spec: AlexNetSpec) -> dict[str, tuple[int, ...]]:
@@ -332,7 +442,8 @@ def init_params(spec: AlexNetSpec, *, seed: int) -> dict[str, np.ndarray]:
 
     Weights: Glorot/Xavier uniform, U(−√(6/(fan_in + fan_out)), +√(…)) with fan_in = in·kh·kw and
     fan_out = out·kh·kw (MXNet's init.Xavier(), the seed blog's initializer). Biases: 0 (Gluon's default).
-    BN: γ = 1, β = 0, running mean = bn.init_running_mean, running variance = bn.init_running_var.
+    BN: γ = 1, β = 0, running mean = bn.init_running_mean, running variance = bn.init_running_var. GN: γ = 1,
+    β = 0. Only the weights draw from the generator, so every variant of a seed has the same weights.
 
     Why not He/Kaiming (measured on the cpu preset, no BN, lr 0.01, momentum 0.9, Fashion-MNIST): He uniform
     with PyTorch's bias init gave an initial loss of 13.7 (dropout doubles the logits' second moment twice),
@@ -356,13 +467,18 @@ def init_params(spec: AlexNetSpec, *, seed: int) -> dict[str, np.ndarray]:
     return params
 
 
+def _norm_label(spec: AlexNetSpec) -> str:
+    """How error messages name the variant (batch_norm=True/False as before GroupNorm existed)."""
+    return "norm='gn'" if spec.group_norm else f"batch_norm={spec.batch_norm}"
+
+
 def check_params(spec: AlexNetSpec, params: dict[str, np.ndarray]) -> None:
     """Raise ValueError unless `params` holds exactly the canonical arrays of `spec` with their shapes."""
     expected = param_shapes(spec)
     missing = [n for n in expected if n not in params]
     extra = [n for n in params if n not in expected]
     if missing or extra:
-        raise ValueError(f"parameters must match AlexNet {spec.name!r} (batch_norm={spec.batch_norm}). "
+        raise ValueError(f"parameters must match AlexNet {spec.name!r} ({_norm_label(spec)}). "
                          f"Missing: {missing or 'none'}; unexpected: {extra or 'none'}")
     for name, shape in expected.items():
         if tuple(np.shape(params[name])) != shape:

@@ -152,3 +152,28 @@ def test_a_missing_framework_is_skipped_with_its_reason(monkeypatch) -> None:
                                    passed=None, reason="mxnet is not installed (test)")]
     assert all(r.passed for r in result.records if r.framework == "torch")
     assert not harness.failures(result.records)
+
+
+def test_gn_variant_passes_model_parity_and_is_compared_as_bn() -> None:
+    """gn on the tiny preset in float64 (the fully gated dtype; `bnparity model-parity --preset tiny` runs float32
+    too): every installed framework, gradients against the reference gated; no running statistics to compare."""
+    if not INSTALLED:
+        pytest.skip("no framework installed")
+    assert ParityConfig("tiny", "gn", "mask", "float32", 8).spec().gn.eps == 1e-5
+    cfgs = harness.configs(preset="tiny", variants=("gn",), dropout_modes=("mask",), dtypes=("float64",))
+    spec = cfgs[0].spec()
+    assert spec.gn.eps == float(np.float32(1e-5))  # MXNet parses GroupNorm's ε as a float32
+    result = harness.run_model_parity(configs=cfgs, frameworks=INSTALLED)
+    assert not harness.failures(result.records)
+    assert not [r for r in result.records if isinstance(r, ModelNotRun)]
+    for fw in INSTALLED:
+        mine = [r for r in result.records if r.framework == fw and r.dtype == "float64"]
+        grads = {r.quantity for r in mine if r.kind == "grad" and r.against == "reference" and r.gate}
+        assert grads == set(trainable_names(spec)) and any(n.startswith("gn") for n in grads)
+        assert not [r for r in mine if r.kind in ("running_stats", "running_var_raw")]
+        assert {r.kind for r in mine} >= {"logits", "loss", "grad", "eval_loss"}
+        if fw != INSTALLED[0]:
+            assert {r.kind for r in mine if r.against == INSTALLED[0]} >= {"grad", "param_step1", "param_step2",
+                                                                           "momentum", "loss_step2"}
+    worst = max(r.worst_ratio for r in result.records if r.gate and r.dtype == "float64")
+    assert 0 < worst < 1

@@ -51,7 +51,8 @@ FORMAT = format_string(MODEL_PARITY, MODEL_PARITY_VERSION)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", choices=PRESETS, default="cpu", help="the AlexNet preset (default: cpu)")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated: bn,nobn (default: both)")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help=f"comma-separated: some of {','.join(VARIANTS)} (default: all)")
     parser.add_argument("--frameworks", help=frameworks_help())
     parser.add_argument("--dtypes", default=",".join(DTYPES), help="comma-separated: float32,float64 (default: both)")
     parser.add_argument("--batch", type=int, help=f"batch size, a power of two (default: {BATCH})")

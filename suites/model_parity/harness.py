@@ -1,11 +1,13 @@
 """Model-level parity: the same AlexNet, weights, batches and dropout masks in every framework, compared.
 
-For every preset × variant (bn, nobn) × dropout ("off": rate 0; "mask": one shared set of masks injected)
-× dtype (float32, float64), each framework's Trainer runs, from the same canonical weights:
+For every preset × variant (bn, nobn, gn: bnparity.reference.alexnet.variant_spec) × dropout ("off": rate 0;
+"mask": one shared set of masks injected) × dtype (float32, float64), each framework's Trainer runs, from the
+same canonical weights:
 gradients(batch 1) → back to the initial state → train_step(batch 1) → train_step(batch 2) → evaluate(batch 3).
 Compared, with the tolerance of `tolerance.py` and bnparity.suites.parity.compare:
-- against the float64 NumPy reference: logits and loss of batch 1, the BN running statistics after step 1 in
-  the framework's own convention, and the eval loss computed from the framework's own state after step 2;
+- against the float64 NumPy reference: logits and loss of batch 1, the gradient of every parameter on batch 1
+  (the reference's backward pass, alexnet_numpy.gradients), the BN running statistics after step 1 in the
+  framework's own convention, and the eval loss computed from the framework's own state after step 2;
 - against PyTorch (or, without it, the first framework that ran): logits, loss, the gradient of every
   parameter, every parameter after steps 1 and 2 (as the change p − p₀), the momentum buffers after step 2,
   the loss of step 2, the running mean after step 1, and the running variance after step 1 converted to
@@ -19,7 +21,9 @@ there (measured on the cpu preset: step-2 updates off by 9% of conv3's largest; 
 fc2's largest gradient, BN over a batch of 16 spreading one flipped ReLU over a whole feature, while float64
 agreed to 1e-14); float32 gradients and updates are therefore recorded as findings, with the
 reference's smallest ReLU and max-pool margins of the batch in the config's diagnostics. The float64 runs
-use float32-exact hyperparameters (see SGD below) and power-of-two batches.
+use float32-exact hyperparameters (see SGD below) and power-of-two batches; for the same reason the gn variant's
+ε is 1e-5 rounded to float32 in float64 (GN_EPS): MXNet parses GroupNorm's eps as a float32 (BatchNorm's is a
+double), and 1e-5 there moved the float64 logits by 5.6e-11 relative (measured, tiny), 200x the tolerance.
 
 Records are bnparity.suites.schema's ModelComparison (one per comparison, with its scale and relative error) and
 ModelNotRun (a framework that was skipped or raised); the reference's fragility per config is ModelDiagnostics.
@@ -41,15 +45,16 @@ from bnparity.frameworks.training import Gradients, SGDConfig, Trainer, load_tra
 from bnparity.reference import alexnet_numpy as anp
 from bnparity.reference import batchnorm as bn
 from bnparity.reference.alexnet import (
+    VARIANT_NORMS,
     AlexNetSpec,
     MaxPool,
     ReLU,
-    alexnet_spec,
     init_params,
     layer_of,
     momentum_key,
     running_names,
     trainable_names,
+    variant_spec,
 )
 from bnparity.suites.parity.compare import compare
 from bnparity.suites.schema import (
@@ -62,7 +67,7 @@ from bnparity.suites.schema import (
 
 from .tolerance import magnitude, model_tolerance
 
-VARIANTS = ("bn", "nobn")
+VARIANTS = tuple(VARIANT_NORMS)  # bn, nobn, gn
 DROPOUT_MODES = ("off", "mask")
 DTYPES = ("float32", "float64")
 PRESETS = ("tiny", "cpu")
@@ -73,6 +78,7 @@ BATCH = {"tiny": 8, "cpu": 16}
 SGD = {"float32": SGDConfig(lr=0.05, momentum=0.9, weight_decay=5e-4),
        "float64": SGDConfig(lr=2.0**-4, momentum=0.875, weight_decay=2.0**-11)}
 BN_MOMENTUM = {"float32": 0.1, "float64": 0.125}  # the new batch's weight, PyTorch's convention
+GN_EPS = {"float32": 1e-5, "float64": float(np.float32(1e-5))}  # MXNet's GroupNorm takes ε as a float32
 FORWARD_KINDS = frozenset({"logits", "loss", "running_stats", "eval_loss"})
 FRAGILE = 1e-5  # a ReLU input or max-pool margin below this fraction of the layer's largest value
 
@@ -89,8 +95,9 @@ class ParityConfig:
     seed: int = 0
 
     def spec(self) -> AlexNetSpec:
-        spec = alexnet_spec(self.preset, batch_norm=self.variant == "bn")
-        spec = dataclasses.replace(spec, bn=spec.bn.replace(momentum=BN_MOMENTUM[self.dtype]))
+        spec = variant_spec(self.preset, self.variant)
+        spec = dataclasses.replace(spec, bn=spec.bn.replace(momentum=BN_MOMENTUM[self.dtype]),
+                                   gn=spec.gn.replace(eps=GN_EPS[self.dtype]))
         return spec.with_dropout(0.0) if self.dropout == "off" else spec
 
     @property
@@ -203,13 +210,18 @@ def _own_convention(spec: AlexNetSpec, framework: str):
 
 
 def against_reference(cfg: ParityConfig, spec: AlexNetSpec, params: dict[str, np.ndarray], data: ParityData,
-                      ref: anp.ForwardResult, run: FrameworkRun) -> Iterator[ModelComparison]:
-    """Logits, losses, running statistics (own convention) and eval loss against the float64 reference."""
+                      ref: anp.GradientResult, run: FrameworkRun) -> Iterator[ModelComparison]:
+    """Logits, losses, gradients, running statistics (own convention) and eval loss against the float64
+    reference."""
     fw, rec = run.framework, _record
-    ref_loss = anp.cross_entropy(ref.logits, data.ys[0])
+    ref_loss = ref.loss
+    trainable = trainable_names(spec)
     yield rec(cfg, spec, fw, "reference", "logits", "logits", run.grads.logits, ref.logits, magnitude(ref.logits))
     yield rec(cfg, spec, fw, "reference", "loss", "loss", run.grads.loss, ref_loss, abs(ref_loss))
     yield rec(cfg, spec, fw, "reference", "loss", "train_loss_step1", run.step_losses[0], ref_loss, abs(ref_loss))
+    for name in trainable:
+        yield rec(cfg, spec, fw, "reference", "grad", name, run.grads.grads[name], ref.grads[name],
+                  _group_scale(trainable, lambda n: ref.grads[n], name))
     expected = anp.running_after_step(spec, params, ref.batch_stats, convention=_own_convention(spec, fw))
     for name in running_names(spec):
         yield rec(cfg, spec, fw, "reference", "running_stats", name, run.states[1][name], expected[name],
@@ -221,7 +233,8 @@ def against_reference(cfg: ParityConfig, spec: AlexNetSpec, params: dict[str, np
               note="reference evaluated with the framework's own parameters and running statistics after step 2")
 
 
-def against_anchor(cfg: ParityConfig, spec: AlexNetSpec, params: dict[str, np.ndarray], ref: anp.ForwardResult,
+def against_anchor(cfg: ParityConfig, spec: AlexNetSpec, params: dict[str, np.ndarray],
+                   ref: anp.GradientResult | anp.ForwardResult,
                    run: FrameworkRun, anchor: FrameworkRun) -> Iterator[ModelComparison]:
     """Every quantity of `run` against the same quantity of `anchor` (PyTorch when it is installed)."""
     fw, against, rec = run.framework, anchor.framework, _record
@@ -311,7 +324,8 @@ def run_model_parity(*, configs: Iterable[ParityConfig], frameworks: Iterable[st
         params = init_params(spec, seed=cfg.seed)
         data = make_data(spec, batch=cfg.batch, seed=cfg.seed)
         activations: dict[str, np.ndarray] = {}
-        ref = anp.forward(spec, params, data.xs[0], train=True, dropout_masks=data.masks[0], activations=activations)
+        ref = anp.gradients(spec, params, data.xs[0], data.ys[0], dropout_masks=data.masks[0],
+                            activations=activations)
         result.diagnostics.append(ModelDiagnostics(**cfg.labels(), batch=cfg.batch,
                                                    **fragility(spec, activations)))  # type: ignore[arg-type]
         for fw, reason in unavailable.items():

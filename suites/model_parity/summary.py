@@ -5,18 +5,24 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from bnparity.frameworks.registry import sort_key
-from bnparity.reference.alexnet import ARCH_PRESETS, alexnet_spec, param_shapes
+from bnparity.reference.alexnet import ARCH_PRESETS, VARIANT_NORMS, param_shapes, variant_spec
 from bnparity.suites.schema import ModelComparison, ModelRecord
 
 _FIRST = ("logits", "loss", "train_loss_step1", "train_loss_step2", "eval_loss")
 
 
 def _row_order(records: list[ModelComparison]) -> dict[str, int]:
-    """Whole-model quantities first, then the parameters in canonical order."""
+    """Whole-model quantities first, then the parameters in canonical order (a GN layer's next to its BN)."""
     names = list(_FIRST)
     for preset in dict.fromkeys(r.preset for r in records):
-        if preset in ARCH_PRESETS:
-            names += [n for n in param_shapes(alexnet_spec(preset, batch_norm=True)) if n not in names]
+        if preset not in ARCH_PRESETS:
+            continue
+        for variant in VARIANT_NORMS:
+            following = None  # the next name of this variant's, to insert before
+            for n in reversed(param_shapes(variant_spec(preset, variant))):
+                if n not in names:
+                    names.insert(names.index(following) if following else len(names), n)
+                following = n
     return {n: i for i, n in enumerate(names)}
 
 
