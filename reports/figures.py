@@ -1,7 +1,9 @@
-"""The report's figures (matplotlib, Agg backend): training curves per framework and the frameworks overlaid."""
+"""The report's figures (matplotlib, Agg backend): training curves per framework and the frameworks overlaid; for a
+batch-size sweep, test accuracy against batch size and the curves per batch size instead."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,11 +16,12 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import FormatStrFormatter, FuncFormatter  # noqa: E402
 
 from bnparity.frameworks.registry import descriptor, display_name, sort_key  # noqa: E402
-from bnparity.suites.schema import EvalEvent, TrainEvent  # noqa: E402
+from bnparity.suites.convergence.records import RunId  # noqa: E402
+from bnparity.suites.schema import DoneEvent, EvalEvent, TrainEvent  # noqa: E402
 
 OTHER_COLOR = "#555555"  # a framework no folder declares (an old record's)
-VARIANT_STYLE = {"bn": "-", "nobn": "--"}
-VARIANT_LABEL = {"bn": "with BN", "nobn": "without BN"}
+VARIANT_STYLE = {"bn": "-", "gn": "-.", "nobn": "--"}
+VARIANT_LABEL = {"bn": "with BN", "gn": "with GroupNorm", "nobn": "without BN"}
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,9 @@ class Curve:
 
 @dataclass(frozen=True)
 class Series:
-    """One plotted line: what it shows and its points (epochs done, mean over seeds), as drawn."""
+    """One plotted line: what it shows and its points (epochs done, mean over seeds), as drawn. In a batch-size
+    sweep's figures, batch_size is the line's (curves) or batch_sizes its x values (accuracy vs batch size, whose
+    `epochs` is then empty)."""
 
     figure: str
     framework: str
@@ -63,6 +68,8 @@ class Series:
     label: str
     epochs: tuple[float, ...]
     values: tuple[float, ...]
+    batch_size: int | None = None
+    batch_sizes: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -193,8 +200,152 @@ def overlay_figure(groups: Runs, order: list[str], epochs: float | None) -> Figu
                   "with BN (top) and without (bottom).", _png(fig), tuple(series))
 
 
+def sweep_batch_sizes(train_records: dict[str, list[TrainEvent]]) -> dict[str, int]:
+    """Run name -> batch size of every run of a batch-size sweep among `train_records` (named
+    "<framework>-<variant>-b<size>-seed<k>"); empty when there is none."""
+    out = {}
+    for name in train_records:
+        try:
+            batch = RunId.parse(name).batch_size
+        except ValueError:
+            continue
+        if batch is not None:
+            out[name] = batch
+    return out
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One framework x variant x batch size of a sweep: test accuracy over its seeds (means; None: no such run).
+
+    Attributes:
+        final: the last evaluation of each finished seed.
+        best: the highest evaluation of each seed that evaluated.
+        seeds: how many seeds `best` averages.
+    """
+
+    framework: str
+    variant: str
+    batch_size: int
+    final: float | None
+    best: float | None
+    seeds: int
+
+
+def _finite(values: list[float | None]) -> list[float]:
+    return [float(v) for v in values if v is not None and np.isfinite(v)]
+
+
+def sweep_points(train_records: dict[str, list[TrainEvent]]) -> list[SweepPoint]:
+    """Final and best test accuracy per framework, variant and batch size of a sweep, from its records."""
+    finals: dict[tuple[str, str, int], list[float]] = {}
+    bests: dict[tuple[str, str, int], list[float]] = {}
+    for name, batch in sweep_batch_sizes(train_records).items():
+        run, records = RunId.parse(name), train_records[name]
+        key = (run.framework, run.variant, batch)
+        accuracies = _finite([r.test_accuracy for r in records if isinstance(r, EvalEvent)])
+        if not accuracies:
+            continue
+        bests.setdefault(key, []).append(max(accuracies))
+        if isinstance(records[-1], DoneEvent):
+            finals.setdefault(key, []).append(accuracies[-1])
+    points = [SweepPoint(framework=f, variant=v, batch_size=b, seeds=len(bests[(f, v, b)]),
+                         final=float(np.mean(finals[(f, v, b)])) if (f, v, b) in finals else None,
+                         best=float(np.mean(bests[(f, v, b)]))) for f, v, b in bests]
+    return sorted(points, key=lambda p: (sort_key(p.framework), _variant_key(p.variant), p.batch_size))
+
+
+def _variant_key(variant: str) -> tuple[int, str]:
+    """VARIANT_STYLE's order (bn, gn, nobn), unknown variants last."""
+    known = list(VARIANT_STYLE)
+    return (known.index(variant) if variant in known else len(known), variant)
+
+
+SWEEP_METRICS = (("final", "final test accuracy", "o", 1.0), ("best", "best test accuracy", "^", 0.45))
+
+
+def batch_size_figure(points: list[SweepPoint]) -> Figure | None:
+    """One panel per variant: test accuracy (final: solid, best: faint) against batch size, one line per framework."""
+    variants = [v for v in VARIANT_STYLE if any(p.variant == v for p in points)]
+    variants += sorted({p.variant for p in points} - set(variants))
+    if not variants:
+        return None
+    sizes = sorted({p.batch_size for p in points})
+    series = []
+    fig, axes = plt.subplots(1, len(variants), figsize=(3.6 * len(variants) + 0.6, 3.4), squeeze=False, sharey=True)
+    for ax, variant in zip(axes[0], variants, strict=True):
+        for fw in sorted({p.framework for p in points}, key=sort_key):
+            mine = sorted((p for p in points if (p.framework, p.variant) == (fw, variant)), key=lambda p: p.batch_size)
+            for metric, label, marker, alpha in SWEEP_METRICS:
+                xs = [p.batch_size for p in mine if getattr(p, metric) is not None]
+                ys = [getattr(p, metric) for p in mine if getattr(p, metric) is not None]
+                if not xs:
+                    continue
+                text = f"{display_name(fw)} {metric}"
+                ax.plot(xs, ys, VARIANT_STYLE.get(variant, "-"), color=color(fw), marker=marker, markersize=4,
+                        linewidth=1.6 if metric == "final" else 1.0, alpha=alpha,
+                        label=display_name(fw) if metric == "final" else "_nolegend_")
+                series.append(Series(figure="batch-size", framework=fw, variant=variant, metric=label.replace(" ", "_"),
+                                     label=text, epochs=(), values=tuple(float(y) for y in ys),
+                                     batch_sizes=tuple(xs)))
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sizes, [str(b) for b in sizes])
+        ax.minorticks_off()
+        ax.set_xlabel("batch size (images per SGD step)")
+        ax.set_ylim(0.0, 1.0)
+        ax.set_title(VARIANT_LABEL.get(variant, variant), fontsize=10)
+        ax.grid(True, alpha=0.3)
+    if axes[0][0].get_legend_handles_labels()[0]:
+        axes[0][0].legend(fontsize=8, loc="lower right")
+    axes[0][0].set_ylabel("test accuracy (fraction correct)")
+    fig.tight_layout()
+    return Figure("batch-size", "Test accuracy against batch size (log scale), one panel per normalization, one colour "
+                  "per framework: the final evaluation (circles) and the best one (faint triangles). Every run saw "
+                  "the same number of training images, with the learning rate scaled linearly with the batch size.",
+                  _png(fig), tuple(series))
+
+
+def sweep_curves_figure(train_records: dict[str, list[TrainEvent]], order: list[str],
+                        epochs: float | None) -> Figure | None:
+    """One row per variant, one column per batch size: test accuracy against epochs, the frameworks overlaid."""
+    batches = sweep_batch_sizes(train_records)
+    groups: dict[tuple[str, str, int], list[list[EvalEvent]]] = {}
+    for name, batch in batches.items():
+        evals = [r for r in train_records[name] if isinstance(r, EvalEvent)]
+        if evals:
+            run = RunId.parse(name)
+            groups.setdefault((run.framework, run.variant, batch), []).append(evals)
+    variants = [v for v in VARIANT_STYLE if any(k[1] == v for k in groups)]
+    sizes = sorted({k[2] for k in groups})
+    if not variants:
+        return None
+    metric = PANELS[1]  # test accuracy
+    series = []
+    fig, axes = plt.subplots(len(variants), len(sizes), figsize=(2.9 * len(sizes) + 0.6, 2.5 * len(variants)),
+                             squeeze=False, sharey=True)
+    for row, variant in zip(axes, variants, strict=True):
+        for ax, batch in zip(row, sizes, strict=True):
+            for fw in order:
+                c = curve(groups.get((fw, variant, batch), []), metric)
+                if c is not None:
+                    _plot(ax, c, color=color(fw), style=VARIANT_STYLE[variant], label=display_name(fw))
+                    series.append(dataclasses.replace(
+                        _series("batch-curves", fw, variant, metric, display_name(fw), c), batch_size=batch))
+            _finish(ax, metric, f"{VARIANT_LABEL[variant]}, batch {batch}", epochs)
+            ax.set_ylabel("test accuracy" if ax is row[0] else "")
+            if row is not axes[-1]:
+                ax.set_xlabel("")
+            if ax is not axes[0][0] and ax.get_legend() is not None:
+                ax.get_legend().remove()
+    fig.tight_layout()
+    return Figure("batch-curves", "Test accuracy against epochs (passes over the training subset) per normalization "
+                  "(rows) and batch size (columns), the frameworks overlaid.", _png(fig), tuple(series))
+
+
 def training_figures(train_records: dict[str, list[TrainEvent]], *, epochs: float | None = None) -> list[Figure]:
-    """Every training figure that the records allow (none without evaluation records).
+    """Every training figure that the records allow (none without evaluation records). A batch-size sweep gets
+    accuracy against batch size and its curves per batch size instead of the curves per framework and overlaid
+    (which would mix batch sizes).
 
     Args:
         train_records: run name -> its JSONL records.
@@ -202,5 +353,8 @@ def training_figures(train_records: dict[str, list[TrainEvent]], *, epochs: floa
     """
     groups = group_runs(train_records)
     order = sorted({k[0] for k in groups}, key=sort_key)  # the registry's order; unknown names last
-    figures = (curves_figure(groups, order, epochs), overlay_figure(groups, order, epochs))
+    if sweep_batch_sizes(train_records):
+        figures = (batch_size_figure(sweep_points(train_records)), sweep_curves_figure(train_records, order, epochs))
+    else:
+        figures = (curves_figure(groups, order, epochs), overlay_figure(groups, order, epochs))
     return [f for f in figures if f is not None]

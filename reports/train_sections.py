@@ -1,17 +1,23 @@
-"""The report's training sections (curves, time to accuracy, throughput), the summary and the environment."""
+"""The report's training sections (curves, time to accuracy, throughput), the summary and the environment.
+
+A batch-size sweep (preset small-batch: configurations with a batch size) shows, in the same sections, its
+accuracy against batch size (figure and table), its agreement within each batch size and its throughput per batch
+size instead of the per-configuration tables, which would mix batch sizes.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from bnparity.frameworks.registry import display_name, sort_key
+from bnparity.suites.schema import AgreementPair, ConfigSummary, Speedup
 
 from .document import STATUS_MEANING, Bullets, Cell, Section, Table, key_value_table, text_cell
 from .figures import Figure
 from .load import RunData, unreadable_note
 from .summary import ConfigRow, TrainingSummary, digest_verdict
 
-VARIANT_NAME = {"bn": "with BN", "nobn": "without BN"}
+VARIANT_NAME = {"bn": "with BN", "gn": "with GroupNorm", "nobn": "without BN"}
 
 
 def _order(configs: tuple[ConfigRow, ...]) -> list[ConfigRow]:
@@ -26,12 +32,54 @@ def _acc(value: float | None) -> str | None:
     return None if value is None else f"{value:.4f}"
 
 
+def sweep_configs(data: RunData) -> list[ConfigSummary]:
+    """The configurations of a batch-size sweep, by variant (bn, gn, nobn), batch size and framework; [] for any
+    other training run."""
+    configs = [c for c in data.conclusions.configs if c.batch_size is not None] if data.conclusions else []
+    return sorted(configs, key=lambda c: (c.variant != "bn", c.variant, c.batch_size, sort_key(c.framework)))
+
+
+def _batch_cells(batch: int | None, sweep: bool) -> list[Cell]:
+    """The batch-size cell of a row in a sweep (none otherwise)."""
+    return [text_cell(batch)] if sweep else []
+
+
+def _comparisons(data: RunData, t: TrainingSummary) -> tuple[list[tuple[int | None, Speedup]],
+                                                             list[tuple[int | None, AgreementPair]]]:
+    """(batch size, BN speed-up) and (batch size, agreement pair) of every comparison: those of the runs without a
+    batch size (None) and a sweep's, per batch size."""
+    by_batch = data.conclusions.by_batch_size if data.conclusions else ()
+    speedups = [(None, e) for e in t.bn_speedup] + [(b.batch_size, e) for b in by_batch for e in b.bn_speedup]
+    pairs = [(None, p) for p in t.agreement.pairs] + [(b.batch_size, p) for b in by_batch for p in b.agreement]
+    return speedups, pairs
+
+
+def sweep_verdict(data: RunData) -> str | None:
+    """What the batch-size sweep shows: per variant, the best test accuracy at the largest and the smallest batch
+    (each framework's); None without a sweep."""
+    configs = sweep_configs(data)
+    if not configs:
+        return None
+    sizes = sorted({c.batch_size for c in configs})
+    parts = []
+    for variant in dict.fromkeys(c.variant for c in configs):
+        best = {(c.framework, c.batch_size): c.best_test_accuracy_mean for c in configs if c.variant == variant}
+        frameworks = sorted({f for f, _ in best}, key=sort_key)
+        ends = [f"{display_name(f)} {_acc(best.get((f, sizes[-1]))) or '–'} → {_acc(best.get((f, sizes[0]))) or '–'}"
+                for f in frameworks]
+        parts.append(f"{VARIANT_NAME.get(variant, variant)} " + ", ".join(ends))
+    return (f"Batch-size sweep: best test accuracy at batch {sizes[-1]} → batch {sizes[0]} (the same training images, "
+            "learning rate scaled linearly): " + "; ".join(parts) + ".")
+
+
 def summary_section(data: RunData, summary: dict[str, Any]) -> Section:
     section = Section("summary", "Summary")
     if data.incomplete:
         section.blocks.append("This report is INCOMPLETE. Missing or cut short: " + "; ".join(
             f"{p.part} ({p.status}: {p.detail})" for p in data.incomplete) + ".")
-    section.blocks.append(Bullets([v for v in summary["verdicts"] if not v.startswith("INCOMPLETE")]))
+    verdicts = [v for v in summary["verdicts"] if not v.startswith("INCOMPLETE")]
+    sweep = sweep_verdict(data)
+    section.blocks.append(Bullets(verdicts + ([sweep] if sweep else [])))
     section.blocks.append(Table(["colour", "meaning in the tables below"],
                                 [[Cell(k, k), Cell(v)] for k, v in STATUS_MEANING.items()], row_class="kv"))
     return section
@@ -42,9 +90,13 @@ def convergence_section(data: RunData, figures: list[Figure]) -> Section:
     if data.conclusions is None or data.train_manifest is None:
         return Section(section.id, section.title, missing=_missing_train(data))
     p = data.train_manifest.preset
+    sizes = sorted({c.batch_size for c in sweep_configs(data)})
+    batch = (f"batch sizes {', '.join(map(str, sizes))} with SGD lr {p.lr:g} × batch / {p.batch_size} (the linear "
+             f"scaling rule), each run seeing the same {(p.train_subset or 60000) * p.epochs} training images"
+             if sizes else f"batch {p.batch_size}, SGD lr {p.lr}")
     section.blocks.append(
         f"AlexNet (preset {p.name}: {p.arch} architecture, {p.image_size}px, {p.train_subset or 60000} training and "
-        f"{p.test_subset or 10000} test images, batch {p.batch_size}, SGD lr {p.lr}, momentum {p.momentum}, "
+        f"{p.test_subset or 10000} test images, {batch}, momentum {p.momentum}, "
         f"{p.epochs} epochs) trained from identical weights on identical batches in every framework.")
     digests = digest_verdict(data.conclusions.batch_digests)
     if digests:
@@ -72,11 +124,33 @@ def _digest_table(t: TrainingSummary) -> Table | None:
                  caption="The frameworks did not train on identical batches: their curves are not comparable.")
 
 
-def time_to_accuracy_section(data: RunData, summary: dict[str, Any]) -> Section:
-    section = Section("time-to-accuracy", "Time to accuracy and BN speed-up")
-    t: TrainingSummary | None = summary["training"]
-    if t is None:
-        return Section(section.id, section.title, missing=_missing_train(data))
+def sweep_table(data: RunData) -> Table | None:
+    """Final and best test accuracy per normalization x batch size (rows) and framework (columns); None without a
+    sweep."""
+    configs = sweep_configs(data)
+    if not configs:
+        return None
+    frameworks = sorted({c.framework for c in configs}, key=sort_key)
+    preset = data.train_manifest.preset if data.train_manifest else None
+    cells = {(c.variant, c.batch_size, c.framework): c for c in configs}
+    body = []
+    for variant, batch in dict.fromkeys((c.variant, c.batch_size) for c in configs):
+        lr = f"{preset.at_batch(batch).lr:.3g}" if preset and batch in preset.batch_sizes else None
+        row = [Cell(VARIANT_NAME.get(variant, variant)), Cell(str(batch)), text_cell(lr)]
+        for fw in frameworks:
+            c = cells.get((variant, batch, fw))
+            final = c.final_test_accuracy if c else None
+            seeds = f"{c.seeds_done} of {len(c.seeds)} seeds done" if c else "not run"
+            row.append(text_cell(_acc(final.mean) if final else None, title=seeds))
+            row.append(text_cell(_acc(c.best_test_accuracy_mean) if c else None, title=seeds))
+        body.append(row)
+    header = ["normalization", "batch", "lr",
+              *(f"{display_name(f)} {k}" for f in frameworks for k in ("final", "best"))]
+    return Table(header, body, caption="Test accuracy per batch size: final (the last evaluation of each finished "
+                 "run) and best (the highest evaluation), means over seeds.")
+
+
+def _time_to_target_table(t: TrainingSummary) -> Table:
     targets = [f"{x:g}" for x in t.targets]
     body = []
     for c in _order(t.configs):
@@ -94,39 +168,76 @@ def time_to_accuracy_section(data: RunData, summary: dict[str, Any]) -> Section:
                 row.append(Cell(f"{epochs} ep ({x.iterations_mean:.0f} it)",
                                 "pass" if x.reached == x.of else "differs", f"{x.reached} of {x.of} seeds"))
         body.append(row)
-    section.blocks.append("Time to a test accuracy: the first evaluation point at or above it (mean over the seeds "
-                          "that reached it), in epochs and iterations. Final: the last evaluation of each finished "
-                          "run (mean ± sample std over seeds); best: the highest evaluation of any seed.")
-    section.blocks.append(Table(["framework", "variant", "seeds done", "final test accuracy", "best",
-                                 *[f"to ≥ {x}" for x in targets]], body))
+    return Table(["framework", "variant", "seeds done", "final test accuracy", "best",
+                  *[f"to ≥ {x}" for x in targets]], body)
+
+
+def time_to_accuracy_section(data: RunData, summary: dict[str, Any]) -> Section:
+    t: TrainingSummary | None = summary["training"]
+    sweep = sweep_table(data)
+    section = (Section("time-to-accuracy", "Accuracy against batch size") if sweep is not None
+               else Section("time-to-accuracy", "Time to accuracy and BN speed-up"))
+    if t is None:
+        return Section(section.id, section.title, missing=_missing_train(data))
+    if sweep is not None:
+        section.blocks.append("Each run saw the same training images at its batch size, with the learning rate "
+                              "scaled linearly with the batch size. BN evaluates with its running statistics "
+                              "(eval mode), GroupNorm with each image's own statistics.")
+        section.blocks.append(sweep)
+    else:
+        section.blocks.append("Time to a test accuracy: the first evaluation point at or above it (mean over the "
+                              "seeds that reached it), in epochs and iterations. Final: the last evaluation of each "
+                              "finished run (mean ± sample std over seeds); best: the highest evaluation of any seed.")
+        section.blocks.append(_time_to_target_table(t))
+    in_sweep = sweep is not None
+    batch_header = ["batch"] if in_sweep else []
+    speedups, agreement = _comparisons(data, t)
     speed = []
-    for e in sorted(t.bn_speedup, key=lambda e: (sort_key(e.framework), e.target)):
+    for batch, e in sorted(speedups, key=lambda x: (sort_key(x[1].framework), x[0] or 0, x[1].target)):
         if e.speedup is not None:
             cell = Cell(f"{e.speedup:.2f}×", "pass")
         elif e.at_least is not None:
             cell = Cell(f"≥ {e.at_least:.2f}×", "pass", "without BN never reached the target: a lower bound")
         else:
             cell = Cell("–", None, "not every seed of both variants reached the target")
-        speed.append([Cell(display_name(e.framework)), Cell(f"{e.target:g}"), text_cell(
+        speed.append([Cell(display_name(e.framework)), *_batch_cells(batch, in_sweep), Cell(f"{e.target:g}"), text_cell(
             None if e.iterations_bn is None else f"{e.iterations_bn:.0f}"), text_cell(
             None if e.iterations_nobn is None else f"{e.iterations_nobn:.0f}"), cell])
     if speed:
         section.blocks.append("BN speed-up: iterations to the target without BN / with BN (mean over seeds).")
-        section.blocks.append(Table(["framework", "target", "iterations with BN", "iterations without BN",
-                                     "speed-up"], speed))
-    pairs = sorted(t.agreement.pairs, key=lambda p: (p.variant != "bn", [sort_key(f) for f in p.frameworks]))
+        section.blocks.append(Table(["framework", *batch_header, "target", "iterations with BN",
+                                     "iterations without BN", "speed-up"], speed))
+    pairs = sorted(agreement, key=lambda x: (x[1].variant != "bn", x[1].variant, x[0] or 0,
+                                             [sort_key(f) for f in x[1].frameworks]))
     if pairs:
-        section.blocks.append(f"Agreement across frameworks — {t.agreement.criterion}.")
-        section.blocks.append(Table(["variant", "frameworks", "points", "outside", "max |Δ accuracy|", "verdict"], [
-            [Cell(VARIANT_NAME.get(p.variant, p.variant)),
+        within = " (within each batch size)" if in_sweep else ""
+        section.blocks.append(f"Agreement across frameworks{within} — {t.agreement.criterion}.")
+        section.blocks.append(Table(["variant", *batch_header, "frameworks", "points", "outside", "max |Δ accuracy|",
+                                     "verdict"], [
+            [Cell(VARIANT_NAME.get(p.variant, p.variant)), *_batch_cells(batch, in_sweep),
              Cell(" vs ".join(display_name(f) for f in sorted(p.frameworks, key=sort_key))),
              Cell(str(p.points)), Cell(str(p.outside)),
              Cell(f"{p.max_abs_diff:.4f} (iteration {p.worst_iteration})"),
-             Cell("agree", "pass") if p.agree else Cell("differ", "differs")] for p in pairs]))
+             Cell("agree", "pass") if p.agree else Cell("differ", "differs")] for batch, p in pairs]))
     digests = _digest_table(t)
     if digests is not None:
         section.blocks.append(digests)
     return section
+
+
+def _speed(value: float | None) -> Cell:
+    return text_cell(None if value is None else f"{value:.0f}")
+
+
+def _sweep_throughput(configs: list[ConfigSummary]) -> Table:
+    """Images per second per framework x normalization (rows) and batch size (columns)."""
+    sizes = sorted({c.batch_size for c in configs})
+    speeds = {(c.framework, c.variant, c.batch_size): c.images_per_s for c in configs}
+    rows = sorted({(c.framework, c.variant) for c in configs},
+                  key=lambda k: (sort_key(k[0]), k[1] != "bn", k[1]))
+    body = [[Cell(display_name(fw)), Cell(VARIANT_NAME.get(v, v)), *(_speed(speeds.get((fw, v, b))) for b in sizes)]
+            for fw, v in rows]
+    return Table(["framework", "normalization", *(f"batch {b} (images/s)" for b in sizes)], body)
 
 
 def throughput_section(data: RunData, summary: dict[str, Any]) -> Section:
@@ -134,20 +245,26 @@ def throughput_section(data: RunData, summary: dict[str, Any]) -> Section:
     t: TrainingSummary | None = summary["training"]
     if t is None:
         return Section(section.id, section.title, missing=_missing_train(data))
-    speeds = {(c.framework, c.variant): c.images_per_s for c in t.configs}
-    body = []
-    for fw in dict.fromkeys(c.framework for c in _order(t.configs)):
-        bn, nobn = speeds.get((fw, "bn")), speeds.get((fw, "nobn"))
-        body.append([Cell(display_name(fw)), text_cell(None if bn is None else f"{bn:.0f}"),
-                     text_cell(None if nobn is None else f"{nobn:.0f}"),
-                     text_cell(None if not (bn and nobn) else f"{bn / nobn:.2f}")])
     m = data.train_manifest
     jobs = m.jobs if m and m.jobs is not None else "?"
     threads = m.threads_per_job if m and m.threads_per_job is not None else "?"
     section.blocks.append(f"Training images per second (evaluation excluded, mean over epochs and seeds), with "
                           f"{jobs} run(s) in parallel and {threads} thread(s) each on a shared machine: an "
                           "indication, not a benchmark.")
-    section.blocks.append(Table(["framework", "with BN (images/s)", "without BN (images/s)", "with / without"], body))
+    sweep = sweep_configs(data)
+    if sweep:
+        section.blocks.append(_sweep_throughput(sweep))
+        return section
+    speeds = {(c.framework, c.variant): c.images_per_s for c in t.configs}
+    gn = any(c.variant == "gn" for c in t.configs)
+    body = []
+    for fw in dict.fromkeys(c.framework for c in _order(t.configs)):
+        bn, nobn = speeds.get((fw, "bn")), speeds.get((fw, "nobn"))
+        body.append([Cell(display_name(fw)), _speed(bn), _speed(nobn),
+                     text_cell(None if not (bn and nobn) else f"{bn / nobn:.2f}"),
+                     *([_speed(speeds.get((fw, "gn")))] if gn else [])])
+    section.blocks.append(Table(["framework", "with BN (images/s)", "without BN (images/s)", "with / without",
+                                 *(["with GroupNorm (images/s)"] if gn else [])], body))
     return section
 
 

@@ -71,8 +71,10 @@ def test_presets_round_trip_through_json(name):
 def test_unknown_preset_and_variant_are_user_errors():
     with pytest.raises(UserError, match="unknown preset 'huge'"):
         get_preset("huge")
-    with pytest.raises(UserError, match="unknown variant gn"):
-        parse_variants("bn,gn")
+    with pytest.raises(UserError, match="unknown variant ln"):
+        parse_variants("bn,ln")
+    assert parse_variants(None) == parse_variants("all") and parse_variants("gn,bn") == ("gn", "bn")
+    assert parse_variants(None, ("bn", "nobn")) == ("bn", "nobn")  # a preset's default
     with pytest.raises(ValueError, match="targets must be ascending"):
         get_preset("smoke").replace(targets=(0.9, 0.8))
 

@@ -1,4 +1,5 @@
-"""`bnparity train`: AlexNet with and without BN in every framework, several seeds, recorded curves.
+"""`bnparity train`: AlexNet with and without BN in every framework, several seeds, recorded curves; with a sweep
+preset (small-batch), one run per batch size too.
 
 Exit code 0 when every run that could start completed, 1 when a run failed (or none could start, or a framework
 named in --frameworks is installed but fails to import), 2 for bad input, 130 when interrupted (every record
@@ -30,7 +31,7 @@ from bnparity.suites.schema import (
 
 from .conclusions import format_conclusions, write_conclusions
 from .orchestrate import run_all, threads_per_job
-from .presets import PRESETS, get_preset, parse_variants
+from .presets import PRESETS, VARIANTS, TrainPreset, get_preset, parse_variants
 from .progress import ProgressDisplay
 from .records import RunId, load_manifest, read_records, terminal_record, write_manifest
 from .runner import thread_env
@@ -42,7 +43,9 @@ DEFAULT_PRESET = "cpu"
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", help=f"one of {', '.join(PRESETS)} (default: {DEFAULT_PRESET})")
     parser.add_argument("--frameworks", help=frameworks_help())
-    parser.add_argument("--variants", help="comma-separated: bn,nobn (default: both)")
+    parser.add_argument("--variants", help=f"comma-separated, some of {','.join(VARIANTS)}, or all "
+                                           "(default: the preset's)")
+    parser.add_argument("--batch-sizes", help="comma-separated: some of a sweep preset's batch sizes (default: all)")
     parser.add_argument("--seeds", type=int, help="seeds 0..N-1 per configuration (default: the preset's)")
     parser.add_argument("--jobs", type=int,
                         help="runs in parallel, one process each (default: 1; on --resume, the run's)")
@@ -61,23 +64,43 @@ def _positive(name: str, value: int | None) -> None:
         raise UserError(f"--{name} must be >= 1. Received: {value}")
 
 
-def _select(args: argparse.Namespace, *, seeds_default: int) -> list[RunId]:
+def parse_batch_sizes(text: str | None, preset: TrainPreset) -> tuple[int | None, ...]:
+    """'2,32' -> (2, 32), some of the sweep preset's batch sizes; None -> all of them ((None,): not a sweep).
+    Raises UserError for a size the preset does not sweep, or any size for a preset that sweeps none."""
+    if text is None:
+        return preset.batch_sizes or (None,)
+    try:
+        sizes = tuple(sorted({int(b) for b in text.split(",") if b.strip()}))
+    except ValueError:
+        sizes = ()
+    if not preset.batch_sizes:
+        raise UserError(f"--batch-sizes needs a sweep preset; preset {preset.name} trains at batch "
+                        f"{preset.batch_size} only")
+    if not sizes or any(b not in preset.batch_sizes for b in sizes):
+        raise UserError(f"--batch-sizes takes some of {','.join(map(str, preset.batch_sizes))} (preset "
+                        f"{preset.name}). Received: {text!r}")
+    return sizes
+
+
+def _select(args: argparse.Namespace, preset: TrainPreset, *, seeds_default: int) -> list[RunId]:
     try:
         frameworks = parse_frameworks(args.frameworks)
     except ValueError as e:
         raise UserError(str(e)) from None
-    variants = parse_variants(args.variants)
+    variants = parse_variants(args.variants, preset.variants)
+    sizes = parse_batch_sizes(args.batch_sizes, preset)
     seeds = range(args.seeds or seeds_default)
     # A framework's runs are adjacent, so parallel jobs run runs of equal cost together (bn beside nobn):
-    # the jobs finish together, and both variants of a framework train under the same machine load.
-    return [RunId(f, v, s) for f in frameworks for s in seeds for v in variants]
+    # the jobs finish together, and both variants of a framework train under the same machine load. In a sweep the
+    # smallest batches (the slowest runs) go first.
+    return [RunId(f, v, s, b) for f in frameworks for s in seeds for b in sizes for v in variants]
 
 
 def _new_manifest(args: argparse.Namespace) -> tuple[Path, TrainManifest, list[RunId]]:
     preset = get_preset(args.preset or DEFAULT_PRESET)
     if args.epochs is not None:
         preset = preset.replace(epochs=args.epochs)
-    runs = _select(args, seeds_default=preset.seeds)
+    runs = _select(args, preset, seeds_default=preset.seeds)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = args.out or Path("bnparity-runs") / f"train-{stamp}"
     k = 1
@@ -89,7 +112,9 @@ def _new_manifest(args: argparse.Namespace) -> tuple[Path, TrainManifest, list[R
     manifest = TrainManifest(preset=preset, runs=tuple(r.name for r in runs),
                              frameworks=tuple(dict.fromkeys(r.framework for r in runs)),
                              variants=tuple(dict.fromkeys(r.variant for r in runs)),
-                             seeds=tuple(sorted({r.seed for r in runs})), device=args.device or "cpu",
+                             seeds=tuple(sorted({r.seed for r in runs})),
+                             batch_sizes=tuple(sorted({r.batch_size for r in runs if r.batch_size is not None})),
+                             device=args.device or "cpu",
                              verify_data=not args.no_verify_data)
     return run_dir, manifest, runs
 
@@ -109,10 +134,12 @@ def _resumed_manifest(args: argparse.Namespace) -> tuple[Path, TrainManifest, li
         raise UserError(f"--device must match the run's device on --resume. Received: {args.device}, "
                         f"run has {manifest.device}")
     recorded = [RunId.parse(n) for n in manifest.runs]
-    chosen = (_select(args, seeds_default=len(manifest.seeds))
-              if args.frameworks or args.variants or args.seeds else recorded)
+    chosen = (_select(args, preset, seeds_default=len(manifest.seeds))
+              if args.frameworks or args.variants or args.seeds or args.batch_sizes else recorded)
     names = tuple(r.name for r in recorded) + tuple(r.name for r in chosen if r not in recorded)
-    manifest = dataclasses.replace(manifest, runs=names, seeds=tuple(sorted({RunId.parse(n).seed for n in names})))
+    every = [RunId.parse(n) for n in names]
+    manifest = dataclasses.replace(manifest, runs=names, seeds=tuple(sorted({r.seed for r in every})),
+                                   batch_sizes=tuple(sorted({r.batch_size for r in every if r.batch_size})))
     return args.out, manifest, chosen
 
 

@@ -18,6 +18,10 @@ Definitions:
   them iteration by iteration (`batch_digests`; version-1 runs have no digests, `recorded` says so).
 - a run is "done" when its last record is "done", or when its last readable record is the "epoch" record of its
   last planned epoch and the line after it is unreadable (the "done" line was cut mid-write).
+- batch-size sweeps (a preset with batch_sizes): a configuration is framework x variant x batch size, and every
+  comparison above (BN speed-up, agreement, identical batches) is made within one batch size: the speed-ups and
+  agreement per batch size in `by_batch_size`, the digest checks with their batch size. Each run's batch size is
+  its RunId's (the "start" record holds it too).
 
 conclusions.json is bnparity.suites.schema.Conclusions (format "bnparity-train-conclusions/2"); the README's
 "Record format" section lists every field.
@@ -35,6 +39,7 @@ from bnparity.suites.schema import (
     AccuracyStat,
     Agreement,
     AgreementPair,
+    BatchComparison,
     BatchDigests,
     Conclusions,
     ConfigSummary,
@@ -102,6 +107,7 @@ def run_summary(run: RunId, rr: RunRecords, *, epochs_planned: int | None) -> Ru
     accuracies = [a for a in map(_accuracy, evals) if a is not None]
     speeds = [r.images_per_s for r in epochs if r.images_per_s]
     return RunSummary(framework=run.framework, variant=run.variant, seed=run.seed, status=status,
+                      batch_size=run.batch_size,
                       epochs_completed=len(epochs), iterations=last.iteration if last else 0,
                       final_test_accuracy=_accuracy(evals[-1]) if evals and status == "done" else None,
                       last_test_accuracy=_accuracy(evals[-1]) if evals else None,
@@ -110,7 +116,7 @@ def run_summary(run: RunId, rr: RunRecords, *, epochs_planned: int | None) -> Ru
                       unreadable_lines=len(rr.unreadable))
 
 
-def _config(framework: str, variant: str, runs: list[RunId], summaries: dict[str, RunSummary],
+def _config(framework: str, variant: str, batch_size: int | None, runs: list[RunId], summaries: dict[str, RunSummary],
             curves: dict[str, list[EvalEvent]], targets: list[float]) -> ConfigSummary:
     mine = [summaries[r.name] for r in runs]
     finals = [s.final_test_accuracy for s in mine if s.final_test_accuracy is not None]
@@ -125,11 +131,19 @@ def _config(framework: str, variant: str, runs: list[RunId], summaries: dict[str
             reached=len(hit), of=len(started), iterations_mean=_mean([p.iteration for p in hit]),
             epochs_mean=_mean([p.epochs_done for p in hit if p.epochs_done is not None]),
             per_seed={str(seed): p for seed, p in per_seed.items()})
-    return ConfigSummary(framework=framework, variant=variant, seeds=tuple(r.seed for r in runs),
+    return ConfigSummary(framework=framework, variant=variant, batch_size=batch_size, seeds=tuple(r.seed for r in runs),
                          seeds_done=sum(s.status == "done" for s in mine),
                          final_test_accuracy=AccuracyStat(mean=_mean(finals), std=_std(finals), n=len(finals)),
                          best_test_accuracy=max(bests, default=None), images_per_s=_mean(speeds),
                          targets=to_target, best_test_accuracy_mean=_mean(bests))
+
+
+Group = tuple[str, str, int | None]  # framework, variant, batch size (None: not a sweep)
+
+
+def _batch_key(batch_size: int | None) -> int:
+    """Sort key of a batch size: ascending, None (not a sweep) first."""
+    return -1 if batch_size is None else batch_size
 
 
 def _speedups(configs: dict[tuple[str, str], ConfigSummary], curves: dict[str, list[EvalEvent]], runs: list[RunId],
@@ -188,11 +202,11 @@ def _agreement(runs: list[RunId], curves: dict[str, list[EvalEvent]]) -> list[Ag
     return pairs
 
 
-def _published(manifest: TrainManifest, configs: dict[tuple[str, str], ConfigSummary], runs: list[RunId],
+def _published(manifest: TrainManifest, configs: dict[Group, ConfigSummary], runs: list[RunId],
                records: dict[str, RunRecords]) -> list[PublishedPoint]:
     out = []
     for variant, epoch, accuracy in manifest.preset.published:
-        for framework in sorted({f for f, v in configs if v == variant}):
+        for framework in sorted({f for f, v, _ in configs if v == variant}):
             measured = [a for run in runs if run.framework == framework and run.variant == variant
                         for r in records[run.name].events if isinstance(r, EpochEvent) and r.epoch == epoch
                         and (a := _accuracy(r)) is not None]
@@ -202,21 +216,24 @@ def _published(manifest: TrainManifest, configs: dict[tuple[str, str], ConfigSum
 
 
 def batch_digests(runs: list[RunId], records: dict[str, RunRecords]) -> BatchDigests:
-    """Compare, for each variant and seed, the batch digests of every framework's run at every iteration."""
+    """Compare, for each variant, seed (and batch size), the batch digests of every framework's run at every
+    iteration."""
     digests = {r.name: {e.iteration: e.batch_digest for e in records[r.name].events
                         if isinstance(e, IterEvent) and e.batch_digest is not None} for r in runs}
     trained = {r.name for r in runs if any(isinstance(e, IterEvent) for e in records[r.name].events)}
     checks = []
-    for variant, seed in sorted({(r.variant, r.seed) for r in runs}):
-        group = sorted((r for r in runs if (r.variant, r.seed) == (variant, seed) and digests[r.name]),
-                       key=lambda r: r.framework)
+    keys = sorted({(r.variant, r.seed, r.batch_size) for r in runs}, key=lambda k: (k[0], k[1], _batch_key(k[2])))
+    for variant, seed, batch in keys:
+        group = sorted((r for r in runs if (r.variant, r.seed, r.batch_size) == (variant, seed, batch)
+                        and digests[r.name]), key=lambda r: r.framework)
         if len(group) < 2:
             continue
         iterations = sorted(i for i in set().union(*(digests[r.name] for r in group))
                             if sum(i in digests[r.name] for r in group) >= 2)
         mismatched = [i for i in iterations if len({digests[r.name][i] for r in group if i in digests[r.name]}) > 1]
         first = mismatched[0] if mismatched else None
-        checks.append(DigestCheck(variant=variant, seed=seed, frameworks=tuple(r.framework for r in group),
+        checks.append(DigestCheck(variant=variant, seed=seed, batch_size=batch,
+                                  frameworks=tuple(r.framework for r in group),
                                   iterations=len(iterations), mismatched=len(mismatched), first_mismatch=first,
                                   digests={} if first is None else {r.framework: digests[r.name][first]
                                                                     for r in group if first in digests[r.name]}))
@@ -237,16 +254,25 @@ def compute_conclusions(run_dir: Path, *, manifest: TrainManifest | None = None,
     curves = {r.name: [e for e in records[r.name].events if isinstance(e, EvalEvent)] for r in runs}
     summaries = {r.name: run_summary(r, records[r.name], epochs_planned=manifest.preset.epochs) for r in runs}
     trained = [r for r in runs if summaries[r.name].status not in ("skipped", "not started")]
-    groups: dict[tuple[str, str], list[RunId]] = {}
+    groups: dict[Group, list[RunId]] = {}
     for r in trained:
-        groups.setdefault((r.framework, r.variant), []).append(r)
+        groups.setdefault((r.framework, r.variant, r.batch_size), []).append(r)
     configs = {key: _config(*key, group, summaries, curves, targets) for key, group in groups.items()}
+
+    def compare(batch: int | None) -> tuple[list[Speedup], list[AgreementPair]]:
+        """BN speed-ups and agreement among the runs of one batch size (None: the runs of no sweep)."""
+        mine = [r for r in trained if r.batch_size == batch]
+        by_variant = {(f, v): c for (f, v, b), c in configs.items() if b == batch}
+        return _speedups(by_variant, curves, mine, targets), _agreement(mine, curves)
+
+    plain = compare(None)
+    sweep = [BatchComparison(b, *map(tuple, compare(b))) for b in sorted({r.batch_size for r in trained} - {None})]
     return Conclusions(
         run_dir=str(run_dir), preset=manifest.preset.name, epochs=manifest.preset.epochs, targets=tuple(targets),
         complete=all(s.status in ("done", "skipped") for s in summaries.values()),
         runs=summaries, configs=tuple(configs.values()),
-        bn_speedup=tuple(_speedups(configs, curves, trained, targets)),
-        agreement=Agreement(criterion=CRITERION, k=K, floor=FLOOR, pairs=tuple(_agreement(trained, curves))),
+        bn_speedup=tuple(plain[0]), agreement=Agreement(criterion=CRITERION, k=K, floor=FLOOR, pairs=tuple(plain[1])),
+        by_batch_size=tuple(sweep),
         published=tuple(_published(manifest, configs, trained, records)),
         incomplete=tuple(IncompleteRun(run=name, status=s.status, epochs_completed=s.epochs_completed,
                                        iterations=s.iterations, message=s.message)
@@ -268,29 +294,39 @@ def _fmt(value: float | None, spec: str = ".4f") -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _at(batch_size: int | None) -> str:
+    """' at batch 8' in a sweep, '' otherwise."""
+    return "" if batch_size is None else f" at batch {batch_size}"
+
+
 def format_conclusions(c: Conclusions) -> str:
     """A compact text summary of `c` for the terminal."""
     targets = [f"{t:g}" for t in c.targets]
-    lines = [f"{'config':<12} {'seeds':>5} {'final test acc':>18} {'best':>7} {'img/s':>7}  "
+    lines = [f"{'config':<15} {'seeds':>5} {'final test acc':>18} {'best':>7} {'img/s':>7}  "
              + "  ".join(f"ep→{t:<5}" for t in targets)]
     for cfg in c.configs:
         final = cfg.final_test_accuracy
         acc = _fmt(final.mean) + (f" ± {final.std:.4f}" if final.std is not None else "")
         reach = [_fmt(cfg.targets[t].epochs_mean, ".2f") for t in targets]
-        lines.append(f"{cfg.framework + '-' + cfg.variant:<12} {cfg.seeds_done:>2}/{len(cfg.seeds):<2} "
+        name = f"{cfg.framework}-{cfg.variant}" + ("" if cfg.batch_size is None else f"-b{cfg.batch_size}")
+        lines.append(f"{name:<15} {cfg.seeds_done:>2}/{len(cfg.seeds):<2} "
                      f"{acc:>18} {_fmt(cfg.best_test_accuracy):>7} {_fmt(cfg.images_per_s, '.0f'):>7}  "
                      + "  ".join(f"{r:<8}" for r in reach))
-    for s in c.bn_speedup:
-        if s.speedup is not None or s.at_least is not None:
-            value = f"{s.speedup:.2f}x" if s.speedup is not None else f">= {s.at_least:.2f}x"
-            lines.append(f"BN speed-up {s.framework} to {s.target:g}: {value} fewer iterations")
-    for p in c.agreement.pairs:
-        verdict = "agree" if p.agree else f"differ at {p.outside} of {p.points} points"
-        lines.append(f"{p.variant}: {' vs '.join(p.frameworks)} {verdict} "
-                     f"(max |Δ acc| {p.max_abs_diff:.4f} at iteration {p.worst_iteration})")
+    comparisons = [(None, c.bn_speedup, c.agreement.pairs)] + [(b.batch_size, b.bn_speedup, b.agreement)
+                                                               for b in c.by_batch_size]
+    for batch, speedups, pairs in comparisons:
+        for s in speedups:
+            if s.speedup is not None or s.at_least is not None:
+                value = f"{s.speedup:.2f}x" if s.speedup is not None else f">= {s.at_least:.2f}x"
+                lines.append(f"BN speed-up {s.framework}{_at(batch)} to {s.target:g}: {value} fewer iterations")
+        for p in pairs:
+            verdict = "agree" if p.agree else f"differ at {p.outside} of {p.points} points"
+            lines.append(f"{p.variant}{_at(batch)}: {' vs '.join(p.frameworks)} {verdict} "
+                         f"(max |Δ acc| {p.max_abs_diff:.4f} at iteration {p.worst_iteration})")
     for check in c.batch_digests.checks:
         if not check.identical:
-            lines.append(f"DIFFERENT BATCHES: {check.variant} seed {check.seed}: {', '.join(check.frameworks)} differ "
+            lines.append(f"DIFFERENT BATCHES: {check.variant}{_at(check.batch_size)} seed {check.seed}: "
+                         f"{', '.join(check.frameworks)} differ "
                          f"at {check.mismatched} of {check.iterations} iterations (first: {check.first_mismatch})")
     for p in c.published:
         lines.append(f"{p.framework}-{p.variant} after epoch {p.epoch}: test accuracy "

@@ -79,7 +79,8 @@ def _launch(run_dir: Path, run: RunId, *, threads: int, resume: bool) -> tuple[s
     log = log_path.open("a")
     cmd = [sys.executable, "-m", "bnparity.suites.convergence.runner", "--run-dir", str(run_dir),
            "--framework", run.framework, "--variant", run.variant, "--seed", str(run.seed),
-           "--threads", str(threads), "--parent-pid", str(os.getpid())] + (["--resume"] if resume else [])
+           "--threads", str(threads), "--parent-pid", str(os.getpid())] + (["--resume"] if resume else []) + (
+        [] if run.batch_size is None else ["--batch-size", str(run.batch_size)])
     env = dict(os.environ)
     env.update(thread_env(threads, env))
     env["PYTHONUNBUFFERED"] = "1"

@@ -4,6 +4,7 @@ Layout of a run directory::
 
     manifest.json                      what was run, where, with which versions (see command.py)
     <framework>-<variant>-seed<k>.jsonl one record per line, appended and flushed as it happens
+                                       (<framework>-<variant>-b<size>-seed<k>.jsonl in a batch-size sweep)
     <name>.interrupted.jsonl           records a --resume dropped (an interrupted epoch), kept for audit
     checkpoints/<name>/epoch<k>.npz    trainer.state() after epoch k plus "__meta__" (JSON); last 2 kept
     logs/<name>.log                    the run process's stdout and stderr
@@ -48,28 +49,32 @@ CONCLUSIONS = "conclusions.json"
 TERMINAL_KINDS = ("done", "failed", "skipped")
 KEEP_CHECKPOINTS = 2
 _META_KEY = "__meta__"
-_NAME = re.compile(r"^(?P<framework>[a-z0-9]+)-(?P<variant>[a-z0-9]+)-seed(?P<seed>\d+)$")
+_NAME = re.compile(r"^(?P<framework>[a-z0-9]+)-(?P<variant>[a-z0-9]+)(?:-b(?P<batch>[1-9]\d*))?-seed(?P<seed>\d+)$")
 
 
 @dataclass(frozen=True, order=True)
 class RunId:
-    """One run: a framework, a variant ("bn" or "nobn") and a seed."""
+    """One run: a framework, a variant ("bn", "nobn", "gn") and a seed; in a batch-size sweep also its batch size
+    (None: the preset's batch size, the name has no "-b<size>")."""
 
     framework: str
     variant: str
     seed: int
+    batch_size: int | None = None
 
     @property
     def name(self) -> str:
-        return f"{self.framework}-{self.variant}-seed{self.seed}"
+        batch = "" if self.batch_size is None else f"-b{self.batch_size}"
+        return f"{self.framework}-{self.variant}{batch}-seed{self.seed}"
 
     @classmethod
     def parse(cls, name: str) -> RunId:
-        """'torch-bn-seed0' -> RunId('torch', 'bn', 0). Raises ValueError for another shape of name."""
+        """'torch-bn-seed0' -> RunId('torch', 'bn', 0); 'torch-bn-b2-seed0' -> RunId('torch', 'bn', 0, 2).
+        Raises ValueError for another shape of name."""
         m = _NAME.match(name)
         if m is None:
-            raise ValueError(f"expected a run name like 'torch-bn-seed0'. Received: {name!r}")
-        return cls(m["framework"], m["variant"], int(m["seed"]))
+            raise ValueError(f"expected a run name like 'torch-bn-seed0' or 'torch-bn-b2-seed0'. Received: {name!r}")
+        return cls(m["framework"], m["variant"], int(m["seed"]), int(m["batch"]) if m["batch"] else None)
 
     def records_path(self, run_dir: Path) -> Path:
         return Path(run_dir) / f"{self.name}.jsonl"

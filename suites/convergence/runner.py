@@ -2,11 +2,12 @@
 
 Run as ``python -m bnparity.suites.convergence.runner --run-dir DIR --framework F --variant V --seed K``
 (the orchestrator does); the run's configuration is the run directory's manifest.json, so every run of a
-directory trains alike. The framework is reached only through frameworks.training.load_trainer.
+directory trains alike — except, in a batch-size sweep (``--batch-size B``), its batch size and linearly scaled
+learning rate (TrainPreset.at_batch). The framework is reached only through frameworks.training.load_trainer.
 
 Records (bnparity.suites.schema's event classes, one per kind; besides the common
 kind/framework/variant/seed/epoch/iteration/t; times in seconds):
-  start        preset, iters_per_epoch, epochs, n_train, n_test, batch_size, threads, device, pid,
+  start        preset, iters_per_epoch, epochs, n_train, n_test, batch_size (the run's), threads, device, pid,
                resumed_from_epoch (0 on a fresh start), setup_time (data + model + checkpoint loading)
   iter         loss (batch mean), correct, batch, accuracy, batch_digest (`batch_digest`: what the framework
                trained on, images, labels and dropout masks) — after every SGD step
@@ -205,7 +206,7 @@ class _Position:
 
 
 def _build(run: RunId, preset: TrainPreset, manifest: TrainManifest, trainer_cls: type[Trainer]):
-    from bnparity.reference.alexnet import alexnet_spec, init_params
+    from bnparity.reference.alexnet import init_params, variant_spec
     from bnparity.suites.data.fashion_mnist import load_fashion_mnist
     from bnparity.suites.data.pipeline import prepare
 
@@ -214,7 +215,7 @@ def _build(run: RunId, preset: TrainPreset, manifest: TrainManifest, trainer_cls
     data = load_fashion_mnist(Path(manifest.data_dir), allow_download=False, verify=manifest.verify_data)
     train, test = prepare(data, image_size=preset.image_size, train_subset=preset.train_subset,
                           test_subset=preset.test_subset, subset_seed=preset.subset_seed)
-    arch = alexnet_spec(preset.arch, batch_norm=run.variant == "bn")
+    arch = variant_spec(preset.arch, run.variant)
     sgd = SGDConfig(lr=preset.lr, momentum=preset.momentum, weight_decay=preset.weight_decay)
     trainer = trainer_cls(arch=arch, params=init_params(arch, seed=run.seed), sgd=sgd, device=manifest.device)
     return trainer, arch, train, test
@@ -224,7 +225,7 @@ def _train(out: RecordWriter, pos: _Position, *, run_dir: Path, run: RunId, mani
            trainer_cls: type[Trainer], start_epoch: int, parent_pid: int | None) -> None:
     from bnparity.suites.data.pipeline import batches
 
-    preset = manifest.preset
+    preset = manifest.preset.at_batch(run.batch_size)
     clock = _Clock()
     trainer, arch, train, test = _build(run, preset, manifest, trainer_cls)
     if start_epoch:
@@ -366,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--framework", required=True)
     parser.add_argument("--variant", required=True, choices=VARIANTS)
     parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--batch-size", type=int, help="the run's batch size in a batch-size sweep")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--threads", type=int, help="compute threads (sets the thread environment variables)")
     parser.add_argument("--parent-pid", type=int, help="stop when this process is no longer the parent")
@@ -376,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     if args.threads:
         os.environ.update(thread_env(args.threads, dict(os.environ)))
-    run = RunId(args.framework, args.variant, args.seed)
+    run = RunId(args.framework, args.variant, args.seed, args.batch_size)
     try:
         kind = run_one(run_dir=args.run_dir, run=run, resume=args.resume, parent_pid=args.parent_pid)
     except KeyboardInterrupt:
