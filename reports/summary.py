@@ -230,6 +230,7 @@ class ConfigRow:
     best_test_accuracy: float | None
     images_per_s: float | None
     time_to_target: dict[str, TargetSummary]
+    batch_size: int | None = None  # a batch-size sweep's (None: the preset's)
 
 
 @dataclass(frozen=True)
@@ -253,9 +254,11 @@ def training(data: RunData) -> TrainingSummary:
     """The convergence suite's conclusions (bnparity.suites.convergence.conclusions), as summary.json keeps them."""
     c = data.conclusions
     assert c is not None, "training() needs the run's conclusions"
-    configs = sorted(c.configs, key=lambda cfg: (sort_key(cfg.framework), cfg.variant != "bn", cfg.variant))
+    configs = sorted(c.configs, key=lambda cfg: (sort_key(cfg.framework), cfg.batch_size or 0, cfg.variant != "bn",
+                                                 cfg.variant))
     rows = tuple(ConfigRow(
         framework=cfg.framework, variant=cfg.variant, seeds=cfg.seeds, seeds_done=cfg.seeds_done,
+        batch_size=cfg.batch_size,
         final_test_accuracy=cfg.final_test_accuracy, best_test_accuracy=cfg.best_test_accuracy,
         images_per_s=cfg.images_per_s,
         time_to_target={t: TargetSummary(reached=x.reached, of=x.of, iterations_mean=x.iterations_mean,
@@ -307,10 +310,20 @@ def training_verdicts(s: TrainingSummary) -> list[str]:
             out.append(f"BN ({display_name(fw)}): reaches " + "; ".join(said) + ".")
         else:
             out.append(f"BN ({display_name(fw)}): no target accuracy was reached by both variants in every seed.")
-    finals = {(c.framework, c.variant): c.final_test_accuracy for c in s.configs}
+    finals = {(c.framework, c.variant, c.batch_size): c.final_test_accuracy for c in s.configs}
+    sweep = sorted({c.batch_size for c in s.configs if c.batch_size is not None})
     lines = []
     for fw in dict.fromkeys(c.framework for c in s.configs):
-        bn, nobn = finals.get((fw, "bn")), finals.get((fw, "nobn"))
+        if sweep:  # a batch-size sweep: every variant at every batch size, never one batch size's figures alone
+            variants = list(dict.fromkeys(c.variant for c in s.configs if c.framework == fw))
+            per_batch = []
+            for b in sweep:
+                accs = [finals.get((fw, v, b)) for v in variants]
+                per_batch.append(f"batch {b}: " + " / ".join("–" if a is None or a.mean is None else f"{a.mean:.3f}"
+                                                           for a in accs))
+            lines.append(f"{display_name(fw)} ({' / '.join(variants)}) " + ", ".join(per_batch))
+            continue
+        bn, nobn = finals.get((fw, "bn", None)), finals.get((fw, "nobn", None))
         if bn and nobn and bn.mean is not None and nobn.mean is not None:
             lines.append(f"{display_name(fw)} {bn.mean:.3f} with BN vs {nobn.mean:.3f} without")
     if lines:

@@ -172,6 +172,10 @@ def test_the_report_shows_accuracy_against_batch_size_only_for_a_sweep(tmp_path,
     assert "**Batch-size sweep:** best test accuracy at batch 8 → batch 2" in md
     summary = json.loads(report.summary_json.read_text())
     assert summary["figures"] == ["figures/batch-size.png", "figures/batch-curves.png"]
+    # the final-accuracy verdict names every batch size (never one batch size's figures as the run's)
+    final = next(v for v in summary["verdicts"] if v.startswith("Final test accuracy"))
+    acc = {(c["variant"], c["batch_size"]): c["final_test_accuracy"]["mean"] for c in summary["training"]["configs"]}
+    assert f"batch 2: {acc['bn', 2]:.3f} / {acc['nobn', 2]:.3f}" in final and "batch 8: " in final
 
 
 def test_a_run_without_a_sweep_has_no_batch_size_section(tmp_path, fake_data):

@@ -131,3 +131,15 @@ def _as_dict(tree: Any) -> dict[str, jax.Array]:
 def _param_names(options: dict[str, Any]) -> tuple[str, ...]:
     """The parameters of a Flax layer built with keyword `options`: "scale" (γ) and "bias" (β), when switched on."""
     return tuple(name for name, switch in (("scale", "use_scale"), ("bias", "use_bias")) if options.get(switch))
+
+
+def _mean_and_variance(x: jax.Array, axes: tuple[int, ...], variance: str) -> tuple[jax.Array, jax.Array]:
+    """(μ, σ²) of x over `axes`, kept as size-1 axes; σ² biased, by the spec's algorithm (shared by the scratch layers).
+
+    "two-pass": σ² = mean((x − μ)²); "fast": σ² = max(0, mean(x²) − μ²), clipped at 0 as Flax does (rounding can
+    make it negative; bnparity.reference.moments has the same).
+    """
+    mu = jnp.mean(x, axis=axes, keepdims=True)  # μ
+    if variance == "fast":
+        return mu, jnp.maximum(0.0, jnp.mean(jnp.square(x), axis=axes, keepdims=True) - jnp.square(mu))
+    return mu, jnp.mean(jnp.square(x - mu), axis=axes, keepdims=True)  # σ² = mean((x − μ)²), two passes

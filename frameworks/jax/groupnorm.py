@@ -21,7 +21,7 @@ from bnparity.reference.spec import GNSpec
 
 from ._session import Apply, JaxLayer, StepCache
 from ._x64 import dtype_scope
-from .convert import _as_dict, _linen_apply, _nnx_apply, _param_names, framework_dtype, to_tensor
+from .convert import _as_dict, _linen_apply, _mean_and_variance, _nnx_apply, _param_names, framework_dtype, to_tensor
 from .descriptor import DESCRIPTOR
 
 APIS = ("linen", "nnx")
@@ -112,11 +112,7 @@ def group_norm(x: jax.Array, params: dict[str, jax.Array], *, spec: GNSpec) -> j
     groups = spec.groups
     xg = x.reshape(x.shape[:-1] + (groups, x.shape[-1] // groups))  # (N, *spatial, G, C/G): channel c in c // (C/G)
     axes = (*range(1, x.ndim - 1), xg.ndim - 1)  # each group's spatial positions and channels
-    mu = jnp.mean(xg, axis=axes, keepdims=True)  # μ of each sample's group
-    if spec.variance == "fast":  # σ² = E[x²] − μ², clipped at 0 as Flax does (rounding can make it < 0)
-        var = jnp.maximum(0.0, jnp.mean(jnp.square(xg), axis=axes, keepdims=True) - jnp.square(mu))
-    else:
-        var = jnp.mean(jnp.square(xg - mu), axis=axes, keepdims=True)  # σ² = mean((x − μ)²), two passes
+    mu, var = _mean_and_variance(xg, axes, spec.variance)  # μ and σ² of each sample's group
     y = (xg - mu) / jnp.sqrt(var + spec.eps)  # x̂
     param_shape = (groups, -1 if spec.params == "channel" else 1)  # γ, β against the (G, C/G) axes
     if "scale" in params:

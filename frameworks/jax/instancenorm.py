@@ -25,7 +25,7 @@ from bnparity.reference.spec import INSpec
 
 from ._session import Apply, JaxLayer, StepCache
 from ._x64 import dtype_scope
-from .convert import _as_dict, _linen_apply, _nnx_apply, _param_names, framework_dtype, to_tensor
+from .convert import _as_dict, _linen_apply, _mean_and_variance, _nnx_apply, _param_names, framework_dtype, to_tensor
 from .descriptor import DESCRIPTOR
 
 APIS = ("linen", "nnx")
@@ -127,11 +127,7 @@ def instance_norm(x: jax.Array, params: dict[str, jax.Array], stats: dict[str, j
     axes = tuple(range(1, x.ndim - 1))  # the spatial axes
     new_stats = stats
     if training or not stats:
-        mu = jnp.mean(x, axis=axes, keepdims=True)  # μ_nc, shape (N, 1, ..., C)
-        if spec.variance == "fast":  # σ²_nc = E[x²] − μ², clipped at 0 as Flax does (rounding can make it < 0)
-            var = jnp.maximum(0.0, jnp.mean(jnp.square(x), axis=axes, keepdims=True) - jnp.square(mu))
-        else:
-            var = jnp.mean(jnp.square(x - mu), axis=axes, keepdims=True)  # σ²_nc = mean((x − μ)²), two passes
+        mu, var = _mean_and_variance(x, axes, spec.variance)  # μ_nc and σ²_nc, shape (N, 1, ..., C)
         if training and stats:
             m = x.size // (x.shape[0] * x.shape[-1])  # values per sample's channel: the spatial size
             stored_var = var * (m / (m - 1) if m > 1 else float("nan")) if spec.running_var == "unbiased" else var

@@ -21,7 +21,7 @@ from bnparity.reference.spec import LNSpec
 
 from ._session import Apply, JaxLayer, StepCache
 from ._x64 import dtype_scope
-from .convert import _as_dict, _linen_apply, _nnx_apply, _param_names, framework_dtype, to_tensor
+from .convert import _as_dict, _linen_apply, _mean_and_variance, _nnx_apply, _param_names, framework_dtype, to_tensor
 from .descriptor import DESCRIPTOR
 
 APIS = ("linen", "nnx")
@@ -106,11 +106,7 @@ def layer_norm(x: jax.Array, params: dict[str, jax.Array], *, spec: LNSpec) -> j
         spec: the conventions to follow (eps, variance algorithm, normalized_dims).
     """
     axes = tuple(range(x.ndim - spec.normalized_dims, x.ndim))
-    mu = jnp.mean(x, axis=axes, keepdims=True)  # μ of each sample
-    if spec.variance == "fast":  # σ² = E[x²] − μ², clipped at 0 as Flax does (rounding can make it < 0)
-        var = jnp.maximum(0.0, jnp.mean(jnp.square(x), axis=axes, keepdims=True) - jnp.square(mu))
-    else:
-        var = jnp.mean(jnp.square(x - mu), axis=axes, keepdims=True)  # σ² = mean((x − μ)²), two passes
+    mu, var = _mean_and_variance(x, axes, spec.variance)  # μ and σ² of each sample
     y = (x - mu) / jnp.sqrt(var + spec.eps)  # x̂
     if "scale" in params:
         y = params["scale"] * y  # γ x̂

@@ -74,7 +74,9 @@ def choose_run(train_dir: Path, manifest: TrainManifest, name: str | None) -> tu
         if not saved:
             raise UserError(f"{run.name} has no checkpoint yet in {train_dir}")
         return run, saved[-1]
-    order = sorted((r for r in runs if r.variant == "bn"), key=lambda r: (sort_key(r.framework), r.seed))
+    # in a batch-size sweep the largest batch's BN run: the one whose running statistics are worth re-estimating
+    order = sorted((r for r in runs if r.variant == "bn"),
+                   key=lambda r: (-(r.batch_size or 0), sort_key(r.framework), r.seed))
     for run in order:
         if epochs in checkpoint_epochs(train_dir, run):
             return run, epochs
@@ -102,8 +104,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--test-images must be >= 1. Received: {args.test_images}")
     train_dir = train_dir_of(args.run_dir)
     manifest = load_manifest(train_dir)
-    preset = manifest.preset
     run_id, epoch = choose_run(train_dir, manifest, args.run)
+    # a sweep's run trained at its own batch size (and learning rate): replay its batches at that size
+    preset = manifest.preset if run_id.batch_size is None else manifest.preset.at_batch(run_id.batch_size)
     arch = alexnet_spec(preset.arch, batch_norm=True)
     state, _ = load_checkpoint(train_dir, run_id, epoch)
     params = {name: state[name] for name in param_shapes(arch)}
