@@ -174,7 +174,8 @@ MUTATIONS: tuple[Mutation, ...] = (
        "var = jnp.mean(jnp.square(x), axis=axes) - jnp.square(mu)",
        "jax scratch: σ²_B = E[x²] − E[x]²",
        gate_of(JAX), tests_of(JAX)),
-    _m("flax-fast-variance-matched", BN.format(JAX), "use_fast_variance=False", "use_fast_variance=True",
+    _m("flax-fast-variance-matched", BN.format(JAX),
+       ('use_fast_variance=spec.variance == "fast"', "use_fast_variance=False"), "use_fast_variance=True",
        "jax builtin in matched mode: Flax's use_fast_variance=True (E[x²] − E[x]²)",
        gate_of(JAX), tests_of(JAX)),
     # 4. the tolerance looser than documented, or κ growing differently with |μ|/σ

@@ -98,8 +98,9 @@ def layer_parity(doc: ParityDoc | Mapping[str, Any]) -> dict[str, Any]:
             "all_pass": bool(n_gated) and not failures, "worst": worst}
 
 
-def layer_verdict(s: dict[str, Any]) -> str:
-    """One paragraph: who agrees with the reference on how many standard cases, and the worst errors."""
+def layer_verdict(s: dict[str, Any], title: str | None = None) -> str:
+    """One paragraph: who agrees with the reference on how many standard cases, and the worst errors (of one
+    normalization, `title`, or of every normalization the records hold)."""
     n = s["standard_cases"]
     parts = []
     for c in s["columns"]:
@@ -112,7 +113,7 @@ def layer_verdict(s: dict[str, Any]) -> str:
     who = ", ".join(s["frameworks"]) or "no framework"
     head = (f"{who} agree with the float64 reference on every standard case they run"
             if s["all_pass"] else f"{s['gate_failures']} gated comparisons FAIL")
-    text = (f"Layer parity (matched semantics): {head} — {'; '.join(parts)}; "
+    text = (f"Layer parity{f' of {title}' if title else ''} (matched semantics): {head} — {'; '.join(parts)}; "
             f"{s['gated_comparisons'] - s['gate_failures']}/{s['gated_comparisons']} gated comparisons pass.")
     for dtype, w in s["worst"].items():
         if w is not None:

@@ -6,6 +6,8 @@ from typing import Any
 
 from bnparity.frameworks.conventions import Convention, LayerConvention
 from bnparity.frameworks.registry import baseline, display_name, sort_key
+from bnparity.reference.normalization import normalization as plugin
+from bnparity.reference.normalization import normalizations
 from bnparity.suites.model_parity.summary import worst
 from bnparity.suites.parity.summary import Cell as ParityCell
 from bnparity.suites.schema import ModelComparison, ParityDoc
@@ -42,6 +44,10 @@ def _case_matrix(doc: ParityDoc, cases: list[str], caption: str, *, mode: str = 
     rows = [[Cell(case, title=notes.get(case) or None)]
             + [_parity_cell(table.get((case, col))) for col in columns] for case in cases]
     return Table(["case", *columns], rows, caption=caption)
+
+
+def _plugins() -> set[str]:
+    return {p.name for p in normalizations()}
 
 
 def _section_id(base: str, name: str) -> str:
@@ -163,12 +169,14 @@ def conventions_section(data: RunData, summary: dict[str, Any]) -> Section:
 
 
 def _default_text(row: LayerConvention, name: str) -> str:
+    """A spec field's default as a table shows it: the value, "required" (an argument without a default, explained
+    in the row's facts) or "–" (the layer has no such option)."""
     if name == "eps" and row.eps_rule == "machine-epsilon":
         return "machine epsilon of the dtype"
-    value = row.defaults.get(name)
-    if value is None:
-        return "required" if name in row.facts else "–"
-    return f"{value:g}" if isinstance(value, float) else str(value)
+    if name in row.defaults:
+        value = row.defaults[name]
+        return f"{value:g}" if isinstance(value, float) else str(value)
+    return "required" if name in row.facts else "–"
 
 
 def layer_conventions_section(data: RunData, summary: dict[str, Any], name: str) -> Section:
@@ -180,8 +188,8 @@ def layer_conventions_section(data: RunData, summary: dict[str, Any], name: str)
         return Section(section.id, section.title, missing=f"no {title} conventions rows were recorded")
     frameworks = sorted(rows, key=sort_key)
     anchor = baseline().name
-    fields = list(dict.fromkeys(k for r in rows.values() for k in (*r.defaults, *r.facts)
-                                if k in r.defaults or k not in ("notes",)))
+    spec_fields = [f for f in plugin(name).spec_type.__dataclass_fields__] if name in _plugins() else []
+    fields = [f for f in spec_fields if any(f in r.defaults or f in r.facts for r in rows.values())]
     body = [[Cell("layer")] + [Cell(rows[fw].layer) for fw in frameworks]]
     for key in fields:
         values = {fw: _default_text(rows[fw], key) for fw in frameworks}
@@ -214,6 +222,10 @@ def layer_conventions_section(data: RunData, summary: dict[str, Any], name: str)
         f"value for what it means and where the framework defines it). Coloured: a default that differs from "
         f"{shown}'s. The last rows are measured in defaults mode, against the reference in {shown}'s convention.")
     section.blocks.append(Table(["", *frameworks], body, row_class="kv"))
+    facts = [f"{display_name(fw)}, {key}: {fact}" for fw in frameworks for key, fact in rows[fw].facts.items()
+             if key not in fields]
+    if facts:
+        section.blocks.append(Bullets(facts))
     return section
 
 

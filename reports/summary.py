@@ -372,7 +372,10 @@ def build_summary(data: RunData) -> dict[str, Any]:
         summary["hard_inputs"] = hard_inputs(data.parity)
         summary["hard_inputs_defaults"] = hard_inputs(data.parity, mode="defaults")
         summary["normalizations"] = normalization_summaries(data.parity)
-        verdicts.append(layer_verdict(summary["layer_parity"]))
+        if len(summary["normalizations"]) > 1:  # one verdict per normalization: each its own cases and skips
+            verdicts.extend(layer_verdict(n["layer_parity"], n["title"]) for n in summary["normalizations"].values())
+        else:
+            verdicts.append(layer_verdict(summary["layer_parity"]))
     if summary["conventions"]["frameworks"]:
         text = conventions_verdict(summary["conventions"])
         if text:
