@@ -167,6 +167,8 @@ def test_a_report_of_2026_11_29_shows_the_same_numbers(tmp_path):
     old, new = expected["training"], got["training"]
     for key in ("preset", "epochs", "targets", "complete", "incomplete", "skipped"):
         assert new[key] == old[key], key
+    # a configuration's batch_size came with the batch-size sweep: null for every run before it, nothing else changes
+    assert all(c.pop("batch_size") is None for c in new["configs"])
     assert _by(new["configs"], "framework", "variant") == _by(old["configs"], "framework", "variant")
     assert _by(new["bn_speedup"], "framework", "target") == _by(old["bn_speedup"], "framework", "target")
     assert new["agreement"] == old["agreement"]
