@@ -112,6 +112,13 @@ BUG_CASES = "momentum_old,init0.5,offset100,momentum0.3"
 TORCH, MXNET, JAX = "torch", "mxnet", "jax"
 
 
+def norm_gate(frameworks: str, norms: str, cases: str = "", impls: str = "builtin,scratch") -> Check:
+    """`bnparity parity` in matched mode on some normalizations (hard inputs excluded; `cases`: name filters)."""
+    return Check(f"gate[{frameworks}/{impls}: {norms}{' ' + cases if cases else ''}]",
+                 ("parity", "--mode", "matched", "--no-hard", "--frameworks", frameworks, "--impls", impls,
+                  "--norms", norms, *(("--cases", cases) if cases else ())))
+
+
 def gate_of(framework: str) -> Check:
     return gate(framework, BUG_CASES)
 
@@ -213,6 +220,26 @@ MUTATIONS: tuple[Mutation, ...] = (
         "\"–\" if final[\"mean\"] is None else f\"{c['best_test_accuracy']:.4f}\""),
        "report: the 'final test accuracy' column shows the best accuracy",
        tests("tests/test_record_format.py", "final_not_best")),
+    # 7. the other normalizations: a convention dropped in an adapter, a formula wrong in the reference
+    _m("flax-layernorm-fast-variance-matched", "frameworks/jax/layernorm.py",
+       'options.update(epsilon=spec.eps, use_fast_variance=spec.variance == "fast")',
+       "options.update(epsilon=spec.eps, use_fast_variance=True)",
+       "jax builtin LayerNorm in matched mode: Flax's use_fast_variance=True (E[x²] − E[x]²)",
+       norm_gate(JAX, "layer", "offset100", impls="builtin")),
+    _m("torch-groupnorm-eps-ignored", "frameworks/torch/groupnorm.py", "options.update(eps=spec.eps)",
+       "options.update()", "torch builtin GroupNorm: the spec's ε not passed (PyTorch's 1e-5 used whatever is asked)",
+       norm_gate(TORCH, "group", "eps1e-3", impls="builtin"),
+       tests("tests/test_adapter_contract.py", "torch-groupnorm-builtin")),
+    _m("reference-groupnorm-interleaved", "reference/groupnorm.py",
+       "    return a.reshape(n, spec.groups, c // spec.groups, *spatial)",
+       "    return a.reshape(n, c // spec.groups, spec.groups, *spatial).swapaxes(1, 2)",
+       "reference GroupNorm: channel c in group c mod G (a (C/G, G) reshape) instead of c // (C/G)",
+       norm_gate(TORCH, "group", "g2"), tests("tests/test_reference_norms.py", "groupnorm")),
+    _m("reference-rmsnorm-eps-outside-root", "reference/rmsnorm.py",
+       "    r = 1.0 / np.sqrt((x**2).mean(axis=normalized_axes(x.ndim, spec), keepdims=True) + spec.eps)",
+       "    r = 1.0 / (np.sqrt((x**2).mean(axis=normalized_axes(x.ndim, spec), keepdims=True)) + spec.eps)",
+       "reference RMSNorm: x / (RMS(x) + ε) instead of x / √(mean(x²) + ε)",
+       norm_gate(TORCH, "rms", "float64"), tests("tests/test_reference_norms.py", "rms")),
 )
 
 

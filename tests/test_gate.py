@@ -34,6 +34,7 @@ BUGS = {
     "momentum-unconverted": ("momentum_old",),  # the spec's momentum used as the new batch's weight, whatever it weighs
     "init-ignored": ("init0.5-2",),  # running statistics started at 0 and 1 whatever the spec says
     "one-pass-variance": ("offset100",),  # σ²_B = E[x²] − E[x]² in the input's dtype
+    "eps-ignored": ("eps1e-3",),  # the default ε = 1e-5 whatever the spec asks
 }
 # The gated cases a porter's bug shows on: the bugs' cases and the non-default new-batch weight.
 BUG_CASES = tuple(c for c in standard_cases(["batchnorm"])
@@ -66,7 +67,8 @@ class _Session(LayerSession):
         return axes, mu, var
 
     def _normalize(self, x: np.ndarray, mu: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        inv = self.t(1) / np.sqrt(var + self.t(self.spec.eps))
+        eps = 1e-5 if self.bug == "eps-ignored" else self.spec.eps
+        inv = self.t(1) / np.sqrt(var + self.t(eps))
         x_hat = (x - self._c(mu, x.ndim)) * self._c(inv, x.ndim)
         return x_hat, inv
 

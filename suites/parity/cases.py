@@ -118,6 +118,8 @@ def _batchnorm_cases() -> list[ParityCase]:
             _bn("nchw", (8, 8, 6, 6), dtype, "momentum_old0.9", momentum=0.9, momentum_weighs="old",
                 note="momentum 0.9 weighing the old estimate (MXNet's and Flax's meaning; PyTorch's 0.1)"),
         ]
+    # An ε the layer is not given (the default 1e-5 used whatever is asked) shows only where the case asks another.
+    cases.append(_bn("nchw", (4, 8, 6, 6), "float32", "eps1e-3", eps=1e-3, note="ε = 1e-3 (not the default 1e-5)"))
     # Ignored initial statistics are off by their whole value: float32 shows it (float64 would add only time).
     cases.append(_bn("nchw", (4, 8, 6, 6), "float32", "init0.5-2", init_running_mean=0.5, init_running_var=2.0,
                      note="running statistics start at mean 0.5, variance 2 (not 0 and 1)"))
@@ -131,6 +133,7 @@ def _batchnorm_cases() -> list[ParityCase]:
     return cases
 
 
+_EPS_NOTE = "ε = 1e-3: a layer not given the spec's ε (its default used whatever is asked) fails here"
 _OFFSET_NOTE = ("100 + N(0,1) per feature: gated in matched mode; at its defaults Flax computes E[x²] − E[x]² "
                 "(use_fast_variance=True), which this input is built to expose (a defaults-mode finding)")
 
@@ -158,6 +161,7 @@ def _layernorm_cases() -> list[ParityCase]:
               note="normalized over (tokens, features), γ/β per feature only (Flax's feature_axes=-1 default)"),
         _case("nlc", (8, 10, 16), "float32", "bias_off", spec=ln.replace(bias=False),
               note="γ without β (PyTorch bias=False)"),
+        _case("nlc", (8, 10, 16), "float32", "eps1e-3", spec=ln.replace(eps=1e-3), note=_EPS_NOTE),
         _offset(_case("nlc", (8, 10, 16), "float32", "offset100", spec=ln)),
     ]
     return cases
@@ -185,6 +189,7 @@ def _groupnorm_cases() -> list[ParityCase]:
               note="per-group γ/β, channels-last"),
         _case("nchw", (1, 8, 6, 6), "float32", "g2-batch1", spec=gn, note="a batch of one: statistics per sample"),
         _case("nchw", (4, 8, 6, 6), "float32", "g2-affine_off", spec=gn.replace(affine=False), note="no γ, β"),
+        _case("nchw", (4, 8, 6, 6), "float32", "g2-eps1e-3", spec=gn.replace(eps=1e-3), note=_EPS_NOTE),
         _offset(_case("nchw", (4, 8, 6, 6), "float32", "g2-offset100", spec=gn)),
     ]
     return cases
@@ -205,6 +210,7 @@ def _instancenorm_cases() -> list[ParityCase]:
         ]
     cases += [
         _case("ncdhw", (2, 4, 3, 4, 4), "float32", spec=inorm),
+        _case("nchw", (4, 8, 6, 6), "float32", "eps1e-3", spec=inorm.replace(eps=1e-3), note=_EPS_NOTE),
         _case("nchw", (8, 4, 6, 6), "float32", "running_stats-momentum_old0.9",
               spec=inorm.replace(track_running_stats=True, momentum=0.9, momentum_weighs="old"),
               note="running statistics, momentum 0.9 weighing the old estimate"),
@@ -228,6 +234,7 @@ def _rmsnorm_cases() -> list[ParityCase]:
         ]
     cases += [
         _case("nc", (64, 256), "float32", spec=rms, note="256 features"),
+        _case("nlc", (8, 10, 16), "float32", "eps1e-3", spec=rms.replace(eps=1e-3), note=_EPS_NOTE),
         _case("nlc", (8, 10, 16), "float32", "dims2-feature", spec=rms.replace(normalized_dims=2, params="feature"),
               note="normalized over (tokens, features), γ per feature only (Flax's feature_axes=-1 default)"),
         dataclasses.replace(_case("nlc", (8, 10, 16), "float32", "offset100", spec=rms), loc=(100.0, 100.0),
