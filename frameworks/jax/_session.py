@@ -15,14 +15,16 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from bnparity.frameworks.base import LayerSession, StepResult
 
 from ._x64 import dtype_scope
-from .convert import to_numpy, to_tensor
+from .convert import _as_dict, _linen_apply, _nnx_apply, _param_names, to_numpy, to_tensor
 
 Tree = Any  # a pytree of arrays: a dict, or a flax.nnx.State
 
@@ -137,3 +139,36 @@ class JaxLayer(LayerSession):
             # (the layer-parity suite compiles a third fewer programs).
             y, *_ = self.steps.train(self.params, self.stats, xt, jnp.zeros_like(xt))
             return to_numpy(y)
+
+
+def stateless_layer(api: str, layer: tuple[type[nn.Module], type[nnx.Module]], *, param_shape: tuple[int, ...],
+                    options: dict[str, Any], values: dict[str, np.ndarray], dtype: np.dtype, cache: StepCache
+                    ) -> JaxLayer:
+    """A Flax layer that keeps no running statistics (LayerNorm, GroupNorm, InstanceNorm, RMSNorm) as a session.
+
+    Args:
+        api: "linen" or "nnx": which of `layer`'s two classes, (linen class, nnx class), is built with `options`.
+        param_shape: the shape of γ and β; an nnx layer holds them flattened (its parameters are always 1-D, of
+            length `num_features`), and its dγ, dβ are reshaped back.
+        values: "scale" (γ) and "bias" (β); those `options` switch on are set, after the layer is created in
+            `dtype` (float64 keeps every digit).
+        cache: the adapter's jitted steps, keyed by the layer's configuration.
+    """
+    key = (api, layer[0].__name__, param_shape, tuple(sorted((k, str(v)) for k, v in options.items())))
+    names = _param_names(options)
+    with dtype_scope(dtype):
+        if api == "linen":
+            module = layer[0](**options)
+            params: Tree = {name: to_tensor(values[name], dtype) for name in names}
+            steps = cache.get(key, lambda: _linen_apply(module))
+        else:
+            instance = layer[1](int(np.prod(param_shape)), rngs=nnx.Rngs(0), **options)
+            for name in names:
+                getattr(instance, name).value = to_tensor(np.reshape(values[name], -1), dtype)
+            graphdef, params = nnx.split(instance, nnx.Param)
+            steps = cache.get(key, lambda: _nnx_apply(graphdef))
+
+    def to_dict(tree: Tree) -> dict[str, jax.Array]:  # dγ and dβ in γ's shape
+        return {k: v.reshape(param_shape) for k, v in _as_dict(tree).items()}
+
+    return JaxLayer(steps, params=params, stats={}, dtype=dtype, track_running_stats=False, to_dict=to_dict)

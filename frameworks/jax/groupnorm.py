@@ -19,9 +19,9 @@ from flax import nnx
 from bnparity.frameworks.base import LayerAdapter, Unsupported
 from bnparity.reference.spec import GNSpec
 
-from ._session import Apply, JaxLayer, StepCache
+from ._session import Apply, JaxLayer, StepCache, stateless_layer
 from ._x64 import dtype_scope
-from .convert import _as_dict, _linen_apply, _mean_and_variance, _nnx_apply, _param_names, framework_dtype, to_tensor
+from .convert import _mean_and_variance, framework_dtype, to_tensor
 from .descriptor import DESCRIPTOR
 
 APIS = ("linen", "nnx")
@@ -83,22 +83,8 @@ class BuiltinGroupNorm(LayerAdapter):
         spec.param_shape(shape)  # raises ValueError when the groups do not divide the channels
         dtype = framework_dtype(dtype)
         options = self._options(spec, dtype, use_defaults)
-        key = (self.api, channels, tuple(sorted((k, str(v)) for k, v in options.items())))
-        values = {"scale": gamma, "bias": beta}
-        with dtype_scope(dtype):
-            if self.api == "linen":
-                module = nn.GroupNorm(**options)
-                params = {name: to_tensor(values[name], dtype) for name in _param_names(options)}
-                steps = self.steps.get(key, lambda: _linen_apply(module))
-            else:
-                # The layer is created in `dtype` first, then γ and β are set (float64 keeps every digit).
-                layer = nnx.GroupNorm(channels, rngs=nnx.Rngs(0), **options)
-                for name in _param_names(options):
-                    getattr(layer, name).value = to_tensor(values[name], dtype)
-                graphdef, params = nnx.split(layer, nnx.Param)
-                steps = self.steps.get(key, lambda: _nnx_apply(graphdef))
-        return JaxLayer(steps, params=params, stats={}, dtype=dtype, track_running_stats=False, to_dict=_as_dict)
-
+        return stateless_layer(self.api, (nn.GroupNorm, nnx.GroupNorm), param_shape=(channels,), options=options,
+                               values={"scale": gamma, "bias": beta}, dtype=dtype, cache=self.steps)
 
 def group_norm(x: jax.Array, params: dict[str, jax.Array], *, spec: GNSpec) -> jax.Array:
     """y = γ x̂ + β, x̂ standardized per sample and group of C/G consecutive channels (G = `spec.groups`).

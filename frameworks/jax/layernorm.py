@@ -19,9 +19,9 @@ from flax import nnx
 from bnparity.frameworks.base import LayerAdapter
 from bnparity.reference.spec import LNSpec
 
-from ._session import Apply, JaxLayer, StepCache
+from ._session import Apply, JaxLayer, StepCache, stateless_layer
 from ._x64 import dtype_scope
-from .convert import _as_dict, _linen_apply, _mean_and_variance, _nnx_apply, _param_names, framework_dtype, to_tensor
+from .convert import _mean_and_variance, framework_dtype, to_tensor
 from .descriptor import DESCRIPTOR
 
 APIS = ("linen", "nnx")
@@ -75,26 +75,8 @@ class BuiltinLayerNorm(LayerAdapter):
         param_shape = spec.param_shape(shape)
         dtype = framework_dtype(dtype)
         options = self._options(spec, dtype, use_defaults)
-        key = (self.api, param_shape, tuple(sorted((k, str(v)) for k, v in options.items())))
-        values = {"scale": gamma, "bias": beta}
-        with dtype_scope(dtype):
-            if self.api == "linen":
-                module = nn.LayerNorm(**options)
-                params = {name: to_tensor(values[name], dtype) for name in _param_names(options)}
-                steps = self.steps.get(key, lambda: _linen_apply(module))
-                to_dict = _as_dict
-            else:
-                # The layer is created in `dtype` first, then γ and β are set (float64 keeps every digit).
-                layer = nnx.LayerNorm(int(np.prod(param_shape)), rngs=nnx.Rngs(0), **options)
-                for name in _param_names(options):
-                    getattr(layer, name).value = to_tensor(np.reshape(values[name], -1), dtype)
-                graphdef, params = nnx.split(layer, nnx.Param)
-                steps = self.steps.get(key, lambda: _nnx_apply(graphdef))
-
-                def to_dict(tree: Any) -> dict[str, jax.Array]:  # dγ and dβ back in γ's shape
-                    return {k: v.reshape(param_shape) for k, v in _as_dict(tree).items()}
-        return JaxLayer(steps, params=params, stats={}, dtype=dtype, track_running_stats=False, to_dict=to_dict)
-
+        return stateless_layer(self.api, (nn.LayerNorm, nnx.LayerNorm), param_shape=param_shape, options=options,
+                               values={"scale": gamma, "bias": beta}, dtype=dtype, cache=self.steps)
 
 def layer_norm(x: jax.Array, params: dict[str, jax.Array], *, spec: LNSpec) -> jax.Array:
     """y = γ x̂ + β, x̂ standardized over the trailing `spec.normalized_dims` axes of each sample.

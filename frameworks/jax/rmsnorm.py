@@ -20,9 +20,9 @@ from flax import nnx
 from bnparity.frameworks.base import LayerAdapter
 from bnparity.reference.spec import RMSSpec
 
-from ._session import Apply, JaxLayer, StepCache
+from ._session import Apply, JaxLayer, StepCache, stateless_layer
 from ._x64 import dtype_scope
-from .convert import _as_dict, _linen_apply, _nnx_apply, _param_names, framework_dtype, to_tensor
+from .convert import framework_dtype, to_tensor
 from .descriptor import DESCRIPTOR
 
 APIS = ("linen", "nnx")
@@ -76,25 +76,8 @@ class BuiltinRMSNorm(LayerAdapter):
         param_shape = spec.param_shape(shape)
         dtype = framework_dtype(dtype)
         options = self._options(spec, dtype, use_defaults)
-        key = (self.api, param_shape, tuple(sorted((k, str(v)) for k, v in options.items())))
-        with dtype_scope(dtype):
-            if self.api == "linen":
-                module = nn.RMSNorm(**options)
-                params = {name: to_tensor(gamma, dtype) for name in _param_names(options)}  # "scale" only
-                steps = self.steps.get(key, lambda: _linen_apply(module))
-                to_dict = _as_dict
-            else:
-                # The layer is created in `dtype` first, then γ is set (float64 keeps every digit).
-                layer = nnx.RMSNorm(int(np.prod(param_shape)), rngs=nnx.Rngs(0), **options)
-                if spec.affine:
-                    layer.scale.value = to_tensor(np.reshape(gamma, -1), dtype)
-                graphdef, params = nnx.split(layer, nnx.Param)
-                steps = self.steps.get(key, lambda: _nnx_apply(graphdef))
-
-                def to_dict(tree: Any) -> dict[str, jax.Array]:  # dγ back in γ's shape
-                    return {k: v.reshape(param_shape) for k, v in _as_dict(tree).items()}
-        return JaxLayer(steps, params=params, stats={}, dtype=dtype, track_running_stats=False, to_dict=to_dict)
-
+        return stateless_layer(self.api, (nn.RMSNorm, nnx.RMSNorm), param_shape=param_shape, options=options,
+                               values={"scale": gamma}, dtype=dtype, cache=self.steps)
 
 def rms_norm(x: jax.Array, params: dict[str, jax.Array], *, spec: RMSSpec) -> jax.Array:
     """y = γ x / √(mean(x²) + ε), the mean over the trailing `spec.normalized_dims` axes of each sample.
