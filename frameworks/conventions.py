@@ -192,3 +192,64 @@ def layer_conventions(normalization: str) -> tuple[LayerConvention, ...]:
         except LookupError:
             continue
     return tuple(rows)
+
+
+@dataclass(frozen=True)
+class ReplicaConvention:
+    """One framework's BatchNorm across data-parallel replicas: how a user turns synchronization on, and what it does.
+
+    Attributes:
+        framework: the framework's descriptor name.
+        layer: the synchronized layer ("torch.nn.SyncBatchNorm").
+        switch: how a porter turns synchronized statistics on in an existing model, as code.
+        engine: the data-parallel engine the suite runs it on here.
+        shard_weighting: how the synchronized statistics weight the shards: "count" (by each shard's number of
+            values: the global batch's statistics, also when shards differ in size) or "equal" (the mean of the
+            per-replica statistics: wrong when they differ).
+        saved_running: the running statistics a per-replica (unsynchronized) run's saved model holds: "replica0"
+            (replica 0's own) or "mean" (the mean over the replicas).
+        cpu: whether the synchronized layer runs on CPU tensors ("yes", or what it does instead).
+        facts: further sentences the porting guide prints.
+        citations: field name -> where the framework's source defines it (file:line).
+        proofs: field name -> the tests that prove it, "tests/<file>.py::<function>".
+    """
+
+    framework: str
+    layer: str
+    switch: str
+    engine: str
+    shard_weighting: str
+    saved_running: str
+    cpu: str
+    facts: tuple[str, ...] = ()
+    citations: dict[str, str] = field(default_factory=dict)
+    proofs: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.shard_weighting not in ("count", "equal"):
+            raise ValueError(f"shard_weighting must be 'count' or 'equal'. Received: {self.shard_weighting!r}")
+        if self.saved_running not in ("replica0", "mean"):
+            raise ValueError(f"saved_running must be 'replica0' or 'mean'. Received: {self.saved_running!r}")
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def replica_convention(framework: str) -> ReplicaConvention:
+    """`framework`'s cross-replica row (REPLICA_CONVENTION of its convention.py). Raises LookupError if it has none."""
+    descriptor(framework)  # ValueError for an unknown framework
+    row = getattr(importlib.import_module(f"bnparity.frameworks.{framework}.convention"), "REPLICA_CONVENTION", None)
+    if row is None:
+        raise LookupError(f"{framework} declares no cross-replica BatchNorm convention")
+    return row
+
+
+def all_replica_conventions() -> tuple[ReplicaConvention, ...]:
+    """The cross-replica table: the row of every framework that declares one, in the registry's order."""
+    rows = []
+    for f in framework_names():
+        try:
+            rows.append(replica_convention(f))
+        except LookupError:
+            continue
+    return tuple(rows)

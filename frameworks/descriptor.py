@@ -89,6 +89,10 @@ class Framework:
         lacks: the layer implementations it does not have, each with the reason.
         parity_cost: the relative wall time of its layer-parity cases (1 for an eager framework; JAX traces and
             compiles every configuration), which orders the pieces of a parallel `bnparity parity` run.
+        replica_impls: the cross-replica BatchNorm implementations of its ``replicas.py`` (frameworks/replicas.py):
+            "builtin" (``BuiltinSyncBatchNorm``) and/or "scratch" (``ScratchSyncBatchNorm``).
+        replica_env: (variable, value) pairs its distributed engine needs set before the framework starts, the
+            value a `str.format` template of {replicas} (JAX's host device count, for instance).
     """
 
     name: str
@@ -103,6 +107,8 @@ class Framework:
     baseline: bool = False
     lacks: tuple[Lack, ...] = ()
     parity_cost: float = 1.0
+    replica_impls: tuple[str, ...] = ()
+    replica_env: tuple[tuple[str, str], ...] = ()
 
     def layer(self, normalization: str, impl: str) -> LayerImpl | None:
         """The implementation of `normalization` as `impl`, or None if the framework has none."""

@@ -87,3 +87,44 @@ def load_trainer(framework: str) -> type[Trainer] | Unavailable:
         return framework_module(framework, "train").Trainer
     except Exception as e:  # a framework that is missing, or installed but broken, is reported, not raised
         return import_failure(framework, e)
+
+
+BN_SYNC = ("local", "sync", "single")  # per-replica statistics, synchronized statistics, one device
+
+
+class DataParallelTrainer(Trainer):
+    """One framework's AlexNet trained data-parallel on R replicas of its real engine (frameworks/<fw>/data_parallel.py,
+    class `DataParallelTrainer`): the Trainer interface, every batch a *global* batch.
+
+    `train_step` and `gradients` split the global batch (and its dropout masks) into R equal shards in order
+    (bnparity.reference.crossreplica.shard_sizes; a batch that R does not divide raises ValueError), one per
+    replica; the gradient is the mean over replicas of each replica's mean-loss gradient (what PyTorch's DDP,
+    `jax.lax.pmean` and MXNet's kvstore give), so with equal shards it is the gradient of the global batch's mean
+    loss. BatchNorm layers run with per-replica statistics (`bn_sync="local"`) or synchronized ones ("sync").
+    `evaluate`, `state` and `load_state` act on the model a user of the framework saves (parameters, which every
+    replica holds alike, and the running statistics of its ReplicaConvention.saved_running); `load_state` gives
+    every replica that state. `close` stops the engine (processes, threads); the trainer is also a context manager.
+    """
+
+    @abstractmethod
+    def __init__(self, *, arch: object, params: dict[str, np.ndarray], sgd: SGDConfig, replicas: int,
+                 bn_sync: str, device: str = "cpu", dtype: str = "float32", seed: int | None = None) -> None:
+        """Start R replicas of the engine and build the model on each."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop the engine; idempotent."""
+
+    def __enter__(self) -> DataParallelTrainer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def load_data_parallel_trainer(framework: str) -> type[DataParallelTrainer] | Unavailable:
+    """The DataParallelTrainer class of `framework`, or why it is unavailable here."""
+    try:
+        return framework_module(framework, "data_parallel").DataParallelTrainer
+    except Exception as e:  # a framework that is missing, or installed but broken, is reported, not raised
+        return import_failure(framework, e)

@@ -129,3 +129,61 @@ def test_running_statistics_of_both_modes(momentum_weighs):
     assert np.abs(r0_var - var).max() > 1e-3  # per-replica statistics are not the global batch's
     with pytest.raises(ValueError, match="running_stats"):
         cr.running_after(steps, spec, synchronized=False, running_stats="sum")
+
+
+def test_equal_weights_are_the_global_batch_when_the_shards_are_equal():
+    spec = BNSpec(axis=-1, eps=1e-3)
+    x, dy, gamma, beta = _batch((8, 2, 2, 3), -1, seed=30)
+    xs, dys = cr.split(x, (4, 4)), cr.split(dy, (4, 4))
+    eq, synced = cr.equal_weight_step(xs, dys, gamma, beta, spec), cr.synchronized_step(xs, dys, gamma, beta, spec)
+    for a, b in [*zip(eq.ys, synced.ys, strict=True), *zip(eq.dxs, synced.dxs, strict=True),
+                 (eq.dgamma, synced.dgamma), (eq.dbeta, synced.dbeta), (eq.mean, synced.mean), (eq.var, synced.var)]:
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
+
+
+def test_equal_weights_average_the_shards_means_and_their_backward_matches_finite_differences():
+    spec = BNSpec(axis=1, eps=1e-3)
+    sizes = (3, 1)
+    x, dy, gamma, beta = _batch((4, 2), 1, seed=31)
+    xs, dys = cr.split(x, sizes), cr.split(dy, sizes)
+    step = cr.equal_weight_step(xs, dys, gamma, beta, spec)
+    np.testing.assert_allclose(step.mean, (xs[0].mean(0) + xs[1].mean(0)) / 2, rtol=1e-14)
+    np.testing.assert_allclose(step.var, (((xs[0] - step.mean) ** 2).mean(0) + ((xs[1] - step.mean) ** 2).mean(0)) / 2,
+                               rtol=1e-13)
+    assert np.abs(step.mean - x.mean(0)).max() > 1e-2  # not the batch mean
+
+    def loss(xv: np.ndarray) -> float:
+        ys = cr.equal_weight_step(cr.split(xv, sizes), dys, gamma, beta, spec).ys
+        return float(sum((y * d).sum() for y, d in zip(ys, dys, strict=True)))
+
+    grad = np.concatenate(step.dxs)
+    h = 1e-6
+    for index in np.ndindex(x.shape):
+        e = np.zeros_like(x)
+        e[index] = h
+        assert grad[index] == pytest.approx((loss(x + e) - loss(x - e)) / (2 * h), rel=1e-6, abs=1e-8), index
+    y = np.concatenate(step.ys)
+    xhat = (y - beta) / gamma
+    np.testing.assert_allclose(step.dgamma, (dy * xhat).sum(0), rtol=1e-12)
+    np.testing.assert_allclose(step.dbeta, dy.sum(0), rtol=1e-13)
+
+
+def test_replica_running_is_each_replicas_own_and_equal_weighting_reaches_the_running_statistics():
+    spec = BNSpec(axis=1, momentum=0.25, running_var="biased")
+    sizes = (5, 3)
+    batches = [_batch((8, 3), 1, seed=40 + k)[0] for k in range(2)]
+    steps = [cr.split(b, sizes) for b in batches]
+    running = cr.replica_running(steps, spec)
+    for r in range(2):
+        own = cr.running_after([[s[r]] for s in steps], spec, synchronized=True)
+        np.testing.assert_allclose(running[r][0], own[0], rtol=1e-13)
+        np.testing.assert_allclose(running[r][1], own[1], rtol=1e-13)
+    mean, var = cr.running_after(steps, spec, synchronized=True, weighting="equal")
+    want_mean, want_var = np.zeros(3), np.ones(3)
+    for xs in steps:
+        mu, v = cr.equal_weight_moments(xs, 1)
+        want_mean, want_var = 0.75 * want_mean + 0.25 * mu, 0.75 * want_var + 0.25 * v
+    np.testing.assert_allclose(mean, want_mean, rtol=1e-13)
+    np.testing.assert_allclose(var, want_var, rtol=1e-13)
+    with pytest.raises(ValueError, match="weighting"):
+        cr.running_after(steps, spec, synchronized=True, weighting="median")

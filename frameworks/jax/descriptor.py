@@ -16,4 +16,6 @@ DESCRIPTOR = Framework(
                              dense_weight="(in, out) kernel: `w.T`",
                              bn_params="`scale`, `bias` (collection `params`)",
                              bn_stats="`mean`, `var` (collection `batch_stats`)", activations="NHWC"),
+    replica_impls=("builtin", "scratch"),
+    replica_env=(("XLA_FLAGS", "--xla_force_host_platform_device_count={replicas}"),),
 )

@@ -17,4 +17,6 @@ DESCRIPTOR = Framework(
     parity_cost=2.0,  # measured 2026-12-02: ~2x PyTorch's time per case
     model_layout=ModelLayout(conv_kernel="OIHW", dense_weight="(out, in)", bn_params="`gamma`, `beta`",
                              bn_stats="`running_mean`, `running_var`", activations="NCHW"),
+    replica_impls=("builtin", "scratch"),
+    replica_env=(("MXNET_CPU_WORKER_NTHREADS", "{replicas}"),),
 )

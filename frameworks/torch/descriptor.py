@@ -15,4 +15,5 @@ DESCRIPTOR = Framework(
                              bn_params="`weight`, `bias`", bn_stats="`running_mean`, `running_var`",
                              activations="NCHW"),
     baseline=True,  # PyTorch's defaults are the canonical convention of the parity cases
+    replica_impls=("builtin", "scratch"),
 )
