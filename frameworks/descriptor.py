@@ -92,7 +92,8 @@ class Framework:
         replica_impls: the cross-replica BatchNorm implementations of its ``replicas.py`` (frameworks/replicas.py):
             "builtin" (``BuiltinSyncBatchNorm``) and/or "scratch" (``ScratchSyncBatchNorm``).
         replica_env: (variable, value) pairs its distributed engine needs set before the framework starts, the
-            value a `str.format` template of {replicas} (JAX's host device count, for instance).
+            value a `str.format` template of {replicas} and {existing} (the variable's value already set, to append
+            to): JAX's host device count, for instance.
     """
 
     name: str

@@ -17,7 +17,7 @@ framework in a subprocess that sets it.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -136,6 +136,9 @@ def load_replica_adapter(framework: str, impl: str, variant: str | None = None) 
     return cls(**cls.variants[name])
 
 
-def replica_environment(framework: str, replicas: int) -> dict[str, str]:
-    """The environment `framework`'s engine needs, set before it starts, to run `replicas` replicas."""
-    return {key: value.format(replicas=replicas) for key, value in descriptor(framework).replica_env}
+def replica_environment(framework: str, replicas: int, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The variables `framework`'s engine needs, set before it starts, to run `replicas` replicas: the descriptor's
+    templates filled in, {existing} being the variable's value in `base` (flags appended to the ones already set)."""
+    base = base or {}
+    return {key: value.format(replicas=replicas, existing=base.get(key, "")).strip()
+            for key, value in descriptor(framework).replica_env}

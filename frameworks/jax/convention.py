@@ -1,8 +1,9 @@
 """Flax's conventions (flax 0.12.0, jax 0.7.1), as data: BatchNorm's row (CONVENTION, proved by
-tests/test_jax_conventions.py) and the other normalizations' rows (LAYER_CONVENTIONS, proved by
-tests/test_jax_norms.py)."""
+tests/test_jax_conventions.py), the other normalizations' rows (LAYER_CONVENTIONS, proved by
+tests/test_jax_norms.py) and BatchNorm across data-parallel replicas (REPLICA_CONVENTION, proved by
+tests/test_jax_replicas.py)."""
 
-from bnparity.frameworks.conventions import Convention, LayerConvention
+from bnparity.frameworks.conventions import Convention, LayerConvention, ReplicaConvention
 
 _LINEN = "flax/linen/normalization.py"
 _NNX = "flax/nnx/nn/normalization.py"
@@ -342,4 +343,68 @@ LAYER_CONVENTIONS: tuple[LayerConvention, ...] = (
         },
         constructor="flax.linen.RMSNorm(epsilon=1e-6, reduction_axes=-1, feature_axes=-1)",
     ),
+)
+
+# BatchNorm across data-parallel replicas (flax 0.12.0, jax 0.7.1; frameworks/jax/replicas.py runs it on R JAX host
+# devices). Citations are "file:LINE: `the code on that line` what it means"; flax/ and jax/ paths are the installed
+# packages', examples/ paths the flax repository at tag v0.12.0 (the ImageNet example is not installed).
+_R = "tests/test_jax_replicas.py::"
+_IMAGENET = "examples/imagenet/train.py (flax v0.12.0)"
+REPLICA_CONVENTION = ReplicaConvention(
+    framework="jax",
+    layer="flax.linen.BatchNorm(axis_name=...)",
+    switch="nn.BatchNorm(use_running_average=not train, axis_name='batch') inside shard_map/pmap over axis 'batch'",
+    engine="JAX SPMD: shard_map (and pmap) over host devices (XLA_FLAGS=--xla_force_host_platform_device_count=R)",
+    shard_weighting="equal",
+    saved_running="mean",
+    cpu="yes",
+    facts=(
+        "axis_name makes _compute_stats lax.pmean each device's means (E[x] and E[x²], or E[(x − μ)²] with "
+        "use_fast_variance=False): every device gets weight 1/R whatever its shard size. Equal shards: the global "
+        "batch's statistics. Unequal shards, padded and marked with BatchNorm's `mask` argument (SPMD needs equal "
+        "shapes): μ = (1/R) Σ_r μ_r, not the global mean; y, dx and the running statistics are a weighted "
+        "BatchNorm (w = 1/(R·m_r) per value), measurably off the global batch's (tests/test_jax_replicas.py "
+        "measures it: above 1e-3 relative on its unequal cases).",
+        "For the global batch's statistics with unequal shards, all-reduce counts instead of means: lax.psum of "
+        "m_r, m_r·μ_r and M₂,r + m_r(μ_r − μ)² (frameworks/jax/replicas.py: _sync_batch_norm).",
+        "The backward pass goes through the pmean: dx of a synchronized layer depends on every device's data; dγ "
+        "and dβ are each device's own until the training step pmeans the gradients.",
+        "Without axis_name every device's batch_stats are its own shard's; the Flax ImageNet example pmeans them "
+        "after every step and checkpoints that replicated state, so a saved model holds the mean over the "
+        "devices (flax.jax_utils.unreplicate takes device 0's copy, which is then the mean).",
+        "Running variance: the biased σ² that normalizes, as on one device; momentum weighs the old value.",
+        "jax 0.7.1's jax.pmap is still its own (C++) implementation unless jax_pmap_shmap_merge=True; shard_map "
+        "and pmap give the same results here.",
+    ),
+    citations={
+        "shard_weighting": "flax/linen/normalization.py:122: `mus = tuple(x.mean(axes, where=mask) for x in xs)` "
+                           "each device's masked means; "
+                           "flax/linen/normalization.py:128: `reduced_mus = lax.pmean(` equal weights over the "
+                           "devices; flax/linen/normalization.py:139: "
+                           "`mu, mu2 = maybe_distributed_mean(x, _abs_sq(x), mask=mask)` E[x] and E[x²] pmeaned; "
+                           "flax/linen/normalization.py:145: `var = maybe_distributed_mean(` the two-pass variance "
+                           "pmeaned",
+        "switch": "flax/linen/normalization.py:318: `axis_name: str | None = None` the BatchNorm field; "
+                  "flax/linen/normalization.py:393: "
+                  "`axis_name=self.axis_name if not self.is_initializing() else None,` passed to _compute_stats; "
+                  "flax/linen/normalization.py:329: `mask: jax.Array | None = None,` the per-call sample mask",
+        "saved_running": f"{_IMAGENET}:153: `batch_stats=lax.pmean(new_model_state['batch_stats'], 'batch'),` "
+                         "the devices' batch_stats averaged after every step; "
+                         "flax/jax_utils.py:50: `return jax.tree_util.tree_map(lambda x: x[0], tree)` unreplicate: "
+                         "device 0's copy",
+        "engine": "jax/_src/api.py:1471: `if config.pmap_shmap_merge.value:` pmap goes through shard_map only "
+                  "with jax_pmap_shmap_merge; jax/_src/api.py:1479: `return _cpp_pmap(` the default, legacy pmap",
+        "running_var": "flax/linen/normalization.py:404: "
+                       "`ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var` the pmeaned σ²",
+    },
+    proofs={
+        "shard_weighting": (f"{_R}test_builtin_synchronized_is_the_equal_weight_step",
+                            f"{_R}test_builtin_unequal_shards_are_measurably_off_the_global_batch"),
+        "switch": (f"{_R}test_builtin_synchronized_is_the_equal_weight_step",),
+        "engine": (f"{_R}test_shard_map_and_pmap_agree", f"{_R}test_too_few_devices_raise_one_line_naming_xla_flags"),
+        "saved_running": (f"{_R}test_saved_running_is_the_mean_over_the_replicas",),
+        "cpu": (f"{_R}test_builtin_synchronized_is_the_equal_weight_step",),
+        "running_var": (f"{_R}test_builtin_synchronized_is_the_equal_weight_step",),
+        "global_batch": (f"{_R}test_scratch_synchronized_is_the_global_batch",),
+    },
 )

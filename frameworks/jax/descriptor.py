@@ -17,5 +17,5 @@ DESCRIPTOR = Framework(
                              bn_params="`scale`, `bias` (collection `params`)",
                              bn_stats="`mean`, `var` (collection `batch_stats`)", activations="NHWC"),
     replica_impls=("builtin", "scratch"),
-    replica_env=(("XLA_FLAGS", "--xla_force_host_platform_device_count={replicas}"),),
+    replica_env=(("XLA_FLAGS", "{existing} --xla_force_host_platform_device_count={replicas}"),),
 )

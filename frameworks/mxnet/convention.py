@@ -2,7 +2,7 @@
 tests/test_mxnet_conventions.py, and LAYER_CONVENTIONS (LayerNorm, GroupNorm, InstanceNorm), proved by
 tests/test_mxnet_norms.py."""
 
-from bnparity.frameworks.conventions import Convention, LayerConvention
+from bnparity.frameworks.conventions import Convention, LayerConvention, ReplicaConvention
 
 _GLUON = "mxnet/gluon/nn/basic_layers.py"
 _OP = "src/operator/nn/batch_norm.cc"
@@ -241,4 +241,78 @@ LAYER_CONVENTIONS = (
         },
         constructor="mxnet.gluon.nn.InstanceNorm(axis=1, epsilon=1e-5, center=True, scale=False)",
     ),
+)
+
+# BatchNorm across data-parallel replicas: gluon.contrib.nn.SyncBatchNorm on R CPU contexts (frameworks/mxnet/
+# replicas.py), proved by tests/test_mxnet_replicas.py. The operator's C++ source is not installed: cited from the
+# mxnet 1.9.1 tag of github.com/apache/mxnet and measured.
+_REPLICAS = "tests/test_mxnet_replicas.py"
+_SYNC_OP = "src/operator/contrib/sync_batch_norm-inl.h"
+_CONTRIB = "mxnet/gluon/contrib/nn/basic_layers.py"
+
+REPLICA_CONVENTION = ReplicaConvention(
+    framework="mxnet",
+    layer="mxnet.gluon.contrib.nn.SyncBatchNorm (operator _contrib_SyncBatchNorm)",
+    switch="replace nn.BatchNorm with gluon.contrib.nn.SyncBatchNorm(in_channels=C, num_devices=len(ctx)) and run "
+           "the block on every context: net.initialize(ctx=ctx); with autograd.record(): "
+           "outs = [net(x) for x in gluon.utils.split_and_load(batch, ctx)]",
+    engine="MXNet Gluon across CPU contexts cpu(0)…cpu(R-1) of one process, each context its own engine worker "
+           "pool (ThreadedEnginePerDevice; MXNET_CPU_WORKER_NTHREADS=R threads each, one suffices)",
+    shard_weighting="equal",
+    saved_running="mean",
+    cpu="yes",
+    facts=(
+        "SyncBatchNorm averages the contexts' E[x] and E[x²] with equal weights 1/R (sum / num_devices), so with "
+        "unequal shards (a last batch R does not divide) it normalizes with neither the global batch's statistics "
+        "nor any shard's. Measured for shards 4+3 and 3+3+3+1: y and dx are off the global batch's by 1e-2 to 0.4 "
+        "of max(1, |reference|), the running statistics by 7e-3 to 7e-2; the backward pass weights Σ dy and "
+        "Σ dy·x̂ the same way (equal-weight BatchNorm, bnparity.reference.crossreplica.equal_weight_step).",
+        "σ² = E[x²] − E[x]² in one pass (not clipped), in float32: SyncBatchNorm has no float64 kernel (MXNetError "
+        "'TBlob.get_with_shape: data type do not match specified type'; on several contexts the error can crash the "
+        "process), and its docstring rules out float16.",
+        "The channel axis is fixed to 1 (no axis argument): NHWC inputs must be transposed first.",
+        "ε and momentum are C floats (rounded to float32); momentum weighs the old running value, the running "
+        "variance is the biased σ², updated in the backward pass, identical on every context.",
+        "Every context must run the block in every step: the operator blocks an engine worker thread in a barrier "
+        "keyed by the block's prefix until num_devices contexts arrive. A context that skips it, a num_devices "
+        "larger than the contexts used, or MXNET_ENGINE_TYPE=NaiveEngine hang forever.",
+        "Without SyncBatchNorm (plain nn.BatchNorm on several contexts) each context normalizes with its own shard "
+        "and keeps its own running statistics; save_parameters stores their mean over the contexts.",
+    ),
+    citations={
+        "layer": f"{_CONTRIB}:165 class SyncBatchNorm(BatchNorm); :224 super().__init__(axis=1, ...); :233-235 "
+                 "_kwargs 'ndev': num_devices, 'key': self.prefix; :246 F.contrib.SyncBatchNorm",
+        "shard_weighting": f"{_SYNC_OP}:272-273 scale = C / size (1/m_r); :307-308 mean = scale·Σx, var = "
+                           "scale·Σx²; :153-156 SharedND::MeanReady: data_[0] += data_[i]; mean_ = data_[0] / "
+                           "num_devices_; :327 var = var − mean²; :402-419 Σ dy and Σ dy·(x − μ) averaged the "
+                           "same way; :435-440 dx scaled by the local 1/m_r (mxnet 1.9.1)",
+        "saved_running": "mxnet/gluon/parameter.py:387-396 Parameter._reduce: add_n(*(w.copyto(cpu) for w in "
+                         "list_data())) / len(block); mxnet/gluon/block.py:450 save_parameters: "
+                         "arg_dict = {key: val._reduce() ...}",
+        "cpu": f"src/operator/contrib/sync_batch_norm.cc:31-32 CreateOp<cpu> (mxnet 1.9.1); {_SYNC_OP}:277-292 "
+               "every tensor read as real_t (float32): no float64 kernel; "
+               f"{_CONTRIB}:172 'Current implementation of SyncBN does not support FP16 training'",
+        "engine": "src/engine/engine.cc:34 default ThreadedEnginePerDevice; "
+                  "src/engine/threaded_engine_perdevice.cc:105-120 one worker pool per CPU dev_id "
+                  "(cpu_normal_workers_.Get(dev_id, ...)) of MXNET_CPU_WORKER_NTHREADS threads "
+                  "(src/initialize.cc:91, default 1); src/engine/naive_engine.cc:149-152 NaiveEngine's PushAsync "
+                  "is synchronous",
+        "hang": f"{_SYNC_OP}:299-300 barrier and rank registered by key and ndev; :320 and :415 "
+                "global_barrier->Wait() (forward and backward)",
+        "running": f"{_SYNC_OP}:49-50 float eps, float momentum; :397-398 moving_mean = moving_mean·momentum + "
+                   "mean·(1 − momentum), moving_var likewise with the biased var (in Backward)",
+    },
+    proofs={
+        "shard_weighting": (f"{_REPLICAS}::test_builtin_sync_batchnorm_weights_the_shards_equally",
+                            f"{_REPLICAS}::test_scratch_is_the_global_batch_with_unequal_shards_too"),
+        "saved_running": (f"{_REPLICAS}::test_saved_running_is_the_mean_over_the_contexts",),
+        "cpu": (f"{_REPLICAS}::test_builtin_sync_batchnorm_weights_the_shards_equally",
+                f"{_REPLICAS}::test_builtin_sync_batchnorm_has_no_float64_kernel"),
+        "engine": (f"{_REPLICAS}::test_the_subprocess_ran_every_case_on_the_descriptors_engine",
+                   f"{_REPLICAS}::test_a_hung_barrier_fails_fast"),
+        "per_replica": (f"{_REPLICAS}::test_builtin_per_replica_is_each_contexts_own_batchnorm",
+                        f"{_REPLICAS}::test_dgamma_and_dbeta_are_each_contexts_own"),
+        "running": (f"{_REPLICAS}::test_builtin_realize_is_what_mxnet_computes",
+                    f"{_REPLICAS}::test_builtin_sync_batchnorm_weights_the_shards_equally"),
+    },
 )

@@ -18,5 +18,7 @@ DESCRIPTOR = Framework(
     model_layout=ModelLayout(conv_kernel="OIHW", dense_weight="(out, in)", bn_params="`gamma`, `beta`",
                              bn_stats="`running_mean`, `running_var`", activations="NCHW"),
     replica_impls=("builtin", "scratch"),
-    replica_env=(("MXNET_CPU_WORKER_NTHREADS", "{replicas}"),),
+    # SyncBatchNorm blocks an engine thread per context in a barrier: every context needs a worker thread and a
+    # temporary-workspace copy of its own, or the barrier deadlocks (frameworks/mxnet/data_parallel.py)
+    replica_env=(("MXNET_CPU_WORKER_NTHREADS", "{replicas}"), ("MXNET_CPU_TEMP_COPY", "{replicas}")),
 )

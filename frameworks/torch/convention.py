@@ -1,7 +1,7 @@
-"""PyTorch's conventions (torch 2.13), as data: BatchNorm's row and the other normalizations' rows. Proved by the
-tests in their `proofs`."""
+"""PyTorch's conventions (torch 2.13), as data: BatchNorm's row, the other normalizations' rows and the cross-replica
+row. Proved by the tests in their `proofs`."""
 
-from bnparity.frameworks.conventions import Convention, LayerConvention
+from bnparity.frameworks.conventions import Convention, LayerConvention, ReplicaConvention
 
 _SRC = "torch/nn/modules/batchnorm.py"
 
@@ -253,3 +253,96 @@ RMS_NORM = LayerConvention(
 )
 
 LAYER_CONVENTIONS: tuple[LayerConvention, ...] = (LAYER_NORM, GROUP_NORM, INSTANCE_NORM, RMS_NORM)
+
+
+# --- BatchNorm across data-parallel replicas (torch 2.13.0+cpu: the installed source's lines) --------------------
+
+_SYNC = "torch/nn/modules/_functions.py"  # _SRC is torch/nn/modules/batchnorm.py
+_DDP = "torch/nn/parallel/distributed.py"
+_TR = "tests/test_torch_replicas.py::"
+_TD = "tests/test_torch_data_parallel.py::"
+
+REPLICA_CONVENTION = ReplicaConvention(
+    framework="torch",
+    layer="torch.nn.SyncBatchNorm",
+    switch="model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model); "
+           "model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[rank])",
+    engine="torch.distributed (gloo), one process per replica, DistributedDataParallel",
+    shard_weighting="count",
+    saved_running="replica0",
+    cpu="no: raises on CPU tensors (ValueError: SyncBatchNorm expected input tensor to be on GPU or XPU or "
+        "privateuseone); bnparity's scratch all-gather / all-reduce in torch ops runs instead",
+    facts=(
+        "SyncBatchNorm all-gathers each rank's (μ_r, 1/√(σ²_r + ε), m_r) and combines them with "
+        "batch_norm_gather_stats_with_counts, each shard weighted by its count m_r (Chan's parallel update): the "
+        "global batch's μ and σ², also when the last shard is smaller; the running variance is unbiased over the "
+        "global count m.",
+        "Its backward all-reduces Σ dy and Σ dy·(x − μ) (SUM) to form dx; dγ and dβ stay each rank's own sums, "
+        "which DistributedDataParallel all-reduces and divides by R with every other gradient.",
+        "torch.nn.SyncBatchNorm runs only on CUDA, HPU, XPU or a PrivateUse1 device, and only in training mode with "
+        "torch.distributed initialized (otherwise it is a plain BatchNorm); its kernels batch_norm_stats and "
+        "batch_norm_gather_stats_with_counts have no CPU implementation (NotImplementedError on CPU tensors).",
+        "Without SyncBatchNorm each rank's BatchNorm normalizes and updates with its own shard; "
+        "DistributedDataParallel (broadcast_buffers=True by default) then overwrites every rank's buffers with "
+        "rank 0's at the start of each forward pass, and a checkpoint is rank 0's state_dict: the saved running "
+        "statistics are rank 0's own chain of updates; the other ranks' copies hold their last shard's update of "
+        "rank 0's.",
+        "On CPU, bnparity's scratch layer (frameworks/torch/replicas.py) computes what SyncBatchNorm does with "
+        "dist.all_gather of (m_r, μ_r, M₂,r) and dist.all_reduce of (Σ dy, Σ dy·x̂) on gloo; the data-parallel "
+        "trainer uses it for bn_sync='sync' on CPU.",
+    ),
+    # Each citation: "path:LINE: `the code on that line` what it means", "; " between them (the tests read every
+    # line in the installed torch).
+    citations={
+        "layer": f"{_SRC}:650: `class SyncBatchNorm(_BatchNorm):` the layer; "
+                 f"{_SRC}:890: `def convert_sync_batchnorm(cls, module, process_group=None):` the switch; "
+                 f"{_SRC}:938: `module_output.weight = module.weight` it shares γ (and β); "
+                 f"{_SRC}:940: `module_output.running_mean = module.running_mean` and the running statistics",
+        "cpu": f"{_SRC}:837: `need_sync = (` synchronized in training mode only; "
+               f"{_SRC}:841: `and torch.distributed.is_initialized()` with a process group; "
+               f"{_SRC}:845: `if input.device.type not in [` cuda, hpu, xpu or PrivateUse1 only; "
+               f"{_SRC}:852: `\"SyncBatchNorm expected input tensor to be on GPU or XPU or \"` the refusal",
+        "shard_weighting": f"{_SYNC}:39: `mean, invstd = torch.batch_norm_stats(input, eps)` each rank's μ_r and "
+                           "1/√(σ²_r + ε); "
+                           f"{_SYNC}:43: `input.numel() // input.size(1),` its count m_r; "
+                           f"{_SYNC}:49: `combined = torch.cat([mean, invstd, count], dim=0)` gathered together; "
+                           f"{_SYNC}:59: `# Use allgather instead of allreduce because count could be different "
+                           "across` the reason; "
+                           f"{_SYNC}:83: `dist.all_gather(combined_list, combined, process_group, async_op=False)` "
+                           "the gloo path; "
+                           f"{_SYNC}:106: `mean, invstd = torch.batch_norm_gather_stats_with_counts(` combined; "
+                           f"{_SYNC}:114: `counts,` with the counts (its CUDA kernel, "
+                           "batch_norm_reduce_statistics_kernel in aten/src/ATen/native/cuda/Normalization.cuh, not "
+                           "in the CPU wheel, merges the shards with factor 1/(n + count) and stores var_n/(n − 1))",
+        "backward": f"{_SYNC}:145: `) = torch.batch_norm_backward_reduce(` each rank's Σ dy and Σ dy·(x − μ), dγ, dβ; "
+                    f"{_SYNC}:160: `torch.distributed.all_reduce(` the two sums; "
+                    f"{_SYNC}:162: `torch.distributed.ReduceOp.SUM,` summed; "
+                    f"{_SYNC}:181: `# synchronizing of grad_weight / grad_bias is not needed as distributed` "
+                    "dγ and dβ stay each rank's own",
+        "saved_running": f"{_DDP}:987: `broadcast_buffers if broadcast_buffers is not None else True` the "
+                         "default; "
+                         f"{_DDP}:1781: `if self._check_sync_bufs_pre_fwd():` before every forward pass; "
+                         f"{_DDP}:1782: `self._sync_buffers()` the buffers are broadcast; "
+                         f"{_DDP}:2418: `authoritative_rank = 0` from rank 0",
+        "engine": f"{_DDP}:466: `class DistributedDataParallel(Module, Joinable):` the engine; "
+                  f"{_DDP}:550: `between different nodes are averaged). You should take this into` the gradients "
+                  "are averaged over the ranks",
+    },
+    proofs={
+        "shard_weighting": (f"{_TR}test_scratch_is_the_reference_on_every_case",
+                            f"{_TR}test_scratch_weights_unequal_shards_by_count"),
+        "cpu": (f"{_TR}test_builtin_synchronized_is_refused_on_cpu_with_torchs_message",),
+        "saved_running": (f"{_TR}test_builtin_per_replica_is_the_reference_and_saves_replica0",
+                          f"{_TD}test_local_ddp_averages_the_shards_gradients_and_saves_rank0s_running_stats"),
+        "backward": (f"{_TR}test_scratch_backward_is_autograds_on_one_replica",
+                     f"{_TR}test_scratch_is_the_reference_on_every_case"),
+        "engine": (f"{_TR}test_one_run_starts_one_process_group_per_replica_count_and_leaves_no_process",
+                   f"{_TR}test_a_failing_rank_is_a_one_line_runtime_error_and_no_process_is_left",
+                   f"{_TD}test_sync_ddp_step_is_the_single_device_step_on_the_global_batch",
+                   f"{_TD}test_a_dead_rank_and_a_closed_trainer_are_one_line_runtime_errors",
+                   f"{_TD}test_a_rank_that_does_not_answer_times_out_in_one_line"),
+        "layer": (f"{_TR}test_builtin_synchronized_is_refused_on_cpu_with_torchs_message",
+                  f"{_TR}test_the_replica_convention_cites_the_installed_torch_and_its_proofs_exist"),
+        "switch": (f"{_TD}test_sync_ddp_step_is_the_single_device_step_on_the_global_batch",),
+    },
+)
