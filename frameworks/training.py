@@ -109,7 +109,8 @@ class DataParallelTrainer(Trainer):
     @abstractmethod
     def __init__(self, *, arch: object, params: dict[str, np.ndarray], sgd: SGDConfig, replicas: int,
                  bn_sync: str, device: str = "cpu", dtype: str = "float32", seed: int | None = None) -> None:
-        """Start R replicas of the engine and build the model on each."""
+        """Start R replicas of the engine and build the model on each. Raises frameworks.base.Unsupported for a
+        configuration the framework cannot run, ValueError for bad arguments."""
 
     @abstractmethod
     def close(self) -> None:

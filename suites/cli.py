@@ -34,6 +34,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "model-parity": ("bnparity.suites.model_parity.command", "the same AlexNet in every framework, compared"),
     "train": ("bnparity.suites.convergence.command", "train AlexNet with and without BN, record curves"),
     "pitfalls": ("bnparity.suites.pitfalls.command", "the seed tutorial's BN pitfalls, as eval accuracy"),
+    "sync-parity": ("bnparity.suites.sync_parity.command", "BatchNorm across data-parallel replicas on real engines"),
+    "dp-parity": ("bnparity.suites.dp_parity.command", "one data-parallel SGD step vs one device, per framework"),
     "report": ("bnparity.reports.command", "build report.html, report.md and summary.json from a run"),
 }
 

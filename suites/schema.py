@@ -13,7 +13,9 @@ Sections (one per record family; each is owned by the suite that writes it):
 - layer parity (bnparity parity / check);
 - model parity (bnparity model-parity);
 - training runs (bnparity train: JSONL events, the run directory's manifest, conclusions);
-- the main job's run manifest (bnparity run).
+- the main job's run manifest (bnparity run);
+- pitfalls (bnparity pitfalls);
+- cross-replica parity (bnparity sync-parity) and data-parallel step parity (bnparity dp-parity).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from bnparity.frameworks.conventions import Convention, LayerConvention
+from bnparity.frameworks.conventions import Convention, LayerConvention, ReplicaConvention
 from bnparity.suites.convergence.presets import TrainPreset
 
 T = TypeVar("T")
@@ -713,7 +715,11 @@ def load_model_parity(data: object, *, where: str = "model_parity.json") -> Mode
 # A batch-size sweep (preset small-batch) is version 2 too: its runs are named "<framework>-<variant>-b<size>-seed<k>",
 # its StartEvent.batch_size is the run's, and the fields it added (TrainPreset.batch_sizes and .variants,
 # TrainManifest.batch_sizes, `batch_size` of RunSummary, ConfigSummary and DigestCheck, Conclusions.by_batch_size)
-# have defaults, so every earlier file reads as before.
+# have defaults, so every earlier file reads as before. So is a data-parallel preset (dp-cpu, dp-gpu): its runs on R
+# replicas are named "<framework>-<variant>-r<R><local|sync>-seed<k>" (its single-device runs keep the plain name),
+# and the fields it added (TrainPreset.replicas and .bn_sync, TrainManifest.replicas and .bn_sync, `replicas` and
+# `bn_sync` of RunSummary, ConfigSummary and DigestCheck, Conclusions.by_bn_sync and .data_parallel) have defaults
+# (null or empty: one device); its StartEvent.batch_size is the global batch, its `threads` per replica.
 
 TRAIN_RUN = "train-run"
 TRAIN_RUN_VERSION = 2
@@ -747,7 +753,8 @@ class TrainEvent:
 @dataclass(frozen=True, kw_only=True)
 class StartEvent(TrainEvent):
     """A run (or a resumed segment of it) began. epochs: the planned number; setup_time: data, model and
-    checkpoint loading, seconds."""
+    checkpoint loading, seconds; batch_size: the run's (a data-parallel run's global batch); threads: compute
+    threads of the process (a data-parallel run's: per replica; its R and BatchNorm mode are in its name)."""
 
     kind: Literal["start"] = "start"
     preset: str
@@ -898,8 +905,11 @@ class TrainManifest:
 
     Attributes:
         preset: the TrainPreset (with --epochs applied).
-        runs: run names ("torch-bn-seed0"; "torch-bn-b2-seed0" in a batch-size sweep), in order; frameworks,
-            variants, seeds, batch_sizes (a sweep's; () otherwise): what they span.
+        runs: run names ("torch-bn-seed0"; "torch-bn-b2-seed0" in a batch-size sweep; "torch-bn-r4sync-seed0" on
+            4 replicas), in order; frameworks, variants, seeds, batch_sizes (a sweep's; () otherwise), bn_sync (a
+            data-parallel preset's modes, of "local", "sync", "single"; () otherwise): what they span.
+        replicas: the data-parallel runs' R (null: no data-parallel run); preset.replicas says the same (with
+            --replicas applied).
         device, verify_data, data_dir: passed to every run (data_dir: the resolved Fashion-MNIST folder).
         jobs, threads_per_job, thread_env, argv, environment: how the first segment ran.
         resumed: every later --resume.
@@ -912,6 +922,8 @@ class TrainManifest:
     variants: tuple[str, ...] = ()
     seeds: tuple[int, ...] = ()
     batch_sizes: tuple[int, ...] = ()
+    replicas: int | None = None
+    bn_sync: tuple[str, ...] = ()
     device: str = "cpu"
     verify_data: bool = True
     data_dir: str | None = None
@@ -940,7 +952,8 @@ class RunSummary:
     """One run, from its records. final_test_accuracy: the last evaluation of a finished run (null otherwise);
     last_test_accuracy: the last evaluation so far; best_test_accuracy: the highest of any evaluation;
     epochs_planned: the preset's epochs; unreadable_lines: lines of its file that could not be read; batch_size:
-    the run's in a batch-size sweep (null otherwise: the preset's)."""
+    the run's in a batch-size sweep (null otherwise: the preset's); replicas, bn_sync: a data-parallel run's R and
+    BatchNorm mode ("local" or "sync"; null: one device)."""
 
     framework: str
     variant: str
@@ -957,6 +970,8 @@ class RunSummary:
     epochs_planned: int | None = None
     unreadable_lines: int = 0
     batch_size: int | None = None
+    replicas: int | None = None
+    bn_sync: str | None = None
 
 
 @dataclass(frozen=True)
@@ -994,7 +1009,8 @@ class ConfigSummary:
     """One framework × variant over its seeds. final_test_accuracy: over the finished seeds' final evaluations;
     best_test_accuracy: the highest evaluation of any seed; best_test_accuracy_mean: the mean over seeds of each
     seed's best (null in version 1); targets: keyed by the target as '%g'; batch_size: in a batch-size sweep, the
-    configuration's (null otherwise)."""
+    configuration's (null otherwise); replicas, bn_sync: a data-parallel configuration's R and BatchNorm mode
+    ("local" or "sync"; null: one device)."""
 
     framework: str
     variant: str
@@ -1006,6 +1022,8 @@ class ConfigSummary:
     targets: dict[str, TimeToTarget]
     best_test_accuracy_mean: float | None = None
     batch_size: int | None = None
+    replicas: int | None = None
+    bn_sync: str | None = None
 
 
 @dataclass(frozen=True)
@@ -1050,6 +1068,60 @@ class BatchComparison:
 
 
 @dataclass(frozen=True)
+class ReplicaModeComparison:
+    """A data-parallel preset's comparisons within one mode on R replicas ("local" or "sync"): the BN speed-ups and
+    the agreement across frameworks of its runs, as Conclusions.bn_speedup and .agreement define them for the
+    single-device runs."""
+
+    replicas: int
+    bn_sync: str
+    bn_speedup: tuple[Speedup, ...] = ()
+    agreement: tuple[AgreementPair, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModeResult:
+    """One BatchNorm mode of a framework x variant in a data-parallel directory: test accuracy over its seeds.
+
+    Attributes:
+        bn_sync: "local", "sync" or "single" (one device).
+        replicas: R (1 for "single").
+        seeds: the seeds that trained; seeds_done: how many finished.
+        final_test_accuracy: the finished seeds' last evaluations (as ConfigSummary's).
+        best_test_accuracy_mean: the mean over seeds of each seed's best evaluation.
+    """
+
+    bn_sync: str
+    replicas: int
+    seeds: tuple[int, ...]
+    seeds_done: int
+    final_test_accuracy: AccuracyStat
+    best_test_accuracy_mean: float | None
+
+
+@dataclass(frozen=True)
+class DataParallelComparison:
+    """Per framework x variant of a data-parallel directory: each mode's test accuracy and the differences that
+    data parallelism makes, per-replica (local) and synchronized (sync) statistics minus one device (single), of
+    the mean final and the mean best test accuracy (null when either side has none).
+
+    Attributes:
+        global_batch: the batch every mode trains on per SGD step (each of R replicas gets global_batch / R).
+        modes: in frameworks.training.BN_SYNC's order, those that trained.
+    """
+
+    framework: str
+    variant: str
+    replicas: int
+    global_batch: int
+    modes: tuple[ModeResult, ...]
+    final_local_minus_single: float | None = None
+    final_sync_minus_single: float | None = None
+    best_local_minus_single: float | None = None
+    best_sync_minus_single: float | None = None
+
+
+@dataclass(frozen=True)
 class PublishedPoint:
     framework: str
     variant: str
@@ -1078,6 +1150,7 @@ class DigestCheck:
         mismatched: how many of those iterations had different digests.
         first_mismatch: the first such iteration (null: none), with each framework's digest there in `digests`.
         batch_size: in a batch-size sweep, the runs' batch size (null otherwise).
+        replicas, bn_sync: in a data-parallel directory, the runs' R and mode ("local" or "sync"; null: one device).
     """
 
     variant: str
@@ -1088,6 +1161,8 @@ class DigestCheck:
     first_mismatch: int | None
     digests: dict[str, str] = dataclasses.field(default_factory=dict)
     batch_size: int | None = None
+    replicas: int | None = None
+    bn_sync: str | None = None
 
     @property
     def identical(self) -> bool:
@@ -1113,7 +1188,8 @@ class Conclusions:
     """conclusions.json: what a training run directory shows (suites/convergence/conclusions.py defines each
     figure). epochs: the planned number; unreadable_lines: run file -> lines that could not be read (only > 0);
     by_batch_size: a batch-size sweep's speed-ups and agreement, per batch size (bn_speedup and agreement.pairs
-    hold only the runs without a batch size of their own)."""
+    hold only the runs without a batch size of their own, on one device); by_bn_sync: a data-parallel directory's,
+    per mode on R replicas; data_parallel: its per-replica, synchronized and single-device accuracies compared."""
 
     format: str = format_string(TRAIN_CONCLUSIONS, TRAIN_CONCLUSIONS_VERSION)
     run_dir: str
@@ -1131,6 +1207,8 @@ class Conclusions:
     batch_digests: BatchDigests = BatchDigests()
     unreadable_lines: dict[str, int] = dataclasses.field(default_factory=dict)
     by_batch_size: tuple[BatchComparison, ...] = ()
+    by_bn_sync: tuple[ReplicaModeComparison, ...] = ()
+    data_parallel: tuple[DataParallelComparison, ...] = ()
 
 
 def load_conclusions(data: object, *, where: str = "conclusions.json") -> Conclusions:
@@ -1246,3 +1324,303 @@ def load_pitfalls(data: object, *, where: str = "pitfalls.json") -> PitfallsDoc:
     return PitfallsDoc(meta=from_dict(PitfallsMeta, meta, where=f"{where}: meta"),
                        records=tuple(from_dict(PitfallRecord, r, where=f"{where}: records[{i}]")
                                      for i, r in enumerate(data.get("records") or [])))
+
+
+# --- cross-replica parity -------------------------------------------------------------------------------------------
+# sync_parity.json (bnparity sync-parity --json), format "bnparity-sync-parity/1": {"format", "meta":
+# SyncParityMeta, "records": [SyncComparison | SyncSkip, ...]}.
+
+SYNC_PARITY = "sync-parity"
+SYNC_PARITY_VERSION = 1
+
+# "global-batch": BatchNorm of the concatenated shards (bnparity.reference.crossreplica.synchronized_step);
+# "equal-weight": the replicas' statistics averaged with equal weights (equal_weight_step), what a framework whose
+# convention says shard_weighting="equal" computes; "per-replica": each shard its own BatchNorm (per_replica_step).
+SyncReference = Literal["global-batch", "equal-weight", "per-replica"]
+
+
+@dataclass(frozen=True)
+class SyncCaseInfo:
+    """One cross-replica case (suites/sync_parity/cases.py:SyncCase has the rest)."""
+
+    name: str
+    replicas: int
+    shape: tuple[int, ...]
+    shard_sizes: tuple[int, ...]
+    layout: str
+    dtype: str
+    synchronized: bool
+    steps: int
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class SyncComparison:
+    """One quantity of one implementation on one cross-replica case, compared with a float64 reference.
+
+    Attributes:
+        case, framework, impl, variant: what ran ("builtin"/"scratch"; the variant, e.g. "shard_map" or "pmap").
+        replicas, shard_sizes, synchronized, dtype, layout: the case's.
+        reference: which reference (SyncReference).
+        gate: whether a failure fails the run: the comparison with the reference the implementation claims to
+            compute; the comparison of an equal-weight implementation with the global batch is a finding.
+        quantity: "y" and "dx" (every replica's, concatenated in replica order), "dgamma" and "dbeta" (summed over
+            the replicas, as data parallelism all-reduces them), "running_mean" and "running_var" (of `replica`),
+            "saved_running_mean" and "saved_running_var" (what the framework's way of saving the model holds).
+        replica: the replica of a running statistic (None for the other quantities).
+        passed, max_abs_err, max_rel_err, worst_index, n_mismatched, n_total, atol, rtol, scale, worst_ratio, problem:
+            as in LayerComparison (the same tolerance model, suites/parity/tolerance.py).
+        status: always "ok".
+    """
+
+    case: str
+    framework: str
+    impl: str
+    variant: str
+    replicas: int
+    shard_sizes: tuple[int, ...]
+    synchronized: bool
+    dtype: str
+    layout: str
+    reference: SyncReference
+    gate: bool
+    quantity: str
+    replica: int | None
+    passed: bool
+    max_abs_err: float | None
+    max_rel_err: float | None
+    worst_index: tuple[int, ...] | None
+    n_mismatched: int
+    n_total: int
+    atol: float
+    rtol: float
+    scale: float
+    worst_ratio: float | None
+    problem: str | None = None
+    status: Literal["ok"] = "ok"
+
+    @property
+    def ratio(self) -> float:
+        """worst_ratio with inf for an error that is inf or nan."""
+        return math.inf if self.worst_ratio is None else self.worst_ratio
+
+    @property
+    def scaled_error(self) -> float | None:
+        """max |got − ref| / scale; None: inf or nan."""
+        if self.max_abs_err is None:
+            return None
+        return self.max_abs_err / self.scale if self.scale else self.max_abs_err
+
+
+@dataclass(frozen=True)
+class SyncSkip:
+    """An implementation that produced no comparison on a case: skipped (the reason), or failed (status "error":
+    it raised, its engine died or hung past the timeout).
+
+    Attributes:
+        case: the case (None when the implementation never started: not installed, the engine failed to start).
+        framework, impl, variant, replicas: what would have run.
+        gate: an "error" on a gated run fails it; a skip never does.
+        status: "skipped" or "error".
+        reason: one line.
+        dtype: the case's dtype (None when `case` is None).
+    """
+
+    case: str | None
+    framework: str
+    impl: str
+    variant: str
+    replicas: int
+    gate: bool
+    status: Literal["skipped", "error"]
+    reason: str
+    dtype: str | None = None
+
+    @property
+    def passed(self) -> bool | None:
+        return False if self.status == "error" else None
+
+
+SyncRecord = SyncComparison | SyncSkip
+
+
+@dataclass(frozen=True)
+class SyncParityMeta:
+    """What was run, where, and the frameworks' cross-replica conventions as the run used them.
+
+    Attributes:
+        environment: the environment manifest.
+        frameworks: the frameworks asked for, in order.
+        replicas: the replica counts asked for.
+        timeout_s: the seconds after which a framework's engine is killed and its unfinished cases recorded as errors.
+        wall_time_s: seconds the run took (None: not measured).
+        complete: False when the run was interrupted.
+        cases: every case asked for.
+        conventions: the ReplicaConvention rows of the frameworks that declare one.
+    """
+
+    environment: Environment
+    frameworks: tuple[str, ...]
+    replicas: tuple[int, ...]
+    timeout_s: float
+    wall_time_s: float | None
+    complete: bool
+    cases: tuple[SyncCaseInfo, ...]
+    conventions: tuple[ReplicaConvention, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class SyncParityDoc:
+    """sync_parity.json: meta and every record, in the order of the cases, framework by framework."""
+
+    format: str = format_string(SYNC_PARITY, SYNC_PARITY_VERSION)
+    meta: SyncParityMeta
+    records: tuple[SyncRecord, ...]
+
+    @property
+    def comparisons(self) -> list[SyncComparison]:
+        return [r for r in self.records if isinstance(r, SyncComparison)]
+
+    @property
+    def not_run(self) -> list[SyncSkip]:
+        return [r for r in self.records if isinstance(r, SyncSkip)]
+
+
+def sync_record(data: object, *, where: str = "record") -> SyncRecord:
+    """One record of a sync_parity.json (or of a worker's output line): by its status."""
+    if not isinstance(data, Mapping):
+        raise FormatError(f"{where}: expected an object. Received: {type(data).__name__}")
+    status = data.get("status")
+    if status == "ok":
+        return from_dict(SyncComparison, data, where=where)
+    if status in ("skipped", "error"):
+        return from_dict(SyncSkip, data, where=where)
+    raise FormatError(f"{where}: status must be 'ok', 'skipped' or 'error'. Received: {status!r}")
+
+
+def load_sync_parity(data: object, *, where: str = "sync_parity.json") -> SyncParityDoc:
+    """A sync_parity.json document. Raises FormatError (one line) for anything else."""
+    if not isinstance(data, Mapping):
+        raise FormatError(f"{where}: expected a JSON object. Received: {type(data).__name__}")
+    parse_format(data.get("format"), family=SYNC_PARITY, current=SYNC_PARITY_VERSION, where=where)
+    records = data.get("records")
+    if not isinstance(records, list):
+        raise FormatError(f"{where}: expected a list 'records'. Received: {type(records).__name__}")
+    return SyncParityDoc(meta=from_dict(SyncParityMeta, data.get("meta") or {}, where=f"{where}: meta"),
+                         records=tuple(sync_record(r, where=f"{where}: records[{i}]") for i, r in enumerate(records)))
+
+
+# --- data-parallel step parity -------------------------------------------------------------------------------------
+# dp_parity.json (bnparity dp-parity --json), format "bnparity-dp-parity/1": {"format", "meta": DPParityMeta,
+# "records": [DPComparison | DPNotRun, ...]}.
+
+DP_PARITY = "dp-parity"
+DP_PARITY_VERSION = 1
+DP_KINDS = ("loss", "grad", "param", "running_stats")  # DPComparison.kind
+
+
+@dataclass(frozen=True)
+class DPComparison:
+    """One quantity after one data-parallel SGD step, compared with the same framework's single-device step on the
+    global batch.
+
+    Attributes:
+        framework, preset, variant, dtype: what ran.
+        replicas, bn_sync: R, and "sync" (synchronized BN: must equal the single device) or "local" (per-replica BN:
+            the measured difference, never a gate).
+        kind: "loss", "param" (a parameter after the step), "running_stats" (a BN running statistic) or "grad".
+        quantity: the canonical name (bnparity.reference.alexnet) or "loss".
+        gate: compared under the tolerance and failing the run when off (synchronized BN in float64).
+        passed: within the tolerance (rtol·scale).
+        max_abs_err: the greatest |DP − single| (None: inf or nan).
+        scale: the largest |single| of the quantity's layer (the error is judged against it).
+        rel_err: max_abs_err / scale.
+        rtol: the allowed rel_err.
+    """
+
+    framework: str
+    preset: str
+    variant: str
+    dtype: str
+    replicas: int
+    bn_sync: str
+    kind: str
+    quantity: str
+    gate: bool
+    passed: bool
+    max_abs_err: float | None
+    scale: float
+    rel_err: float | None
+    rtol: float
+    status: Literal["ok"] = "ok"
+
+
+@dataclass(frozen=True)
+class DPNotRun:
+    """A configuration that did not run: skipped (not installed, no devices) or failed (raised, hung)."""
+
+    framework: str
+    replicas: int
+    bn_sync: str
+    dtype: str
+    gate: bool
+    status: Literal["skipped", "error"]
+    reason: str
+
+    @property
+    def passed(self) -> bool | None:
+        return False if self.status == "error" else None
+
+
+DPRecord = DPComparison | DPNotRun
+
+
+@dataclass(frozen=True)
+class DPParityMeta:
+    environment: Environment
+    frameworks: tuple[str, ...]
+    replicas: tuple[int, ...]
+    preset: str
+    batch: int
+    timeout_s: float
+    wall_time_s: float | None
+    complete: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class DPParityDoc:
+    format: str = format_string(DP_PARITY, DP_PARITY_VERSION)
+    meta: DPParityMeta
+    records: tuple[DPRecord, ...]
+
+    @property
+    def comparisons(self) -> list[DPComparison]:
+        return [r for r in self.records if isinstance(r, DPComparison)]
+
+    @property
+    def not_run(self) -> list[DPNotRun]:
+        return [r for r in self.records if isinstance(r, DPNotRun)]
+
+
+def dp_record(data: object, *, where: str = "record") -> DPRecord:
+    """One record of a dp_parity.json (or of a worker's output line), by its status."""
+    if not isinstance(data, Mapping):
+        raise FormatError(f"{where}: expected an object. Received: {type(data).__name__}")
+    status = data.get("status")
+    if status == "ok":
+        return from_dict(DPComparison, data, where=where)
+    if status in ("skipped", "error"):
+        return from_dict(DPNotRun, data, where=where)
+    raise FormatError(f"{where}: status must be 'ok', 'skipped' or 'error'. Received: {status!r}")
+
+
+def load_dp_parity(data: object, *, where: str = "dp_parity.json") -> DPParityDoc:
+    """A dp_parity.json document. Raises FormatError (one line) for anything else."""
+    if not isinstance(data, Mapping):
+        raise FormatError(f"{where}: expected a JSON object. Received: {type(data).__name__}")
+    parse_format(data.get("format"), family=DP_PARITY, current=DP_PARITY_VERSION, where=where)
+    records = data.get("records")
+    if not isinstance(records, list):
+        raise FormatError(f"{where}: expected a list 'records'. Received: {type(records).__name__}")
+    return DPParityDoc(meta=from_dict(DPParityMeta, data.get("meta") or {}, where=f"{where}: meta"),
+                       records=tuple(dp_record(r, where=f"{where}: records[{i}]") for i, r in enumerate(records)))

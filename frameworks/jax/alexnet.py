@@ -67,10 +67,13 @@ class AlexNet(nn.Module):
     Attributes:
         spec: the network.
         dtype: the computation and parameter dtype (float32, or float64 under x64).
+        axis_name: the mapped axis (jax.shard_map, jax.pmap) over which BatchNorm averages its batch statistics
+            (synchronized BN); None: each device's own batch.
     """
 
     spec: AlexNetSpec
     dtype: Any = jnp.float32
+    axis_name: str | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool, dropout_masks: list[jax.Array] | None = None) -> jax.Array:
@@ -87,7 +90,8 @@ class AlexNet(nn.Module):
             elif isinstance(layer, BatchNorm):
                 # Two-pass variance, as torch and MXNet (Flax's default is E[x²] − E[x]²).
                 x = nn.BatchNorm(use_running_average=not train, axis=-1, momentum=framework_momentum(self.spec.bn),
-                                 epsilon=self.spec.bn.eps, use_fast_variance=False, name=layer.name, **kw)(x)
+                                 epsilon=self.spec.bn.eps, use_fast_variance=False, axis_name=self.axis_name,
+                                 name=layer.name, **kw)(x)
             elif isinstance(layer, GroupNorm):
                 gn = self.spec.gn_spec(layer)
                 x = nn.GroupNorm(num_groups=gn.groups, epsilon=gn.eps, use_fast_variance=gn.variance == "fast",

@@ -72,12 +72,15 @@ class _GroupNorm(gluon.HybridBlock):
                                F.reshape(beta, shape=per_channel))  # y = γ x̂ + β
 
 
-def _block(layer: Layer, shape: LayerShape, spec: AlexNetSpec) -> gluon.HybridBlock:
+def _block(layer: Layer, shape: LayerShape, spec: AlexNetSpec, sync_devices: int | None = None) -> gluon.HybridBlock:
     if isinstance(layer, Conv):
         return nn.Conv2D(layer.out_channels, layer.kernel, strides=layer.stride, padding=layer.padding,
                          in_channels=shape.in_shape[0])
     if isinstance(layer, Dense):
         return nn.Dense(layer.out_features, in_units=shape.in_shape[0])
+    if isinstance(layer, BatchNorm) and sync_devices is not None:
+        return gluon.contrib.nn.SyncBatchNorm(num_devices=sync_devices, momentum=framework_momentum(spec.bn),
+                                              epsilon=spec.bn.eps, in_channels=shape.in_shape[0])
     if isinstance(layer, BatchNorm):
         return nn.BatchNorm(axis=1, momentum=framework_momentum(spec.bn), epsilon=spec.bn.eps,
                             in_channels=shape.in_shape[0])
@@ -104,15 +107,17 @@ class AlexNet(nn.HybridSequential):
 
     Args:
         spec: the network.
+        sync_devices: None (default): BN layers are nn.BatchNorm. R: gluon.contrib.nn.SyncBatchNorm(num_devices=R)
+            (statistics synchronized over the R contexts it runs on; frameworks/mxnet/data_parallel.py).
     """
 
-    def __init__(self, spec: AlexNetSpec) -> None:
+    def __init__(self, spec: AlexNetSpec, *, sync_devices: int | None = None) -> None:
         super().__init__()
         self.spec = spec
         self._blocks: dict[str, gluon.HybridBlock] = {}  # by layer name
         with self.name_scope():
             for s in layer_shapes(spec):
-                block = _block(s.layer, s, spec)
+                block = _block(s.layer, s, spec, sync_devices)
                 self._blocks[s.layer.name] = block
                 self.add(block)
 
