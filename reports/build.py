@@ -25,6 +25,7 @@ from .parity_sections import (
     model_section,
     section_normalizations,
 )
+from .replica_sections import replica_section
 from .summary import build_summary
 from .train_sections import (
     convergence_section,
@@ -57,7 +58,7 @@ def sections(data: RunData, summary: dict[str, Any], figures: list[Figure]) -> l
                        else layer_conventions_section(data, summary, name))
         per_normalization += [layer_section(data, summary, name), conventions, hard_section(data, summary, name)]
     return [summary_section(data, summary), *per_normalization, model_section(data, summary),
-            convergence_section(data, figures),
+            replica_section(data, summary), convergence_section(data, figures),
             time_to_accuracy_section(data, summary), throughput_section(data, summary), environment_section(data)]
 
 

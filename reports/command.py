@@ -32,8 +32,12 @@ def run(args: argparse.Namespace) -> int:
         parity = args.run_dir / "parity.json"
         if not parity.exists():
             raise UserError(f"--porting needs RUN_DIR/parity.json. Received: {args.run_dir}, which has none")
-        pitfalls = args.run_dir / "pitfalls.json"
-        write_porting_guide(parity_path=parity, out=args.porting, pitfalls_path=pitfalls if pitfalls.exists() else None)
+        def present(name: str) -> Path | None:
+            path = args.run_dir / name
+            return path if path.exists() else None
+
+        write_porting_guide(parity_path=parity, out=args.porting, pitfalls_path=present("pitfalls.json"),
+                            sync_parity_path=present("sync_parity.json"), dp_parity_path=present("dp_parity.json"))
         print(args.porting)
     if not report.summary["complete"]:
         print("the report is marked INCOMPLETE: " + "; ".join(p["part"] for p in report.summary["incomplete"]))

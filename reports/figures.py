@@ -1,5 +1,7 @@
 """The report's figures (matplotlib, Agg backend): training curves per framework and the frameworks overlaid; for a
-batch-size sweep, test accuracy against batch size and the curves per batch size instead."""
+batch-size sweep, test accuracy against batch size and the curves per batch size instead; for a data-parallel
+preset, test accuracy against iteration per framework, one line per BatchNorm mode (per-replica, synchronized, one
+device), instead."""
 
 from __future__ import annotations
 
@@ -16,12 +18,16 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import FormatStrFormatter, FuncFormatter  # noqa: E402
 
 from bnparity.frameworks.registry import descriptor, display_name, sort_key  # noqa: E402
+from bnparity.frameworks.training import BN_SYNC  # noqa: E402
 from bnparity.suites.convergence.records import RunId  # noqa: E402
-from bnparity.suites.schema import DoneEvent, EvalEvent, TrainEvent  # noqa: E402
+from bnparity.suites.schema import DoneEvent, EvalEvent, StartEvent, TrainEvent  # noqa: E402
 
 OTHER_COLOR = "#555555"  # a framework no folder declares (an old record's)
 VARIANT_STYLE = {"bn": "-", "gn": "-.", "nobn": "--"}
 VARIANT_LABEL = {"bn": "with BN", "gn": "with GroupNorm", "nobn": "without BN"}
+# a data-parallel preset's BatchNorm modes (frameworks.training.BN_SYNC): line style, marker, label
+MODE_STYLE = {"local": (":", "v"), "sync": ("--", "s"), "single": ("-", "o")}
+MODE_LABEL = {"local": "per-replica BN", "sync": "synchronized BN", "single": "one device"}
 
 
 @dataclass(frozen=True)
@@ -47,19 +53,22 @@ def color(framework: str) -> str:
 
 @dataclass(frozen=True)
 class Curve:
-    """Mean (and standard deviation over seeds, when there are several) of one metric of one configuration."""
+    """Mean (and standard deviation over seeds, when there are several) of one metric of one configuration, at its
+    evaluation points (epochs done; iterations: the same points' iteration numbers)."""
 
     epochs: np.ndarray
     mean: np.ndarray
     std: np.ndarray | None
     seeds: int
+    iterations: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
 class Series:
     """One plotted line: what it shows and its points (epochs done, mean over seeds), as drawn. In a batch-size
     sweep's figures, batch_size is the line's (curves) or batch_sizes its x values (accuracy vs batch size, whose
-    `epochs` is then empty)."""
+    `epochs` is then empty). In a data-parallel preset's figure, bn_sync is the line's mode ("local", "sync" or
+    "single"), replicas its R (1 for "single") and iterations its x values (SGD steps of the global batch)."""
 
     figure: str
     framework: str
@@ -70,6 +79,9 @@ class Series:
     values: tuple[float, ...]
     batch_size: int | None = None
     batch_sizes: tuple[int, ...] = ()
+    bn_sync: str | None = None
+    replicas: int | None = None
+    iterations: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -102,7 +114,7 @@ def curve(evals_by_seed: list[list[EvalEvent]], metric: Metric) -> Curve | None:
     counts = [len(points[i][1]) for i in iterations]
     std = (np.array([np.std(points[i][1], ddof=1) if len(points[i][1]) > 1 else 0.0 for i in iterations])
            if max(counts) > 1 else None)
-    return Curve(np.array([points[i][0] for i in iterations]), means, std, max(counts))
+    return Curve(np.array([points[i][0] for i in iterations]), means, std, max(counts), np.array(iterations))
 
 
 def group_runs(train_records: dict[str, list[TrainEvent]]) -> Runs:
@@ -342,10 +354,87 @@ def sweep_curves_figure(train_records: dict[str, list[TrainEvent]], order: list[
                   "(rows) and batch size (columns), the frameworks overlaid.", _png(fig), tuple(series))
 
 
+def replica_runs(train_records: dict[str, list[TrainEvent]]) -> dict[str, RunId]:
+    """Run name -> RunId of every run among `train_records` when some run is data-parallel (named
+    "<framework>-<variant>-r<R><mode>-seed<k>"): those and the single-device runs beside them (a batch-size sweep's
+    runs excepted); empty when no run is data-parallel."""
+    runs = {}
+    for name in train_records:
+        try:
+            run = RunId.parse(name)
+        except ValueError:
+            continue
+        if run.batch_size is None:
+            runs[name] = run
+    return runs if any(r.data_parallel for r in runs.values()) else {}
+
+
+def _planned_iterations(records: list[TrainEvent]) -> int | None:
+    """epochs x iterations per epoch of a run's last "start" record (None before it started)."""
+    starts = [r for r in records if isinstance(r, StartEvent)]
+    return starts[-1].epochs * starts[-1].iters_per_epoch if starts else None
+
+
+def data_parallel_figure(train_records: dict[str, list[TrainEvent]], order: list[str]) -> Figure | None:
+    """One row per variant, one column per framework: test accuracy against iterations (SGD steps of the global
+    batch), one line per BatchNorm mode: per-replica (dotted), synchronized (dashed) and one device (solid)."""
+    runs = replica_runs(train_records)
+    groups: dict[tuple[str, str, str], list[list[EvalEvent]]] = {}
+    replicas: dict[tuple[str, str, str], int] = {}
+    for name, run in runs.items():
+        evals = [r for r in train_records[name] if isinstance(r, EvalEvent)]
+        if evals:
+            groups.setdefault((run.framework, run.variant, run.mode), []).append(evals)
+            replicas[run.framework, run.variant, run.mode] = run.replicas or 1
+    if not groups:
+        return None
+    frameworks = [f for f in order if any(k[0] == f for k in groups)]
+    variants = [v for v in VARIANT_STYLE if any(k[1] == v for k in groups)]
+    planned = [n for name in runs if (n := _planned_iterations(train_records[name]))]
+    metric = PANELS[1]  # test accuracy
+    series = []
+    fig, axes = plt.subplots(len(variants), len(frameworks), figsize=(3.6 * len(frameworks) + 0.6,
+                                                                      3.1 * len(variants)), squeeze=False, sharey=True)
+    for i, (row, variant) in enumerate(zip(axes, variants, strict=True)):
+        for ax, fw in zip(row, frameworks, strict=True):
+            for mode in BN_SYNC:
+                key = (fw, variant, mode)
+                c = curve(groups.get(key, []), metric)
+                if c is None or c.iterations is None:
+                    continue
+                r = replicas[key]
+                label = MODE_LABEL[mode] + ("" if mode == "single" else f" ({r} replicas)")
+                style, marker = MODE_STYLE[mode]
+                ax.plot(c.iterations, c.mean, style, color=color(fw), marker=marker, markersize=3, linewidth=1.6,
+                        label=label + (f" (mean of {c.seeds} seeds)" if c.seeds > 1 else ""))
+                if c.std is not None:
+                    ax.fill_between(c.iterations, c.mean - c.std, c.mean + c.std, color=color(fw), alpha=0.15,
+                                    linewidth=0)
+                series.append(Series(figure="data-parallel", framework=fw, variant=variant, metric=metric.name,
+                                     label=f"{display_name(fw)} {label}", epochs=tuple(float(x) for x in c.epochs),
+                                     values=tuple(float(x) for x in c.mean), bn_sync=mode, replicas=r,
+                                     iterations=tuple(int(x) for x in c.iterations)))
+            if planned:
+                ax.set_xlim(0, max(planned))
+            ax.set_ylim(0.0, 1.0)
+            ax.set_xlabel("iterations (SGD steps of the global batch)" if i == len(variants) - 1 else "")
+            ax.set_ylabel(metric.label if ax is row[0] else "")
+            ax.set_title(f"{display_name(fw)} {VARIANT_LABEL.get(variant, variant)}", fontsize=10)
+            ax.grid(True, alpha=0.3)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    return Figure("data-parallel", "Test accuracy against iterations per framework, one line per BatchNorm mode: "
+                  "data-parallel on R replicas with each replica's own statistics (per-replica BN, dotted) or the "
+                  "global batch's (synchronized BN, dashed), and the same global batches on one device (solid); bands "
+                  "are ± one standard deviation over seeds.", _png(fig), tuple(series))
+
+
 def training_figures(train_records: dict[str, list[TrainEvent]], *, epochs: float | None = None) -> list[Figure]:
     """Every training figure that the records allow (none without evaluation records). A batch-size sweep gets
     accuracy against batch size and its curves per batch size instead of the curves per framework and overlaid
-    (which would mix batch sizes).
+    (which would mix batch sizes); a data-parallel preset gets test accuracy per BatchNorm mode instead of both
+    (which would mix modes).
 
     Args:
         train_records: run name -> its JSONL records.
@@ -353,7 +442,9 @@ def training_figures(train_records: dict[str, list[TrainEvent]], *, epochs: floa
     """
     groups = group_runs(train_records)
     order = sorted({k[0] for k in groups}, key=sort_key)  # the registry's order; unknown names last
-    if sweep_batch_sizes(train_records):
+    if replica_runs(train_records):
+        figures = (data_parallel_figure(train_records, order),)
+    elif sweep_batch_sizes(train_records):
         figures = (batch_size_figure(sweep_points(train_records)), sweep_curves_figure(train_records, order, epochs))
     else:
         figures = (curves_figure(groups, order, epochs), overlay_figure(groups, order, epochs))

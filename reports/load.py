@@ -14,18 +14,22 @@ from bnparity.suites.records import read_json
 from bnparity.suites.schema import (
     TRAIN_MANIFEST,
     Conclusions,
+    DPParityDoc,
     Environment,
     FormatError,
     ModelParityDoc,
     ParityDoc,
     RunManifest,
+    SyncParityDoc,
     TrainEvent,
     TrainManifest,
     format_string,
     load_conventions,
+    load_dp_parity,
     load_model_parity,
     load_parity,
     load_run_manifest,
+    load_sync_parity,
     load_train_manifest,
 )
 
@@ -35,6 +39,8 @@ PARTS: dict[str, tuple[str, str | None]] = {
     "conventions": ("conventions.json", None),
     "parity": ("parity.json", "parity"),
     "model_parity": ("model_parity.json", "model-parity"),
+    "sync_parity": ("sync_parity.json", "sync-parity"),
+    "dp_parity": ("dp_parity.json", "dp-parity"),
     "train": ("train", "train"),
 }
 FINISHED_STEPS = ("done", "done-with-differences", "done-with-failed-runs")  # suites/main_job.py
@@ -75,6 +81,8 @@ class RunData:
     conventions_source: str = "conventions.json"
     parity: ParityDoc | None = None
     model_parity: ModelParityDoc | None = None
+    sync_parity: SyncParityDoc | None = None
+    dp_parity: DPParityDoc | None = None
     train_dir: Path | None = None
     train_manifest: TrainManifest | None = None
     train_records: dict[str, list[TrainEvent]] = field(default_factory=dict)
@@ -91,6 +99,7 @@ class RunData:
     def environment(self) -> Environment:
         """The environment manifest: the run's, else the one a record file carries (empty when none does)."""
         candidates = (self.manifest, self.parity and self.parity.meta, self.model_parity and self.model_parity.meta,
+                      self.sync_parity and self.sync_parity.meta, self.dp_parity and self.dp_parity.meta,
                       self.train_manifest)
         for holder in candidates:
             if holder is not None and holder.environment is not None and holder.environment != Environment():
@@ -113,7 +122,7 @@ def _step_status(manifest: RunManifest | None, step: str | None) -> str | None:
 
 
 def _suite_part(data: RunData, part: str, loader: Any) -> None:
-    """parity.json or model_parity.json: read it and judge whether it is complete."""
+    """parity.json, model_parity.json, sync_parity.json or dp_parity.json: read it and judge whether it is complete."""
     name, step = PARTS[part]
     path = data.run_dir / name
     step_status = _step_status(data.manifest, step)
@@ -130,7 +139,7 @@ def _suite_part(data: RunData, part: str, loader: Any) -> None:
     if not doc.meta.complete:
         data.parts[part] = PartStatus(part, "partial", f"{name}: interrupted after {len(doc.records)} "
                                                        "records (meta.complete is false)")
-    elif step_status not in (None, *FINISHED_STEPS):
+    elif step_status not in (None, "not requested", *FINISHED_STEPS):  # (a file the run did not ask for: added)
         data.parts[part] = PartStatus(part, "partial", f"{name}: the run's step {step} is {step_status}")
     else:
         data.parts[part] = PartStatus(part, "ok")
@@ -214,7 +223,7 @@ def load_run(run_dir: Path) -> RunData:
     if isinstance(raw, dict) and str(raw.get("format", "")).startswith(_TRAIN_PREFIX):
         data.parts["manifest"] = PartStatus("manifest", "not requested", "a training run directory on its own")
         _train_part(data, run_dir)
-        for part in ("parity", "model_parity", "conventions"):
+        for part in ("parity", "model_parity", "sync_parity", "dp_parity", "conventions"):
             data.parts[part] = PartStatus(part, "not requested", "a training run directory on its own")
         _conventions_part(data)  # the installed registry, since no conventions.json was recorded
         return data
@@ -237,11 +246,14 @@ def load_run(run_dir: Path) -> RunData:
             data.parts["manifest"] = PartStatus("manifest", "ok")
     _suite_part(data, "parity", load_parity)
     _suite_part(data, "model_parity", load_model_parity)
+    _suite_part(data, "sync_parity", load_sync_parity)
+    _suite_part(data, "dp_parity", load_dp_parity)
     _train_part(data, run_dir / PARTS["train"][0])
     _conventions_part(data)
-    if data.parity is None and data.model_parity is None and data.train_manifest is None:
-        if any(data.parts[p].status == "unreadable" for p in ("parity", "model_parity", "train")):
+    suites = ("parity", "model_parity", "sync_parity", "dp_parity")
+    if all(getattr(data, p) is None for p in suites) and data.train_manifest is None:
+        if any(data.parts[p].status == "unreadable" for p in (*suites, "train")):
             return data  # record files this version cannot read: the report says so, part by part
-        raise UserError(f"RUN_DIR must hold parity.json, model_parity.json or train/. Received: {run_dir}, "
-                        "which holds none of them")
+        raise UserError(f"RUN_DIR must hold parity.json, model_parity.json, sync_parity.json, dp_parity.json or "
+                        f"train/. Received: {run_dir}, which holds none of them")
     return data

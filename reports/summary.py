@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 from dataclasses import dataclass
@@ -9,15 +10,19 @@ from typing import Any
 
 from bnparity.frameworks.conventions import Convention
 from bnparity.frameworks.registry import baseline, display_name, sort_key
+from bnparity.frameworks.training import BN_SYNC
 from bnparity.reference.normalization import normalization, normalizations
 from bnparity.suites.schema import (
     AccuracyStat,
     Agreement,
     BatchDigests,
+    ConfigSummary,
+    DataParallelComparison,
     IncompleteRun,
     ModelComparison,
     ModelParityDoc,
     ParityDoc,
+    ReplicaModeComparison,
     Speedup,
 )
 
@@ -30,6 +35,7 @@ from .layer_summary import (
     measured_defaults,
 )
 from .load import RunData, unreadable_note
+from .replica_summary import dp_summary, dp_verdict, sync_summary, sync_verdict
 
 FORMAT = "bnparity-report/1"
 # registry fields a porter must change, in the order the conventions table shows them
@@ -234,8 +240,21 @@ class ConfigRow:
 
 
 @dataclass(frozen=True)
+class ReplicaConfigRow(ConfigRow):
+    """A data-parallel configuration: a ConfigRow of runs on `replicas` replicas with BatchNorm mode `bn_sync`,
+    "local" (per-replica statistics) or "sync" (synchronized)."""
+
+    _: dataclasses.KW_ONLY
+    replicas: int
+    bn_sync: str
+
+
+@dataclass(frozen=True)
 class TrainingSummary:
-    """summary.json's "training": the conclusions of the training run directory (suites/convergence)."""
+    """summary.json's "training": the conclusions of the training run directory (suites/convergence). configs:
+    the configurations on one device (a data-parallel preset's "single" mode among them); replica_configs: a
+    data-parallel preset's configurations on replicas; by_bn_sync and data_parallel: the conclusions' (empty
+    without data-parallel runs)."""
 
     preset: str
     epochs: int | None
@@ -248,6 +267,9 @@ class TrainingSummary:
     skipped: dict[str, str]
     batch_digests: BatchDigests
     unreadable_lines: dict[str, int]
+    replica_configs: tuple[ReplicaConfigRow, ...] = ()
+    by_bn_sync: tuple[ReplicaModeComparison, ...] = ()
+    data_parallel: tuple[DataParallelComparison, ...] = ()
 
 
 def training(data: RunData) -> TrainingSummary:
@@ -255,18 +277,23 @@ def training(data: RunData) -> TrainingSummary:
     c = data.conclusions
     assert c is not None, "training() needs the run's conclusions"
     configs = sorted(c.configs, key=lambda cfg: (sort_key(cfg.framework), cfg.batch_size or 0, cfg.variant != "bn",
-                                                 cfg.variant))
-    rows = tuple(ConfigRow(
-        framework=cfg.framework, variant=cfg.variant, seeds=cfg.seeds, seeds_done=cfg.seeds_done,
-        batch_size=cfg.batch_size,
-        final_test_accuracy=cfg.final_test_accuracy, best_test_accuracy=cfg.best_test_accuracy,
-        images_per_s=cfg.images_per_s,
-        time_to_target={t: TargetSummary(reached=x.reached, of=x.of, iterations_mean=x.iterations_mean,
-                                         epochs_mean=x.epochs_mean) for t, x in cfg.targets.items()})
-        for cfg in configs)
+                                                 cfg.variant, BN_SYNC.index(cfg.bn_sync or "single")))
+
+    def fields(cfg: ConfigSummary) -> dict[str, Any]:
+        return dict(framework=cfg.framework, variant=cfg.variant, seeds=cfg.seeds, seeds_done=cfg.seeds_done,
+                    batch_size=cfg.batch_size,
+                    final_test_accuracy=cfg.final_test_accuracy, best_test_accuracy=cfg.best_test_accuracy,
+                    images_per_s=cfg.images_per_s,
+                    time_to_target={t: TargetSummary(reached=x.reached, of=x.of, iterations_mean=x.iterations_mean,
+                                                     epochs_mean=x.epochs_mean) for t, x in cfg.targets.items()})
+
+    rows = tuple(ConfigRow(**fields(cfg)) for cfg in configs if cfg.replicas is None)
+    replica_rows = tuple(ReplicaConfigRow(**fields(cfg), replicas=cfg.replicas, bn_sync=cfg.bn_sync)
+                         for cfg in configs if cfg.replicas is not None and cfg.bn_sync is not None)
     return TrainingSummary(preset=c.preset, epochs=c.epochs, targets=c.targets, complete=c.complete, configs=rows,
                            bn_speedup=c.bn_speedup, agreement=c.agreement, incomplete=c.incomplete, skipped=c.skipped,
-                           batch_digests=c.batch_digests, unreadable_lines=c.unreadable_lines)
+                           batch_digests=c.batch_digests, unreadable_lines=c.unreadable_lines,
+                           replica_configs=replica_rows, by_bn_sync=c.by_bn_sync, data_parallel=c.data_parallel)
 
 
 def _pct(t: float) -> str:
@@ -290,9 +317,36 @@ def digest_verdict(d: BatchDigests) -> str | None:
             f"{compared} compared iterations (batch digests).")
 
 
+MODE_NAME = {"local": "per-replica BN", "sync": "synchronized BN", "single": "one device"}
+VARIANT_NAME = {"bn": "with BN", "gn": "with GroupNorm", "nobn": "without BN"}
+
+
+def _signed(value: float | None) -> str:
+    return "–" if value is None else f"{value:+.3f}"
+
+
+def data_parallel_verdict(s: TrainingSummary) -> str | None:
+    """What data parallelism did to BN: per framework and variant, each mode's final test accuracy and the
+    differences local − single and sync − single; None without data-parallel runs."""
+    if not s.data_parallel:
+        return None
+    first = s.data_parallel[0]
+    parts = []
+    for d in sorted(s.data_parallel, key=lambda d: (sort_key(d.framework), d.variant != "bn", d.variant)):
+        accs = " / ".join(f"{'–' if m.final_test_accuracy.mean is None else f'{m.final_test_accuracy.mean:.3f}'} "
+                          f"{MODE_NAME.get(m.bn_sync, m.bn_sync)}" for m in d.modes)
+        parts.append(f"{display_name(d.framework)} {VARIANT_NAME.get(d.variant, d.variant)} {accs} (local − single "
+                     f"{_signed(d.final_local_minus_single)}, sync − single {_signed(d.final_sync_minus_single)})")
+    shard = first.global_batch // first.replicas
+    return (f"Data parallel: final test accuracy on {first.replicas} replicas of {shard} images (global batch "
+            f"{first.global_batch}) with per-replica or synchronized BN statistics, and on one device: "
+            + "; ".join(parts) + ".")
+
+
 def training_verdicts(s: TrainingSummary) -> list[str]:
     """What BN buys per framework (time to accuracy, final accuracy), whether the frameworks trained on identical
-    batches and whether their curves agree, and which record lines could not be read."""
+    batches and whether their curves agree, what data parallelism did (a data-parallel preset), and which record
+    lines could not be read."""
     out = []
     by_fw: dict[str, list[Speedup]] = {}
     for e in s.bn_speedup:
@@ -330,14 +384,20 @@ def training_verdicts(s: TrainingSummary) -> list[str]:
         n = max(c.final_test_accuracy.n for c in s.configs)
         out.append(f"Final test accuracy after {s.epochs} epochs (mean over up to {n} seed(s)): "
                    + "; ".join(lines) + ".")
+    dp = data_parallel_verdict(s)
+    if dp:
+        out.append(dp)
     digests = digest_verdict(s.batch_digests)
     if digests:
         out.append(digests)
-    if s.agreement.pairs:
+    single = f" ({MODE_NAME['single']})" if s.data_parallel else ""  # in a data-parallel run, name every mode
+    pairs = [(single, p) for p in s.agreement.pairs] + [
+        (f" ({MODE_NAME[m.bn_sync]}, {m.replicas} replicas)", p) for m in s.by_bn_sync for p in m.agreement]
+    if pairs:
         out.append("Training curves across frameworks (test accuracy): " + "; ".join(
-            f"{p.variant} {' vs '.join(display_name(f) for f in p.frameworks)} "
+            f"{p.variant}{where} {' vs '.join(display_name(f) for f in p.frameworks)} "
             + ("agree" if p.agree else f"differ at {p.outside} of {p.points} points")
-            + f" (max |Δ| {p.max_abs_diff:.3f})" for p in s.agreement.pairs) + ".")
+            + f" (max |Δ| {p.max_abs_diff:.3f})" for where, p in pairs) + ".")
     if s.unreadable_lines:
         out.append("Unreadable training records: " + unreadable_note(s.unreadable_lines)
                    + " (each costs that line only).")
@@ -365,7 +425,7 @@ def build_summary(data: RunData) -> dict[str, Any]:
         "incomplete": [{"part": p.part, "status": p.status, "detail": p.detail} for p in data.incomplete],
         "verdicts": [], "layer_parity": None, "hard_inputs": None, "hard_inputs_defaults": None,
         "normalizations": {}, "conventions": conventions(data),
-        "model_parity": None, "training": None}
+        "model_parity": None, "sync_parity": None, "dp_parity": None, "training": None}
     verdicts = summary["verdicts"]
     if data.parity is not None:
         summary["layer_parity"] = layer_parity(data.parity)
@@ -386,6 +446,12 @@ def build_summary(data: RunData) -> dict[str, Any]:
     if data.model_parity is not None:
         summary["model_parity"] = model_parity(data.model_parity)
         verdicts.append(model_verdict(summary["model_parity"]))
+    if data.sync_parity is not None:
+        summary["sync_parity"] = sync_summary(data.sync_parity)
+        verdicts.append(sync_verdict(summary["sync_parity"]))
+    if data.dp_parity is not None:
+        summary["dp_parity"] = dp_summary(data.dp_parity)
+        verdicts.append(dp_verdict(summary["dp_parity"]))
     if data.conclusions is not None:
         summary["training"] = training(data)
         verdicts.extend(training_verdicts(summary["training"]))

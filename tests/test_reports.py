@@ -42,9 +42,11 @@ from bnparity.suites.schema import (
 ROOT = Path(__file__).resolve().parents[1]
 # BatchNorm's sections keep the first release's ids; every other normalization gets the same three, by name
 SECTIONS = ("summary", "layer-parity", "conventions", "hard-inputs", "layer-parity-groupnorm", "conventions-groupnorm",
-            "hard-inputs-groupnorm", "model-parity", "convergence", "time-to-accuracy", "throughput", "environment")
+            "hard-inputs-groupnorm", "model-parity", "cross-replica", "convergence", "time-to-accuracy", "throughput",
+            "environment")
 SUMMARY_KEYS = {"format", "run_dir", "generated", "complete", "incomplete", "verdicts", "layer_parity", "hard_inputs",
-                "hard_inputs_defaults", "normalizations", "conventions", "model_parity", "training", "sections",
+                "hard_inputs_defaults", "normalizations", "conventions", "model_parity", "sync_parity", "dp_parity",
+                "training", "sections",
                 "figures"}
 # test accuracy of each evaluation point (iterations 0, 4, ..., 16 of the smoke preset's 2 epochs of 8)
 ACCURACY = {"bn": (0.10, 0.40, 0.55, 0.60, 0.62), "nobn": (0.10, 0.20, 0.35, 0.52, 0.58)}

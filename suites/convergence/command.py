@@ -1,5 +1,7 @@
 """`bnparity train`: AlexNet with and without BN in every framework, several seeds, recorded curves; with a sweep
-preset (small-batch), one run per batch size too.
+preset (small-batch), one run per batch size too; with a data-parallel preset (dp-cpu, dp-gpu), one run per
+BatchNorm mode too: on R replicas with per-replica ("local") or synchronized ("sync") statistics, and on one device
+("single"), all on the same global batches.
 
 Exit code 0 when every run that could start completed, 1 when a run failed (or none could start, or a framework
 named in --frameworks is installed but fails to import), 2 for bad input, 130 when interrupted (every record
@@ -15,6 +17,7 @@ import sys
 from pathlib import Path
 
 from bnparity.frameworks.registry import frameworks_help, parse_frameworks
+from bnparity.frameworks.training import BN_SYNC
 from bnparity.suites.cli import broken_frameworks, named_frameworks
 from bnparity.suites.environment import environment
 from bnparity.suites.errors import UserError
@@ -30,10 +33,18 @@ from bnparity.suites.schema import (
 )
 
 from .conclusions import format_conclusions, write_conclusions
-from .orchestrate import run_all, threads_per_job
-from .presets import PRESETS, VARIANTS, TrainPreset, get_preset, parse_variants
+from .orchestrate import run_all, run_threads, threads_per_job
+from .presets import (
+    PRESETS,
+    VARIANTS,
+    TrainPreset,
+    data_parallel_presets,
+    get_preset,
+    parse_bn_sync,
+    parse_variants,
+)
 from .progress import ProgressDisplay
-from .records import RunId, load_manifest, read_records, terminal_record, write_manifest
+from .records import SINGLE, RunId, load_manifest, read_records, terminal_record, write_manifest
 from .runner import thread_env
 
 FORMAT = format_string(TRAIN_MANIFEST, TRAIN_MANIFEST_VERSION)  # manifest.json
@@ -46,9 +57,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variants", help=f"comma-separated, some of {','.join(VARIANTS)}, or all "
                                            "(default: the preset's)")
     parser.add_argument("--batch-sizes", help="comma-separated: some of a sweep preset's batch sizes (default: all)")
+    parser.add_argument("--replicas", type=int,
+                        help="a data-parallel preset's number of replicas R, >= 2, dividing its global batch "
+                             "(default: the preset's)")
+    parser.add_argument("--bn-sync", help=f"comma-separated, some of {','.join(BN_SYNC)}: a data-parallel preset's "
+                                          "BatchNorm modes (default: the preset's)")
     parser.add_argument("--seeds", type=int, help="seeds 0..N-1 per configuration (default: the preset's)")
     parser.add_argument("--jobs", type=int,
-                        help="runs in parallel, one process each (default: 1; on --resume, the run's)")
+                        help="runs in parallel, one process each (default: 1; on --resume, the run's); a "
+                             "data-parallel run's R replicas share its job's threads, at least one each")
     parser.add_argument("--out", type=Path, help="run directory (default: ./bnparity-runs/train-<timestamp>)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the runs of --out from their last completed epoch")
@@ -82,6 +99,27 @@ def parse_batch_sizes(text: str | None, preset: TrainPreset) -> tuple[int | None
     return sizes
 
 
+def with_replicas(preset: TrainPreset, replicas: int | None) -> TrainPreset:
+    """`preset` with --replicas applied (None: unchanged). Raises UserError when `preset` is not data-parallel, or
+    `replicas` is below 2 or does not divide its global batch."""
+    if replicas is None:
+        return preset
+    if not preset.data_parallel:
+        raise UserError(f"--replicas needs a data-parallel preset ({data_parallel_presets()}); preset "
+                        f"{preset.name} trains on one device")
+    if replicas < 2 or preset.batch_size % replicas:
+        raise UserError(f"--replicas must be >= 2 and divide the global batch of {preset.batch_size} (preset "
+                        f"{preset.name}). Received: {replicas}")
+    return preset.replace(replicas=replicas)
+
+
+def _modes(preset: TrainPreset, modes: tuple[str, ...]) -> tuple[tuple[int | None, str | None], ...]:
+    """(replicas, bn_sync) of each run of a configuration: one device only, unless data-parallel modes are given."""
+    if not modes:
+        return ((None, None),)
+    return tuple((None, None) if m == SINGLE else (preset.replicas, m) for m in modes)
+
+
 def _select(args: argparse.Namespace, preset: TrainPreset, *, seeds_default: int) -> list[RunId]:
     try:
         frameworks = parse_frameworks(args.frameworks)
@@ -89,15 +127,25 @@ def _select(args: argparse.Namespace, preset: TrainPreset, *, seeds_default: int
         raise UserError(str(e)) from None
     variants = parse_variants(args.variants, preset.variants)
     sizes = parse_batch_sizes(args.batch_sizes, preset)
+    modes = _modes(preset, parse_bn_sync(args.bn_sync, preset))
     seeds = range(args.seeds or seeds_default)
     # A framework's runs are adjacent, so parallel jobs run runs of equal cost together (bn beside nobn):
     # the jobs finish together, and both variants of a framework train under the same machine load. In a sweep the
-    # smallest batches (the slowest runs) go first.
-    return [RunId(f, v, s, b) for f in frameworks for s in seeds for b in sizes for v in variants]
+    # smallest batches (the slowest runs) go first; in a data-parallel preset, a mode's variants are adjacent.
+    return [RunId(f, v, s, b, *m) for f in frameworks for s in seeds for b in sizes for m in modes for v in variants]
+
+
+def _spanned(runs: list[RunId]) -> dict[str, object]:
+    """The manifest's fields that say what `runs` span besides frameworks and variants."""
+    dp = [r for r in runs if r.replicas is not None]
+    modes = {r.mode for r in runs} if dp else set()
+    return {"seeds": tuple(sorted({r.seed for r in runs})),
+            "batch_sizes": tuple(sorted({r.batch_size for r in runs if r.batch_size is not None})),
+            "replicas": dp[0].replicas if dp else None, "bn_sync": tuple(m for m in BN_SYNC if m in modes)}
 
 
 def _new_manifest(args: argparse.Namespace) -> tuple[Path, TrainManifest, list[RunId]]:
-    preset = get_preset(args.preset or DEFAULT_PRESET)
+    preset = with_replicas(get_preset(args.preset or DEFAULT_PRESET), args.replicas)
     if args.epochs is not None:
         preset = preset.replace(epochs=args.epochs)
     runs = _select(args, preset, seeds_default=preset.seeds)
@@ -111,9 +159,7 @@ def _new_manifest(args: argparse.Namespace) -> tuple[Path, TrainManifest, list[R
                         f"Received: {run_dir}, which exists")
     manifest = TrainManifest(preset=preset, runs=tuple(r.name for r in runs),
                              frameworks=tuple(dict.fromkeys(r.framework for r in runs)),
-                             variants=tuple(dict.fromkeys(r.variant for r in runs)),
-                             seeds=tuple(sorted({r.seed for r in runs})),
-                             batch_sizes=tuple(sorted({r.batch_size for r in runs if r.batch_size is not None})),
+                             variants=tuple(dict.fromkeys(r.variant for r in runs)), **_spanned(runs),
                              device=args.device or "cpu",
                              verify_data=not args.no_verify_data)
     return run_dir, manifest, runs
@@ -130,16 +176,18 @@ def _resumed_manifest(args: argparse.Namespace) -> tuple[Path, TrainManifest, li
     if args.epochs is not None and args.epochs != preset.epochs:
         raise UserError(f"--epochs must match the run's epochs on --resume. Received: {args.epochs}, "
                         f"run has {preset.epochs}")
+    if args.replicas is not None and args.replicas != preset.replicas:
+        raise UserError(f"--replicas must match the run's replicas on --resume. Received: {args.replicas}, "
+                        f"run has {preset.replicas if preset.data_parallel else 'none (one device)'}")
     if args.device is not None and args.device != manifest.device:
         raise UserError(f"--device must match the run's device on --resume. Received: {args.device}, "
                         f"run has {manifest.device}")
     recorded = [RunId.parse(n) for n in manifest.runs]
     chosen = (_select(args, preset, seeds_default=len(manifest.seeds))
-              if args.frameworks or args.variants or args.seeds or args.batch_sizes else recorded)
+              if args.frameworks or args.variants or args.seeds or args.batch_sizes or args.bn_sync else recorded)
     names = tuple(r.name for r in recorded) + tuple(r.name for r in chosen if r not in recorded)
     every = [RunId.parse(n) for n in names]
-    manifest = dataclasses.replace(manifest, runs=names, seeds=tuple(sorted({r.seed for r in every})),
-                                   batch_sizes=tuple(sorted({r.batch_size for r in every if r.batch_size})))
+    manifest = dataclasses.replace(manifest, runs=names, **_spanned(every))
     return args.out, manifest, chosen
 
 
@@ -175,17 +223,20 @@ def run(args: argparse.Namespace) -> int:
         manifest = dataclasses.replace(manifest, environment=env, **setup)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_manifest(run_dir, manifest)
+    dp = [r for r in todo if r.data_parallel]
+    per_replica = (f" (data-parallel runs: {dp[0].replicas} replicas with {run_threads(dp[0], threads)} thread(s) "
+                   "each)" if dp else "")
     print(f"bnparity train: preset {manifest.preset.name}, {len(todo)} of {len(runs)} runs to do, "
-          f"{jobs} at a time with {threads} thread(s) each -> {run_dir}", flush=True)
+          f"{jobs} at a time with {threads} thread(s) each{per_replica} -> {run_dir}", flush=True)
     try:
         outcomes = run_all(run_dir=run_dir, runs=todo, jobs=jobs, threads=threads, resume=args.resume,
                            display=ProgressDisplay(run_dir, todo))
     finally:
         conclusions = write_conclusions(run_dir)
-    skipped = {o.run.framework: o.message for o in outcomes if o.status == "skipped"}
-    for framework, reason in skipped.items():
-        print(f"skipped: {framework}: {reason}")
-    broken = broken_frameworks(f for f in named_frameworks(args.frameworks) if f in skipped)
+    skipped = {(o.run.framework, o.run.data_parallel): o.message for o in outcomes if o.status == "skipped"}
+    for (framework, dp), reason in skipped.items():
+        print(f"skipped: {framework}{' (data-parallel)' if dp else ''}: {reason}")
+    broken = broken_frameworks(f for f in named_frameworks(args.frameworks) if (f, False) in skipped)
     for reason in broken.values():
         print(f"bnparity train: {reason} (asked for with --frameworks)", file=sys.stderr)
     print(format_conclusions(conclusions))

@@ -5,6 +5,14 @@ reaches only this process, which then stops every child with SIGINT and waits fo
 with its thread environment set before any framework is imported, and its output in logs/<name>.log.
 A process that dies without a final record (a crash in native code, a kill) gets a "failed" record
 written here with the last line of its log.
+
+Threads: --jobs is the number of runs at a time, data-parallel or not; each job's share of the CPUs is
+`threads_per_job`. A run on one device gets that share; a data-parallel run on R replicas runs R compute engines at
+once (processes, devices or contexts, one per replica), so each replica gets the share split R ways, at least one
+thread (`run_threads`): the run uses max(R, share) threads, more than its share when R exceeds it (dp-cpu's R = 4
+on 2 cores oversubscribes them by 2x even with --jobs 1). Its process environment also gets the variables the
+framework's engine needs before it starts (frameworks.replicas.replica_environment: JAX's host device count,
+MXNet's worker threads): `run_environment`.
 """
 
 from __future__ import annotations
@@ -16,10 +24,12 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from bnparity.frameworks.replicas import replica_environment
 from bnparity.suites.schema import DoneEvent, FailedEvent, InterruptedEvent, SkippedEvent
 
 from .progress import ProgressDisplay
@@ -42,6 +52,38 @@ class RunOutcome:
 def threads_per_job(jobs: int, cpus: int | None = None) -> int:
     """Compute threads for each of `jobs` parallel runs: the CPUs shared evenly, at least one."""
     return max(1, (cpus or os.cpu_count() or 1) // max(1, jobs))
+
+
+def run_threads(run: RunId, threads: int) -> int:
+    """Compute threads of `run`'s process given a job's share `threads`: all of it on one device; a data-parallel
+    run's per replica: the share split over its R replicas, at least one each."""
+    return threads if run.replicas is None else max(1, threads // run.replicas)
+
+
+def run_environment(run: RunId, threads: int, base: Mapping[str, str]) -> dict[str, str]:
+    """The environment of `run`'s process: `base`, for a data-parallel run its framework's replica variables
+    (replica_environment), and the thread variables of `run_threads` (runner.thread_env), set before the framework
+    is imported; output unbuffered. Flag variables (XLA_FLAGS) collect both: thread_env appends to what is set."""
+    env = dict(base)
+    if run.replicas is not None:
+        env.update(replica_environment(run.framework, run.replicas, env))
+    env.update(thread_env(run_threads(run, threads), env))
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def runner_command(run_dir: Path, run: RunId, *, threads: int, resume: bool) -> list[str]:
+    """The command line of `run`'s process (runner.main's arguments)."""
+    cmd = [sys.executable, "-m", "bnparity.suites.convergence.runner", "--run-dir", str(run_dir),
+           "--framework", run.framework, "--variant", run.variant, "--seed", str(run.seed),
+           "--threads", str(run_threads(run, threads)), "--parent-pid", str(os.getpid())]
+    if resume:
+        cmd.append("--resume")
+    if run.batch_size is not None:
+        cmd += ["--batch-size", str(run.batch_size)]
+    if run.replicas is not None:
+        cmd += ["--replicas", str(run.replicas), "--bn-sync", str(run.bn_sync)]
+    return cmd
 
 
 def _last_log_line(path: Path) -> str:
@@ -77,14 +119,8 @@ def _launch(run_dir: Path, run: RunId, *, threads: int, resume: bool) -> tuple[s
     log_path = run.log_path(run_dir)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = log_path.open("a")
-    cmd = [sys.executable, "-m", "bnparity.suites.convergence.runner", "--run-dir", str(run_dir),
-           "--framework", run.framework, "--variant", run.variant, "--seed", str(run.seed),
-           "--threads", str(threads), "--parent-pid", str(os.getpid())] + (["--resume"] if resume else []) + (
-        [] if run.batch_size is None else ["--batch-size", str(run.batch_size)])
-    env = dict(os.environ)
-    env.update(thread_env(threads, env))
-    env["PYTHONUNBUFFERED"] = "1"
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+    proc = subprocess.Popen(runner_command(run_dir, run, threads=threads, resume=resume), stdin=subprocess.DEVNULL,
+                            stdout=log, stderr=subprocess.STDOUT, env=run_environment(run, threads, os.environ),
                             start_new_session=True)
     return proc, log
 
@@ -109,14 +145,16 @@ def run_all(*, run_dir: Path, runs: list[RunId], jobs: int, threads: int, resume
     """Run every run of `runs`, `jobs` processes at a time, and say how each ended.
 
     With `resume`, each run continues from its last usable checkpoint (the records of its interrupted
-    epoch are moved aside before its process starts). Once a framework is found unavailable, its other
-    runs are recorded as skipped without starting a process. Ctrl-C stops every child, then re-raises.
+    epoch are moved aside before its process starts). Once a framework's trainer is found unavailable, its other
+    runs of the same kind (one device, or data-parallel: another class) are recorded as skipped without starting
+    a process. `threads` is each job's share of the CPUs (see `run_threads`). Ctrl-C stops every child, then
+    re-raises.
     """
     run_dir = Path(run_dir)
     pending = deque(runs)
     active: dict[RunId, tuple[subprocess.Popen, IO]] = {}
     outcomes: dict[RunId, RunOutcome] = {}
-    unavailable: dict[str, str] = {}
+    unavailable: dict[tuple[str, bool], str] = {}  # (framework, data-parallel) -> why its trainer cannot load
     in_main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler) if in_main else None
     try:
@@ -125,10 +163,11 @@ def run_all(*, run_dir: Path, runs: list[RunId], jobs: int, threads: int, resume
                 run = pending.popleft()
                 if resume:
                     truncate_after_epoch(run_dir, run, resume_point(run_dir, run))
-                if run.framework in unavailable:
+                reason = unavailable.get((run.framework, run.data_parallel))
+                if reason is not None:
                     with RecordWriter(run.records_path(run_dir), run) as out:
-                        out.write("skipped", epoch=0, iteration=0, reason=unavailable[run.framework])
-                    outcomes[run] = RunOutcome(run, "skipped", unavailable[run.framework])
+                        out.write("skipped", epoch=0, iteration=0, reason=reason)
+                    outcomes[run] = RunOutcome(run, "skipped", reason)
                     continue
                 active[run] = _launch(run_dir, run, threads=threads, resume=resume)
                 if display:
@@ -140,7 +179,7 @@ def run_all(*, run_dir: Path, runs: list[RunId], jobs: int, threads: int, resume
                 del active[run]
                 outcome = outcomes[run] = _outcome(run_dir, run, proc.returncode)
                 if outcome.status == "skipped":
-                    unavailable[run.framework] = outcome.message
+                    unavailable[run.framework, run.data_parallel] = outcome.message
                 if display:
                     display.event(run, f"{outcome.status}: {outcome.message}".rstrip(": "))
             if display:

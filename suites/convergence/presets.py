@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from bnparity.frameworks.training import BN_SYNC
 from bnparity.suites.errors import UserError
 
 VARIANTS = ("bn", "nobn", "gn")
@@ -36,6 +37,14 @@ class TrainPreset:
         batch_sizes: a batch-size sweep: one run per batch size b (and framework, variant, seed), each with
             ``lr * b / batch_size`` (the linear scaling rule; `batch_size` and `lr` are its reference point) and
             the same training images; () = no sweep, every run trains at `batch_size`. See `at_batch`.
+        replicas: a data-parallel preset's R (>= 2, dividing `batch_size`): its data-parallel runs split every
+            global batch of `batch_size` images into R shards of batch_size / R, one per replica
+            (frameworks.training.DataParallelTrainer); 1 for a preset that is not data-parallel.
+        bn_sync: the BatchNorm modes a data-parallel preset trains by default, some of frameworks.training.BN_SYNC:
+            "local" (R replicas, each normalizing with its own shard's statistics), "sync" (R replicas with
+            synchronized statistics, those of the global batch) and "single" (the plain Trainer on one device, on
+            the same global batches); every mode has the same batches, learning rate and schedule. () = not a
+            data-parallel preset.
     """
 
     name: str
@@ -57,6 +66,8 @@ class TrainPreset:
     notes: str = ""
     variants: tuple[str, ...] = ("bn", "nobn")
     batch_sizes: tuple[int, ...] = ()
+    replicas: int = 1
+    bn_sync: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for field in ("image_size", "epochs", "batch_size", "evals_per_epoch", "seeds", "eval_batch_size"):
@@ -82,6 +93,28 @@ class TrainPreset:
         if sizes and self.train_subset is not None and self.train_subset < sizes[-1]:
             raise ValueError(f"train_subset must hold at least one batch of every size. Received: "
                              f"train_subset={self.train_subset}, batch_sizes={sizes}")
+        self._check_data_parallel()
+
+    def _check_data_parallel(self) -> None:
+        modes = self.bn_sync
+        if len(set(modes)) != len(modes) or any(m not in BN_SYNC for m in modes):
+            raise ValueError(f"bn_sync must be distinct modes among {', '.join(BN_SYNC)}. Received: {modes}")
+        if not modes:
+            if self.replicas != 1:
+                raise ValueError(f"replicas must be 1 for a preset that is not data-parallel (bn_sync=()). "
+                                 f"Received: replicas={self.replicas}")
+            return
+        if self.replicas < 2 or self.batch_size % self.replicas:
+            raise ValueError(f"replicas must be >= 2 and divide the global batch size. Received: "
+                             f"replicas={self.replicas}, batch_size={self.batch_size}")
+        if self.batch_sizes:
+            raise ValueError(f"a data-parallel preset cannot sweep batch sizes. Received: bn_sync={modes}, "
+                             f"batch_sizes={self.batch_sizes}")
+
+    @property
+    def data_parallel(self) -> bool:
+        """Whether this preset trains data-parallel runs (its bn_sync names modes)."""
+        return bool(self.bn_sync)
 
     def at_batch(self, batch_size: int | None) -> TrainPreset:
         """The preset of one run of a sweep: `batch_size` with the linearly scaled learning rate
@@ -110,7 +143,7 @@ class TrainPreset:
         d = dict(d)
         d["targets"] = tuple(d["targets"])
         d["published"] = tuple(tuple(p) for p in d.get("published", ()))
-        for key in ("variants", "batch_sizes"):
+        for key in ("variants", "batch_sizes", "bn_sync"):
             if key in d:
                 d[key] = tuple(d[key])
         return cls(**d)
@@ -191,7 +224,43 @@ _SMOKE_SWEEP = TrainPreset(
     notes="For tests: the small-batch sweep's mechanics in seconds (a fake dataset of >= 64 train and test images).",
 )
 
-PRESETS: dict[str, TrainPreset] = {p.name: p for p in (_SMOKE, _CPU, _CPU_LONG, _PAPER, _SMALL_BATCH, _SMOKE_SWEEP)}
+_DP_CPU = TrainPreset(
+    name="dp-cpu", arch="cpu", image_size=28, train_subset=15360, test_subset=2000, epochs=2, batch_size=128,
+    lr=0.02, momentum=0.0, weight_decay=5e-4, evals_per_epoch=3, seeds=1, targets=(0.75, 0.80, 0.85),
+    eval_batch_size=500, variants=("bn",), replicas=4, bn_sync=("local", "sync", "single"),
+    notes=("Data-parallel BatchNorm on the CPU: the cpu preset's AlexNet (28px, plain SGD lr 0.02, weight decay "
+           "5e-4) with BN, every global batch of 128 images split over R = 4 replicas of the framework's own "
+           "distributed engine (32 images each), trained three ways on the same global batches, weights and "
+           "dropout masks: per-replica BatchNorm statistics (local: what data parallelism gives without "
+           "synchronization, each replica normalizing its 32 images), synchronized statistics (sync: the global "
+           "batch's, as on one device) and the plain single-device Trainer on the global batch (single). The "
+           "gradient is the mean over replicas either way; the modes differ only in BatchNorm's statistics. "
+           "Budget: 2 epochs of a fixed 15360-image subset (240 iterations of 128), 3 evaluations per epoch on "
+           "2000 test images, one seed: 3 runs per framework. An opt-in preset: bnparity train --preset dp-cpu "
+           "--jobs 1 (a data-parallel run gives each of its R replicas cpus/(jobs*R) threads, at least one, so it "
+           "oversubscribes 2 cores; --replicas overrides R). Run time and accuracies: not yet measured."),
+)
+
+_DP_GPU = TrainPreset(
+    name="dp-gpu", arch="paper", image_size=224, train_subset=None, test_subset=None, epochs=10, batch_size=256,
+    lr=0.01, momentum=0.0, weight_decay=0.0, evals_per_epoch=2, seeds=1, targets=(0.85, 0.88, 0.90),
+    eval_batch_size=250, variants=("bn",), replicas=8, bn_sync=("local", "sync", "single"),
+    notes=("Data-parallel BatchNorm on a real multi-device machine: needs --device gpu and 8 GPUs (a machine "
+           "without them fails every data-parallel run at its start, with the framework's one-line reason). The "
+           "paper preset's AlexNet (224px, plain SGD lr 0.01) with BN on all 60000/10000 images for 10 epochs, "
+           "global batch 256 = 8 replicas x 32, trained per-replica (local), synchronized (sync) and on one device "
+           "(single, the plain Trainer on the global batch of 256). Run time and accuracies: not yet measured."),
+)
+
+_SMOKE_DP = TrainPreset(
+    name="smoke-dp", arch="tiny", image_size=28, train_subset=64, test_subset=64, epochs=2, batch_size=8, lr=0.05,
+    momentum=0.9, weight_decay=5e-4, evals_per_epoch=1, seeds=1, targets=(0.5,), eval_batch_size=64,
+    variants=("bn",), replicas=2, bn_sync=("local", "sync", "single"),
+    notes="For tests: the data-parallel mechanics in seconds (a fake dataset of >= 64 train and test images).",
+)
+
+PRESETS: dict[str, TrainPreset] = {p.name: p for p in (_SMOKE, _CPU, _CPU_LONG, _PAPER, _SMALL_BATCH, _SMOKE_SWEEP,
+                                                       _DP_CPU, _DP_GPU, _SMOKE_DP)}
 
 
 def get_preset(name: str) -> TrainPreset:
@@ -200,6 +269,26 @@ def get_preset(name: str) -> TrainPreset:
         return PRESETS[name]
     except KeyError:
         raise UserError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}") from None
+
+
+def data_parallel_presets() -> str:
+    """The names of the data-parallel presets, comma-separated (for messages)."""
+    return ", ".join(name for name, p in PRESETS.items() if p.data_parallel)
+
+
+def parse_bn_sync(text: str | None, preset: TrainPreset) -> tuple[str, ...]:
+    """'sync,single' -> ('sync', 'single'), some of frameworks.training.BN_SYNC in that order; None -> the
+    preset's modes (() for a preset that is not data-parallel). Raises UserError for an unknown mode, or any
+    --bn-sync on a preset that is not data-parallel."""
+    if text is None:
+        return preset.bn_sync
+    if not preset.data_parallel:
+        raise UserError(f"--bn-sync needs a data-parallel preset ({data_parallel_presets()}); preset "
+                        f"{preset.name} trains on one device")
+    names = {n.strip() for n in text.split(",") if n.strip()}
+    if not names or names - set(BN_SYNC):
+        raise UserError(f"--bn-sync takes some of {','.join(BN_SYNC)}. Received: {text!r}")
+    return tuple(m for m in BN_SYNC if m in names)
 
 
 def parse_variants(text: str | None, default: tuple[str, ...] | None = None) -> tuple[str, ...]:

@@ -76,6 +76,7 @@ class RunStatus:
     test_accuracy: float | None = None
     images_per_s: float | None = None
     message: str = ""
+    width: int = 22  # of the name column (the longest name of the display's runs)
     _base: tuple[float, int] | None = field(default=None, repr=False)  # (t, iteration) at the first step seen
     _last_t: float | None = field(default=None, repr=False)
 
@@ -112,7 +113,7 @@ class RunStatus:
         return (self.epochs * self.iters_per_epoch - self.iteration) * elapsed / done
 
     def line(self) -> str:
-        head = f"{self.run.name:<22} {self.state:<11}"
+        head = f"{self.run.name:<{self.width}} {self.state:<11}"
         if self.state in ("waiting",) or (self.state != "running" and self.message):
             return f"{head} {self.message}".rstrip()
         total = self.iters_per_epoch * self.epochs if self.iters_per_epoch and self.epochs else "?"
@@ -151,7 +152,8 @@ class ProgressDisplay:
         self.stream = stream or sys.stdout
         self.tty = (self.stream.isatty() and os.environ.get("TERM") != "dumb") if tty is None else tty
         self.interval = interval if interval is not None else (1.0 if self.tty else 30.0)
-        self.status = {run: RunStatus(run) for run in runs}
+        width = max([22, *(len(run.name) for run in runs)])
+        self.status = {run: RunStatus(run, width=width) for run in runs}
         self._tails = {run: RecordTail(run.records_path(run_dir)) for run in runs}
         self._drawn = 0
         self._last_draw = float("-inf")

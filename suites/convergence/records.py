@@ -4,7 +4,9 @@ Layout of a run directory::
 
     manifest.json                      what was run, where, with which versions (see command.py)
     <framework>-<variant>-seed<k>.jsonl one record per line, appended and flushed as it happens
-                                       (<framework>-<variant>-b<size>-seed<k>.jsonl in a batch-size sweep)
+                                       (<framework>-<variant>-b<size>-seed<k>.jsonl in a batch-size sweep;
+                                       <framework>-<variant>-r<R><local|sync>-seed<k>.jsonl for a data-parallel
+                                       run on R replicas, with per-replica or synchronized BatchNorm statistics)
     <name>.interrupted.jsonl           records a --resume dropped (an interrupted epoch), kept for audit
     checkpoints/<name>/epoch<k>.npz    trainer.state() after epoch k plus "__meta__" (JSON); last 2 kept
     logs/<name>.log                    the run process's stdout and stderr
@@ -29,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from bnparity.frameworks.training import BN_SYNC
 from bnparity.suites.output import replacing, write_output
 from bnparity.suites.records import read_json, read_jsonl, write_json
 from bnparity.suites.schema import (
@@ -49,32 +52,63 @@ CONCLUSIONS = "conclusions.json"
 TERMINAL_KINDS = ("done", "failed", "skipped")
 KEEP_CHECKPOINTS = 2
 _META_KEY = "__meta__"
-_NAME = re.compile(r"^(?P<framework>[a-z0-9]+)-(?P<variant>[a-z0-9]+)(?:-b(?P<batch>[1-9]\d*))?-seed(?P<seed>\d+)$")
+SINGLE = "single"  # the BN_SYNC mode of a run on one device
+DP_MODES = tuple(m for m in BN_SYNC if m != SINGLE)  # a data-parallel run's: per-replica or synchronized statistics
+_NAME = re.compile(r"^(?P<framework>[a-z0-9]+)-(?P<variant>[a-z0-9]+)(?:-b(?P<batch>[1-9]\d*))?"
+                   rf"(?:-r(?P<replicas>[1-9]\d*)(?P<bn_sync>{'|'.join(DP_MODES)}))?-seed(?P<seed>\d+)$")
 
 
 @dataclass(frozen=True, order=True)
 class RunId:
     """One run: a framework, a variant ("bn", "nobn", "gn") and a seed; in a batch-size sweep also its batch size
-    (None: the preset's batch size, the name has no "-b<size>")."""
+    (None: the preset's batch size, the name has no "-b<size>"); a data-parallel run also its number of replicas
+    and BatchNorm mode, "local" (per-replica statistics) or "sync" (synchronized), named "-r<R><mode>" (None, None:
+    one device, the name has neither; in a data-parallel preset that is the "single" mode)."""
 
     framework: str
     variant: str
     seed: int
     batch_size: int | None = None
+    replicas: int | None = None
+    bn_sync: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.replicas is None) != (self.bn_sync is None):
+            raise ValueError(f"a data-parallel run needs both replicas and bn_sync. Received: "
+                             f"replicas={self.replicas}, bn_sync={self.bn_sync!r}")
+        if self.bn_sync is not None and self.bn_sync not in DP_MODES:
+            raise ValueError(f"bn_sync must be one of {', '.join(DP_MODES)} (or None: one device). "
+                             f"Received: {self.bn_sync!r}")
+        if self.replicas is not None and self.replicas < 2:
+            raise ValueError(f"replicas must be >= 2 (or None: one device). Received: {self.replicas}")
+
+    @property
+    def data_parallel(self) -> bool:
+        """Whether this run trains on several replicas."""
+        return self.replicas is not None
+
+    @property
+    def mode(self) -> str:
+        """Its BatchNorm mode among frameworks.training.BN_SYNC: "local", "sync", or "single" (one device)."""
+        return self.bn_sync or SINGLE
 
     @property
     def name(self) -> str:
         batch = "" if self.batch_size is None else f"-b{self.batch_size}"
-        return f"{self.framework}-{self.variant}{batch}-seed{self.seed}"
+        replicas = "" if self.replicas is None else f"-r{self.replicas}{self.bn_sync}"
+        return f"{self.framework}-{self.variant}{batch}{replicas}-seed{self.seed}"
 
     @classmethod
     def parse(cls, name: str) -> RunId:
-        """'torch-bn-seed0' -> RunId('torch', 'bn', 0); 'torch-bn-b2-seed0' -> RunId('torch', 'bn', 0, 2).
-        Raises ValueError for another shape of name."""
+        """'torch-bn-seed0' -> RunId('torch', 'bn', 0); 'torch-bn-b2-seed0' -> RunId('torch', 'bn', 0, 2);
+        'torch-bn-r4sync-seed0' -> RunId('torch', 'bn', 0, replicas=4, bn_sync='sync'). Raises ValueError for
+        another shape of name."""
         m = _NAME.match(name)
         if m is None:
-            raise ValueError(f"expected a run name like 'torch-bn-seed0' or 'torch-bn-b2-seed0'. Received: {name!r}")
-        return cls(m["framework"], m["variant"], int(m["seed"]), int(m["batch"]) if m["batch"] else None)
+            raise ValueError(f"expected a run name like 'torch-bn-seed0', 'torch-bn-b2-seed0' or "
+                             f"'torch-bn-r4sync-seed0'. Received: {name!r}")
+        return cls(m["framework"], m["variant"], int(m["seed"]), int(m["batch"]) if m["batch"] else None,
+                   int(m["replicas"]) if m["replicas"] else None, m["bn_sync"])
 
     def records_path(self, run_dir: Path) -> Path:
         return Path(run_dir) / f"{self.name}.jsonl"

@@ -5,10 +5,18 @@ Run as ``python -m bnparity.suites.convergence.runner --run-dir DIR --framework 
 directory trains alike — except, in a batch-size sweep (``--batch-size B``), its batch size and linearly scaled
 learning rate (TrainPreset.at_batch). The framework is reached only through frameworks.training.load_trainer.
 
+A data-parallel run (``--replicas R --bn-sync local|sync``, a data-parallel preset's) trains through
+frameworks.training.load_data_parallel_trainer's class instead, on R replicas with per-replica ("local") or
+synchronized ("sync") BatchNorm statistics, on the same global batches (each split into R shards by the trainer),
+dropout masks, learning rate and schedule as the preset's single-device runs; the trainer is closed (its engine
+stopped) however the run ends. Its process needs the framework's replica environment set before the framework is
+imported (orchestrate.run_environment does it).
+
 Records (bnparity.suites.schema's event classes, one per kind; besides the common
 kind/framework/variant/seed/epoch/iteration/t; times in seconds):
-  start        preset, iters_per_epoch, epochs, n_train, n_test, batch_size (the run's), threads, device, pid,
-               resumed_from_epoch (0 on a fresh start), setup_time (data + model + checkpoint loading)
+  start        preset, iters_per_epoch, epochs, n_train, n_test, batch_size (the run's; a data-parallel run's
+               global batch), threads (a data-parallel run's: per replica), device, pid, resumed_from_epoch (0 on a
+               fresh start), setup_time (data + model + checkpoint loading)
   iter         loss (batch mean), correct, batch, accuracy, batch_digest (`batch_digest`: what the framework
                trained on, images, labels and dropout masks) — after every SGD step
   eval         epochs_done (iteration / iters_per_epoch), train_loss and train_accuracy (running average
@@ -44,6 +52,7 @@ nothing, as a crash in native code would).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import math
 import os
@@ -53,15 +62,20 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from bnparity.frameworks.registry import Unavailable
-from bnparity.frameworks.training import SGDConfig, Trainer, load_trainer
+from bnparity.frameworks.training import SGDConfig, Trainer, load_data_parallel_trainer, load_trainer
 from bnparity.suites.schema import EpochEvent, EvalEvent, TrainManifest
+
+if TYPE_CHECKING:
+    from bnparity.suites.data.pipeline import Split
 
 from .presets import VARIANTS, TrainPreset
 from .records import (
+    DP_MODES,
     RecordWriter,
     RunId,
     load_checkpoint,
@@ -87,7 +101,7 @@ def thread_env(threads: int, base: dict[str, str] | None = None) -> dict[str, st
                                       THREADS_ENV)}
     xla = (base or {}).get("XLA_FLAGS", "")
     if threads == 1 and "xla_cpu_multi_thread_eigen" not in xla:
-        xla = f"{xla} --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1".strip()
+        xla = f"{xla} --xla_cpu_multi_thread_eigen=false".strip()
     if xla:
         env["XLA_FLAGS"] = xla
     return env
@@ -217,17 +231,35 @@ def _build(run: RunId, preset: TrainPreset, manifest: TrainManifest, trainer_cls
                           test_subset=preset.test_subset, subset_seed=preset.subset_seed)
     arch = variant_spec(preset.arch, run.variant)
     sgd = SGDConfig(lr=preset.lr, momentum=preset.momentum, weight_decay=preset.weight_decay)
-    trainer = trainer_cls(arch=arch, params=init_params(arch, seed=run.seed), sgd=sgd, device=manifest.device)
+    replicas = {} if run.replicas is None else {"replicas": run.replicas, "bn_sync": run.bn_sync}
+    trainer = trainer_cls(arch=arch, params=init_params(arch, seed=run.seed), sgd=sgd, device=manifest.device,
+                          **replicas)
     return trainer, arch, train, test
 
 
 def _train(out: RecordWriter, pos: _Position, *, run_dir: Path, run: RunId, manifest: TrainManifest,
            trainer_cls: type[Trainer], start_epoch: int, parent_pid: int | None) -> None:
-    from bnparity.suites.data.pipeline import batches
-
     preset = manifest.preset.at_batch(run.batch_size)
     clock = _Clock()
     trainer, arch, train, test = _build(run, preset, manifest, trainer_cls)
+    close = getattr(trainer, "close", None)  # a DataParallelTrainer's engine (processes, threads)
+    try:
+        _epochs(out, pos, trainer, arch=arch, train=train, test=test, preset=preset, clock=clock, run_dir=run_dir,
+                run=run, manifest=manifest, start_epoch=start_epoch, parent_pid=parent_pid)
+    except BaseException:
+        if close is not None:
+            with contextlib.suppress(Exception):  # the run's own error is the one to report
+                close()
+        raise
+    if close is not None:
+        close()
+
+
+def _epochs(out: RecordWriter, pos: _Position, trainer: Trainer, *, arch: object, train: Split, test: Split,
+            preset: TrainPreset, clock: _Clock, run_dir: Path, run: RunId, manifest: TrainManifest,
+            start_epoch: int, parent_pid: int | None) -> None:
+    from bnparity.suites.data.pipeline import batches
+
     if start_epoch:
         state, meta = load_checkpoint(run_dir, run, start_epoch)
         trainer.load_state(state)
@@ -323,10 +355,11 @@ def run_one(*, run_dir: Path, run: RunId, resume: bool = False, parent_pid: int 
 
     Args:
         run_dir: the run directory (its manifest.json holds the preset, data folder and device).
-        run: which framework, variant and seed.
+        run: which framework, variant and seed (and, data-parallel, replicas and BatchNorm mode).
         resume: continue after the last epoch with both an "epoch" record and a checkpoint.
         parent_pid: stop (as on Ctrl-C) once this process is no longer our parent.
-        trainer_cls: the Trainer class to use instead of load_trainer(run.framework) (tests, benchmarks).
+        trainer_cls: the Trainer class to use instead of load_trainer(run.framework) (tests, benchmarks); for a
+            data-parallel run, a DataParallelTrainer class instead of load_data_parallel_trainer(run.framework).
 
     Returns:
         The kind of the run's last record: "done", "failed" or "skipped". Ctrl-C writes an "interrupted"
@@ -340,7 +373,8 @@ def run_one(*, run_dir: Path, run: RunId, resume: bool = False, parent_pid: int 
     pos = _Position(epoch=start_epoch)
     with RecordWriter(run.records_path(run_dir), run) as out:
         try:
-            trainer_cls = trainer_cls or load_trainer(run.framework)
+            load = load_data_parallel_trainer if run.data_parallel else load_trainer
+            trainer_cls = trainer_cls or load(run.framework)
             if isinstance(trainer_cls, Unavailable):
                 out.write("skipped", epoch=pos.epoch, iteration=pos.iteration, reason=trainer_cls.reason)
                 return "skipped"
@@ -368,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", required=True, choices=VARIANTS)
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--batch-size", type=int, help="the run's batch size in a batch-size sweep")
+    parser.add_argument("--replicas", type=int, help="a data-parallel run's number of replicas (with --bn-sync)")
+    parser.add_argument("--bn-sync", choices=DP_MODES, help="a data-parallel run's BatchNorm statistics")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--threads", type=int, help="compute threads (sets the thread environment variables)")
     parser.add_argument("--parent-pid", type=int, help="stop when this process is no longer the parent")
@@ -378,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     if args.threads:
         os.environ.update(thread_env(args.threads, dict(os.environ)))
-    run = RunId(args.framework, args.variant, args.seed, args.batch_size)
+    run = RunId(args.framework, args.variant, args.seed, args.batch_size, args.replicas, args.bn_sync)
     try:
         kind = run_one(run_dir=args.run_dir, run=run, resume=args.resume, parent_pid=args.parent_pid)
     except KeyboardInterrupt:

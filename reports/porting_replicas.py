@@ -1,0 +1,80 @@
+"""The porting guide's cross-replica section: each framework's switch to synchronized BatchNorm, what it does with
+unequal shards and what a saved per-replica model holds (the conventions registry's ReplicaConvention rows), and what
+the suites measured (sync_parity.json, dp_parity.json, the data-parallel training conclusions) when those records
+are given."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from bnparity.frameworks.conventions import ReplicaConvention
+from bnparity.frameworks.registry import display_name
+from bnparity.suites.schema import DPParityDoc, SyncComparison, SyncParityDoc
+
+from .porting_facts import ProofRef
+from .replica_summary import SAVED, WEIGHTING
+
+
+def _proofs(row: ReplicaConvention, key: str) -> str:
+    refs = [ProofRef.parse(text, framework=row.framework) for text in row.proofs.get(key, ())]
+    return ("(proved by " + ", ".join(r.link() for r in refs) + ")") if refs else ""
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def unequal_findings(doc: SyncParityDoc) -> dict[str, float]:
+    """framework -> the largest error of y relative to its scale, against the global batch, of a synchronized layer
+    that weights unequal shards equally (the measured size of that convention)."""
+    worst: dict[str, float] = {}
+    for r in doc.comparisons:
+        if isinstance(r, SyncComparison) and not r.gate and r.reference == "global-batch" and r.quantity == "y":
+            err = r.scaled_error
+            worst[r.framework] = max(worst.get(r.framework, 0.0), float("inf") if err is None else err)
+    return worst
+
+
+def replica_section(rows: Sequence[ReplicaConvention], sync: SyncParityDoc | None = None,
+                    dp: DPParityDoc | None = None) -> list[str]:
+    """The section's Markdown lines."""
+    lines = ["With data parallelism each replica runs BatchNorm on its own shard of the global batch. Unless told "
+             "otherwise it normalizes with that shard's statistics (per-replica BN: what PyTorch's DDP, a Flax model "
+             "under `shard_map`/`pmap` without `axis_name`, and a Gluon block on several contexts give). "
+             "Synchronized BN all-reduces the statistics, so that every replica normalizes with the global "
+             "batch's.", "",
+             "| | synchronized layer | switch | unequal shards | a saved per-replica model holds | on CPU |",
+             "|---|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(f"| {display_name(row.framework)} | `{_cell(row.layer)}` | `{_cell(row.switch)}` | "
+                     f"{WEIGHTING[row.shard_weighting]} {_proofs(row, 'shard_weighting')} | "
+                     f"{SAVED[row.saved_running]} {_proofs(row, 'saved_running')} | {_cell(row.cpu)} |")
+    lines.append("")
+    for row in rows:
+        for fact in row.facts:
+            lines.append(f"- {display_name(row.framework)}: {fact}")
+    if sync is not None:
+        gated = [r for r in sync.comparisons if r.gate]
+        passed = sum(r.passed for r in gated)
+        lines += ["", f"Measured by `bnparity sync-parity` ({sync.meta.environment.time}, R = "
+                      f"{', '.join(map(str, sync.meta.replicas))}, every framework on its real engine on the CPU): "
+                      f"{passed}/{len(gated)} gated comparisons with the float64 reference pass."]
+        for fw, err in unequal_findings(sync).items():
+            lines.append(f"- {display_name(fw)}'s synchronized layer with unequal shards (a global batch that R does "
+                         f"not divide): y is up to {err:.2g} of its scale away from the global batch's BatchNorm. "
+                         "Padding the last shard does not help (a masked mean is still averaged with weight 1/R): "
+                         "drop the remainder so that every shard has as many samples, or all-reduce counts and "
+                         "sums yourself (bnparity's scratch layers do).")
+    if dp is not None:
+        local = [r for r in dp.comparisons if r.bn_sync == "local" and r.dtype == "float64"]
+        synced = [r for r in dp.comparisons if r.bn_sync == "sync" and r.dtype == "float64"]
+        for fw in dict.fromkeys(r.framework for r in dp.comparisons):
+            worst_sync = max((r.rel_err or 0.0 for r in synced if r.framework == fw), default=None)
+            worst_local = max((r.rel_err or 0.0 for r in local if r.framework == fw and r.kind == "grad"), default=None)
+            if worst_sync is None or worst_local is None:
+                continue
+            lines.append(f"- {display_name(fw)}, one SGD step of the {dp.meta.preset} AlexNet on a global batch of "
+                         f"{dp.meta.batch} (float64): synchronized BN on R replicas equals one device to "
+                         f"{worst_sync:.1g} (relative); per-replica BN changes the gradients by up to "
+                         f"{worst_local:.2g} of their layer's magnitude.")
+    return lines
