@@ -1,4 +1,5 @@
-"""`bnparity run`, the main job: data, layer and model parity, training, pitfalls, report — in one new directory.
+"""`bnparity run`, the main job: data, layer, model and cross-replica parity, training, pitfalls, report — in one new
+directory.
 
 Each step is the same sub-command a user can run alone, writing its records into the run directory;
 the manifest says which steps finished. An interrupted or failed step never loses what earlier steps
@@ -23,7 +24,7 @@ from .errors import UserError
 from .records import write_json
 from .schema import ConventionsDoc, Environment, RunManifest, from_dict, to_dict
 
-STEPS = ("parity", "model-parity", "train", "pitfalls", "report")
+STEPS = ("parity", "model-parity", "sync-parity", "dp-parity", "train", "pitfalls", "report")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,7 +58,9 @@ def new_run_dir(out: Path | None) -> Path:
 
 
 # What exit code 1 of a step's sub-command means: it finished, and found something.
-_EXIT_1 = {"parity": "done-with-differences", "model-parity": "done-with-differences", "train": "done-with-failed-runs"}
+_EXIT_1 = {"parity": "done-with-differences", "model-parity": "done-with-differences",
+           "sync-parity": "done-with-differences", "dp-parity": "done-with-differences",
+           "train": "done-with-failed-runs"}
 
 
 def _now() -> str:
@@ -108,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
         "parity": ["parity", *fw_args, "--json", str(run_dir / "parity.json")],
         "model-parity": ["model-parity", "--preset", args.model_preset, *fw_args,
                          "--json", str(run_dir / "model_parity.json")],
+        "sync-parity": ["sync-parity", *fw_args, "--json", str(run_dir / "sync_parity.json")],
+        "dp-parity": ["dp-parity", *fw_args, "--json", str(run_dir / "dp_parity.json")],
         "train": ["train", "--preset", args.preset, *fw_args, "--jobs", str(args.jobs),
                   "--out", str(run_dir / "train"), *data_args,
                   *(["--seeds", str(args.seeds)] if args.seeds else [])],
