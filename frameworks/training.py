@@ -90,6 +90,7 @@ def load_trainer(framework: str) -> type[Trainer] | Unavailable:
 
 
 BN_SYNC = ("local", "sync", "single")  # per-replica statistics, synchronized statistics, one device
+DATA_PARALLEL_BN = ("local", "sync")  # the modes of a DataParallelTrainer
 
 
 class DataParallelTrainer(Trainer):
@@ -116,6 +117,15 @@ class DataParallelTrainer(Trainer):
     def close(self) -> None:
         """Stop the engine; idempotent."""
 
+    @staticmethod
+    def checked(replicas: int, bn_sync: str) -> tuple[int, str]:
+        """(replicas, bn_sync) validated: R ≥ 1 and a mode of DATA_PARALLEL_BN, else ValueError."""
+        if bn_sync not in DATA_PARALLEL_BN:
+            raise ValueError(f"bn_sync must be one of {', '.join(DATA_PARALLEL_BN)}. Received: {bn_sync!r}")
+        if int(replicas) < 1:
+            raise ValueError(f"replicas must be >= 1. Received: {replicas}")
+        return int(replicas), bn_sync
+
     def __enter__(self) -> DataParallelTrainer:
         return self
 
@@ -124,8 +134,14 @@ class DataParallelTrainer(Trainer):
 
 
 def load_data_parallel_trainer(framework: str) -> type[DataParallelTrainer] | Unavailable:
-    """The DataParallelTrainer class of `framework`, or why it is unavailable here."""
+    """The DataParallelTrainer class of `framework`, or why it is unavailable here (a framework folder without
+    ``data_parallel.py`` has none: a skip, not an error)."""
     try:
         return framework_module(framework, "data_parallel").DataParallelTrainer
+    except ModuleNotFoundError as e:
+        if e.name == f"bnparity.frameworks.{framework}.data_parallel":
+            return Unavailable(framework, f"{framework} has no data-parallel trainer (frameworks/{framework}/"
+                                          "data_parallel.py)")
+        return import_failure(framework, e)
     except Exception as e:  # a framework that is missing, or installed but broken, is reported, not raised
         return import_failure(framework, e)

@@ -30,11 +30,13 @@ from bnparity.suites.parity.summary import cells
 from bnparity.suites.records import read_json
 from bnparity.suites.schema import (
     PARITY_FORMAT,
+    Conclusions,
     DPParityDoc,
     FormatError,
     ParityDoc,
     PitfallsDoc,
     SyncParityDoc,
+    load_conclusions,
     load_dp_parity,
     load_parity,
     load_pitfalls,
@@ -277,7 +279,8 @@ def trained_network_section(pitfalls: PitfallsDoc | None) -> list[str]:
 
 def guide(*, parity: ParityDoc, conventions: Sequence[Convention], pitfalls: PitfallsDoc | None = None,
           layer_conventions: Sequence[LayerConvention] = (), replica_conventions: Sequence[ReplicaConvention] = (),
-          sync_parity: SyncParityDoc | None = None, dp_parity: DPParityDoc | None = None) -> str:
+          sync_parity: SyncParityDoc | None = None, dp_parity: DPParityDoc | None = None,
+          dp_training: Conclusions | None = None) -> str:
     """The whole guide as Markdown: BatchNorm first, then one section per other normalization, then BatchNorm across
     data-parallel replicas."""
     batchnorm = parity.of_normalization(Convention.normalization)
@@ -301,7 +304,8 @@ def guide(*, parity: ParityDoc, conventions: Sequence[Convention], pitfalls: Pit
         lines += ["", f"## {plugin(name).title}", "", *normalization_section(part, rows)]
     if replica_conventions:
         lines += ["", "## BatchNorm across data-parallel replicas", "",
-                  *replica_section(replica_conventions, sync_parity, dp_parity)]
+                  *replica_section(replica_conventions, sync_parity, dp_parity,
+                                   dp_training.data_parallel if dp_training is not None else ())]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -316,7 +320,8 @@ def _optional(path: Path | None, load, what: str):  # noqa: ANN001, ANN202 (a lo
 
 
 def write_porting_guide(*, parity_path: Path, out: Path, root: Path = ROOT, pitfalls_path: Path | None = None,
-                        sync_parity_path: Path | None = None, dp_parity_path: Path | None = None) -> str:
+                        sync_parity_path: Path | None = None, dp_parity_path: Path | None = None,
+                        dp_train_path: Path | None = None) -> str:
     """Check that every cited test exists, then write the guide to `out`; returns the text.
 
     Raises:
@@ -340,7 +345,8 @@ def write_porting_guide(*, parity_path: Path, out: Path, root: Path = ROOT, pitf
     text = guide(parity=parity, conventions=conventions, pitfalls=pitfalls, layer_conventions=layer_rows,
                  replica_conventions=replica_rows,
                  sync_parity=_optional(sync_parity_path, load_sync_parity, "sync-parity"),
-                 dp_parity=_optional(dp_parity_path, load_dp_parity, "dp-parity"))
+                 dp_parity=_optional(dp_parity_path, load_dp_parity, "dp-parity"),
+                 dp_training=_optional(dp_train_path, load_conclusions, "dp-train"))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)  # the guide's folder (e.g. docs/) is created when missing
     write_output(out, text)
@@ -353,11 +359,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pitfalls", type=Path, help="a pitfalls record file (bnparity pitfalls), optional")
     parser.add_argument("--sync-parity", type=Path, help="a sync-parity record file (bnparity sync-parity), optional")
     parser.add_argument("--dp-parity", type=Path, help="a dp-parity record file (bnparity dp-parity), optional")
+    parser.add_argument("--dp-train", type=Path,
+                        help="the conclusions.json of a data-parallel training run (bnparity train --preset dp-cpu)")
     parser.add_argument("--out", type=Path, default=Path("docs/porting.md"), help="default: docs/porting.md")
     args = parser.parse_args(argv)
     try:
         write_porting_guide(parity_path=args.parity, out=args.out, pitfalls_path=args.pitfalls,
-                            sync_parity_path=args.sync_parity, dp_parity_path=args.dp_parity)
+                            sync_parity_path=args.sync_parity, dp_parity_path=args.dp_parity,
+                            dp_train_path=args.dp_train)
     except (UserError, ValueError, OSError) as e:
         print(f"porting: error: {e}", file=sys.stderr)
         return 2

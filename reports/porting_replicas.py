@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from bnparity.frameworks.conventions import ReplicaConvention
 from bnparity.frameworks.registry import display_name
-from bnparity.suites.schema import DPParityDoc, SyncComparison, SyncParityDoc
+from bnparity.suites.schema import DataParallelComparison, DPParityDoc, SyncComparison, SyncParityDoc
 
 from .porting_facts import ProofRef
 from .replica_summary import SAVED, WEIGHTING
@@ -36,8 +36,8 @@ def unequal_findings(doc: SyncParityDoc) -> dict[str, float]:
 
 
 def replica_section(rows: Sequence[ReplicaConvention], sync: SyncParityDoc | None = None,
-                    dp: DPParityDoc | None = None) -> list[str]:
-    """The section's Markdown lines."""
+                    dp: DPParityDoc | None = None, training: Sequence[DataParallelComparison] = ()) -> list[str]:
+    """The section's Markdown lines (`training`: a data-parallel training directory's conclusions, when given)."""
     lines = ["With data parallelism each replica runs BatchNorm on its own shard of the global batch. Unless told "
              "otherwise it normalizes with that shard's statistics (per-replica BN: what PyTorch's DDP, a Flax model "
              "under `shard_map`/`pmap` without `axis_name`, and a Gluon block on several contexts give). "
@@ -77,4 +77,22 @@ def replica_section(rows: Sequence[ReplicaConvention], sync: SyncParityDoc | Non
                          f"{dp.meta.batch} (float64): synchronized BN on R replicas equals one device to "
                          f"{worst_sync:.1g} (relative); per-replica BN changes the gradients by up to "
                          f"{worst_local:.2g} of their layer's magnitude.")
+    if training:
+        lines += ["", "Trained data-parallel (`bnparity train --preset dp-cpu`: the same global batch, initial weights "
+                      "and data order in every mode), final test accuracy:", "",
+                  "| framework | R × shard | per-replica BN | synchronized BN | one device | per-replica − one device "
+                  "| synchronized − one device |", "|---|---|---|---|---|---|---|"]
+        for t in training:
+            final = {m.bn_sync: m.final_test_accuracy.mean for m in t.modes}
+            lines.append(f"| {display_name(t.framework)} | {t.replicas} × {t.global_batch // t.replicas} | "
+                         f"{_acc(final.get('local'))} | {_acc(final.get('sync'))} | {_acc(final.get('single'))} | "
+                         f"{_diff(t.final_local_minus_single)} | {_diff(t.final_sync_minus_single)} |")
     return lines
+
+
+def _acc(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4f}"
+
+
+def _diff(value: float | None) -> str:
+    return "–" if value is None else f"{value:+.4f}"

@@ -274,7 +274,8 @@ def time_to_accuracy_section(data: RunData, summary: dict[str, Any]) -> Section:
         d = data_parallel(data)[0]
         section.blocks.append(
             f"Every mode trained on the same global batches of {d.global_batch} images, from the same weights, with "
-            f"the same dropout masks, learning rate and schedule: data-parallel on {d.replicas} replicas of "
+            f"the same learning rate and schedule (dropout masks drawn by each framework, each replica its own): "
+            f"data-parallel on {d.replicas} replicas of "
             f"{d.global_batch // d.replicas} images, the gradient averaged over the replicas, with BatchNorm "
             "normalizing each replica's images with their own statistics (per-replica BN) or with the global "
             "batch's (synchronized BN), and on one device. Evaluation uses the saved model's running statistics "

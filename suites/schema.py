@@ -1486,28 +1486,40 @@ class SyncParityDoc:
         return [r for r in self.records if isinstance(r, SyncSkip)]
 
 
-def sync_record(data: object, *, where: str = "record") -> SyncRecord:
-    """One record of a sync_parity.json (or of a worker's output line): by its status."""
+def _by_status(data: object, where: str, ok: type[T], not_run: type) -> Any:
+    """A record of a two-class family: `ok` when its status is "ok", `not_run` when "skipped" or "error"."""
     if not isinstance(data, Mapping):
         raise FormatError(f"{where}: expected an object. Received: {type(data).__name__}")
     status = data.get("status")
     if status == "ok":
-        return from_dict(SyncComparison, data, where=where)
+        return from_dict(ok, data, where=where)
     if status in ("skipped", "error"):
-        return from_dict(SyncSkip, data, where=where)
+        return from_dict(not_run, data, where=where)
     raise FormatError(f"{where}: status must be 'ok', 'skipped' or 'error'. Received: {status!r}")
+
+
+def _records_doc(data: object, *, where: str, family: str, version: int, doc: type[T], meta: type,
+                 record: Any) -> T:
+    """A {"format", "meta", "records"} document of the current version (FormatError otherwise)."""
+    if not isinstance(data, Mapping):
+        raise FormatError(f"{where}: expected a JSON object. Received: {type(data).__name__}")
+    parse_format(data.get("format"), family=family, current=version, where=where)
+    records = data.get("records")
+    if not isinstance(records, list):
+        raise FormatError(f"{where}: expected a list 'records'. Received: {type(records).__name__}")
+    return doc(meta=from_dict(meta, data.get("meta") or {}, where=f"{where}: meta"),
+               records=tuple(record(r, where=f"{where}: records[{i}]") for i, r in enumerate(records)))
+
+
+def sync_record(data: object, *, where: str = "record") -> SyncRecord:
+    """One record of a sync_parity.json (or of a worker's output line): by its status."""
+    return _by_status(data, where, SyncComparison, SyncSkip)
 
 
 def load_sync_parity(data: object, *, where: str = "sync_parity.json") -> SyncParityDoc:
     """A sync_parity.json document. Raises FormatError (one line) for anything else."""
-    if not isinstance(data, Mapping):
-        raise FormatError(f"{where}: expected a JSON object. Received: {type(data).__name__}")
-    parse_format(data.get("format"), family=SYNC_PARITY, current=SYNC_PARITY_VERSION, where=where)
-    records = data.get("records")
-    if not isinstance(records, list):
-        raise FormatError(f"{where}: expected a list 'records'. Received: {type(records).__name__}")
-    return SyncParityDoc(meta=from_dict(SyncParityMeta, data.get("meta") or {}, where=f"{where}: meta"),
-                         records=tuple(sync_record(r, where=f"{where}: records[{i}]") for i, r in enumerate(records)))
+    return _records_doc(data, where=where, family=SYNC_PARITY, version=SYNC_PARITY_VERSION, doc=SyncParityDoc,
+                        meta=SyncParityMeta, record=sync_record)
 
 
 # --- data-parallel step parity -------------------------------------------------------------------------------------
@@ -1604,23 +1616,10 @@ class DPParityDoc:
 
 def dp_record(data: object, *, where: str = "record") -> DPRecord:
     """One record of a dp_parity.json (or of a worker's output line), by its status."""
-    if not isinstance(data, Mapping):
-        raise FormatError(f"{where}: expected an object. Received: {type(data).__name__}")
-    status = data.get("status")
-    if status == "ok":
-        return from_dict(DPComparison, data, where=where)
-    if status in ("skipped", "error"):
-        return from_dict(DPNotRun, data, where=where)
-    raise FormatError(f"{where}: status must be 'ok', 'skipped' or 'error'. Received: {status!r}")
+    return _by_status(data, where, DPComparison, DPNotRun)
 
 
 def load_dp_parity(data: object, *, where: str = "dp_parity.json") -> DPParityDoc:
     """A dp_parity.json document. Raises FormatError (one line) for anything else."""
-    if not isinstance(data, Mapping):
-        raise FormatError(f"{where}: expected a JSON object. Received: {type(data).__name__}")
-    parse_format(data.get("format"), family=DP_PARITY, current=DP_PARITY_VERSION, where=where)
-    records = data.get("records")
-    if not isinstance(records, list):
-        raise FormatError(f"{where}: expected a list 'records'. Received: {type(records).__name__}")
-    return DPParityDoc(meta=from_dict(DPParityMeta, data.get("meta") or {}, where=f"{where}: meta"),
-                       records=tuple(dp_record(r, where=f"{where}: records[{i}]") for i, r in enumerate(records)))
+    return _records_doc(data, where=where, family=DP_PARITY, version=DP_PARITY_VERSION, doc=DPParityDoc,
+                        meta=DPParityMeta, record=dp_record)

@@ -14,12 +14,15 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import TypeVar
 
 from bnparity.frameworks.replicas import replica_environment
 from bnparity.suites.convergence.runner import thread_env
+from bnparity.suites.errors import UserError
 
 T = TypeVar("T")
 
@@ -86,3 +89,38 @@ def failure_reason(output: WorkerOutput, timeout: float) -> str | None:
         return (f"the worker exited with code {output.returncode}; {len(output.records)} records kept"
                 + (f"; {output.last_error}" if output.last_error else ""))
     return None
+
+
+def run_pieces(pieces: Sequence[T], work: Callable[[T, Callable[[subprocess.Popen], None]], list],
+               *, jobs: int, done: list[list]) -> None:
+    """`work(piece, register)` for every piece, `jobs` at a time (threads, each waiting on its worker process);
+    `done[i]` receives piece i's records as it finishes. Interrupted (Ctrl-C) or failing, every worker started so
+    far is killed with its process group before the exception propagates: nothing is left running, and `done`
+    holds what finished."""
+    procs: list[subprocess.Popen] = []
+    lock = threading.Lock()
+
+    def register(proc: subprocess.Popen) -> None:
+        with lock:
+            procs.append(proc)
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = {pool.submit(work, piece, register): i for i, piece in enumerate(pieces)}
+        try:
+            for future in as_completed(futures):
+                done[futures[future]] = future.result()
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            with lock:
+                for proc in procs:
+                    kill_group(proc.pid)
+            raise
+
+
+def check_engine_arguments(jobs: int, timeout: float) -> None:
+    """--jobs ≥ 1 and --timeout > 0, or a UserError."""
+    if jobs < 1:
+        raise UserError(f"--jobs must be >= 1. Received: {jobs}")
+    if not timeout > 0:
+        raise UserError(f"--timeout must be > 0. Received: {timeout}")

@@ -145,3 +145,18 @@ def test_help_lists_it(fourth_framework, capsys):
     with pytest.raises(SystemExit):
         main(["parity", "--help"])
     assert NAME in capsys.readouterr().out
+
+
+def test_a_folder_without_replicas_or_data_parallel_code_is_a_skip_not_an_error(fourth_framework):
+    from bnparity.frameworks.replicas import load_replica_adapter
+    from bnparity.frameworks.training import load_data_parallel_trainer
+    from bnparity.suites.sync_parity.cases import sync_cases
+    from bnparity.suites.sync_parity.harness import run_framework
+
+    trainer = load_data_parallel_trainer(NAME)
+    assert isinstance(trainer, registry.Unavailable) and not trainer.installed
+    assert "has no data-parallel trainer" in trainer.reason
+    adapter = load_replica_adapter(NAME, "builtin")
+    assert isinstance(adapter, registry.Unavailable) and not adapter.installed
+    records = list(run_framework(NAME, sync_cases(2)[:2], ("builtin", "scratch")))
+    assert [(r.status, r.gate) for r in records] == [("skipped", False), ("skipped", False)]

@@ -36,7 +36,8 @@ def test_run_writes_every_step_and_the_report_and_never_overwrites(tmp_path, fak
     assert manifest["steps"] == {step: "done" for step in main_job.STEPS}
     assert manifest["format"] == "bnparity-run/2" and to_dict(load_run_manifest(manifest)) == manifest
     assert manifest["finished"] and set(manifest["step_seconds"]) == set(main_job.STEPS)
-    for name in ("parity.json", "model_parity.json", "conventions.json", "train/manifest.json",
+    for name in ("parity.json", "model_parity.json", "sync_parity.json", "dp_parity.json", "conventions.json",
+                 "train/manifest.json",
                  "train/torch-bn-seed0.jsonl", "pitfalls.json", "report.html", "report.md", "summary.json",
                  "porting.md"):
         assert (out / name).is_file(), name
@@ -45,6 +46,7 @@ def test_run_writes_every_step_and_the_report_and_never_overwrites(tmp_path, fak
     assert len(pitfalls["records"]) == 1 + 3 * 3  # as trained, then 3 rules after 1, 10 and 100 batches
     guide = (out / "porting.md").read_text()
     assert "### On a trained network" in guide and "| swapped: new batch weight 0.9" in guide
+    assert "## BatchNorm across data-parallel replicas" in guide and "Measured by `bnparity sync-parity`" in guide
     summary = json.loads((out / "summary.json").read_text())
     assert summary["complete"] is True and summary["incomplete"] == []
     assert f"report: {(out / 'report.html').resolve()}" in capsys.readouterr().out

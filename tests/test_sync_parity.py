@@ -211,3 +211,35 @@ def test_worker_env_holds_one_thread_and_appends_the_engines_flags():
     assert flags[-1] == "--xla_force_host_platform_device_count=4"
     assert all(f.startswith("--") for f in flags)  # XLA stops reading at the first word that is not a flag
     assert worker_env("mxnet", 3, {})["MXNET_CPU_WORKER_NTHREADS"] == "3"
+
+
+def test_the_command_runs_a_real_engine_end_to_end_and_writes_its_records(tmp_path, capsys):
+    pytest.importorskip("torch")
+    out = tmp_path / "sync.json"
+    code = main(["sync-parity", "--frameworks", "torch", "--replicas", "2", "--cases", "nchw-unequal",
+                 "--json", str(out)])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    doc = load_sync_parity(json.loads(out.read_text()))
+    assert doc.meta.complete and doc.meta.replicas == (2,)
+    assert {c.name for c in doc.meta.cases} == {c.name for c in sync_cases(2) if "nchw-unequal" in c.name}
+    assert doc.comparisons and not gate_failures(doc.records)
+    skipped = [r for r in doc.not_run if r.impl == "builtin"]
+    assert skipped and all("SyncBatchNorm" in r.reason for r in skipped)  # torch refuses CPU tensors
+    assert {c.framework for c in doc.meta.conventions} == {"torch"}
+    assert "gated comparisons pass; 0 fail" in text
+
+
+def test_dp_parity_command_holds_in_float64_for_a_real_engine(tmp_path, capsys):
+    pytest.importorskip("torch")
+    from bnparity.suites.schema import load_dp_parity
+
+    out = tmp_path / "dp.json"
+    code = main(["dp-parity", "--frameworks", "torch", "--replicas", "2", "--dtypes", "float64", "--json", str(out)])
+    assert code == 0, capsys.readouterr().out
+    doc = load_dp_parity(json.loads(out.read_text()))
+    synced = [r for r in doc.comparisons if r.bn_sync == "sync"]
+    local = [r for r in doc.comparisons if r.bn_sync == "local"]
+    assert synced and all(r.gate and r.passed for r in synced)
+    assert max(r.rel_err for r in synced) < 1e-12
+    assert local and not any(r.gate for r in local) and max(r.rel_err for r in local if r.kind == "grad") > 1e-2

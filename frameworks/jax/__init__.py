@@ -10,7 +10,10 @@
   (Builtin<Norm>) and each in raw jax.numpy ops (Scratch<Norm>);
 - alexnet.py: AlexNet as a flax.linen Module, canonical arrays in (from_canonical, the Flax variables) and out
   (to_canonical);
-- train.py: the Trainer (optax SGD, jax.jit).
+- train.py: the Trainer (optax SGD, jax.jit);
+- replicas.py: cross-replica BatchNorm on host devices under shard_map and pmap: flax.linen.BatchNorm(axis_name=...)
+  (BuiltinSyncBatchNorm) and a count-weighted psum BatchNorm in jax.numpy (ScratchSyncBatchNorm);
+- data_parallel.py: the DataParallelTrainer (jax.shard_map over R host devices, gradients pmean-ed).
 
 Private to this folder: _x64.py, the scoped x64 switch float64 needs; _session.py, the jitted steps and layer
 session of batchnorm.py's adapters (JAX runs a layer as a pure function).

@@ -68,7 +68,6 @@ from .train import KEY_KEY, STEP_KEY
 
 AXIS = "replicas"  # the mesh axis, and the BatchNorm axis_name in "sync" mode
 SAVED_RUNNING = "mean"  # what `state` saves of the per-device running statistics: "mean" or "replica0"
-BN_MODES = ("local", "sync")
 
 
 def _devices(device: str, replicas: int) -> list[jax.Device]:
@@ -114,12 +113,9 @@ class DataParallelTrainer(training.DataParallelTrainer):
 
     def __init__(self, *, arch: AlexNetSpec, params: dict[str, np.ndarray], sgd: training.SGDConfig, replicas: int,
                  bn_sync: str, device: str = "cpu", dtype: str = "float32", seed: int | None = None) -> None:
-        if bn_sync not in BN_MODES:
-            raise ValueError(f"bn_sync must be one of {', '.join(BN_MODES)}. Received: {bn_sync!r}")
-        if int(replicas) < 1:
-            raise ValueError(f"replicas must be >= 1. Received: {replicas}")
+        replicas, bn_sync = self.checked(replicas, bn_sync)
         check_params(arch, params)
-        self.arch, self.sgd, self.replicas, self.bn_sync = arch, sgd, int(replicas), bn_sync
+        self.arch, self.sgd, self.replicas, self.bn_sync = arch, sgd, replicas, bn_sync
         self.dtype = training_dtype(dtype)
         self.device_name = device
         self.mesh = Mesh(np.array(_devices(device, self.replicas)), (AXIS,))

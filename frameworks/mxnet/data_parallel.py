@@ -106,7 +106,6 @@ from .descriptor import DESCRIPTOR
 from .replicas import _scratch_backward, _scratch_forward
 from .train import DRAWS_KEY, SEED_KEY, STEP_KEY
 
-BN_MODES = ("local", "sync")
 SAVED_RUNNING = "mean"  # what `state` saves of the per-context running statistics (Parameter._reduce)
 KVSTORE = "device"  # gluon.Trainer's default; "local" reduces on the CPU instead (same sums)
 
@@ -182,12 +181,9 @@ class DataParallelTrainer(training.DataParallelTrainer):
 
     def __init__(self, *, arch: AlexNetSpec, params: dict[str, np.ndarray], sgd: training.SGDConfig, replicas: int,
                  bn_sync: str, device: str = "cpu", dtype: str = "float32", seed: int | None = None) -> None:
-        if bn_sync not in BN_MODES:
-            raise ValueError(f"bn_sync must be one of {', '.join(BN_MODES)}. Received: {bn_sync!r}")
-        if int(replicas) < 1:
-            raise ValueError(f"replicas must be >= 1. Received: {replicas}")
+        replicas, bn_sync = self.checked(replicas, bn_sync)
         check_params(arch, params)
-        self.arch, self.sgd, self.replicas, self.bn_sync = arch, sgd, int(replicas), bn_sync
+        self.arch, self.sgd, self.replicas, self.bn_sync = arch, sgd, replicas, bn_sync
         self.dtype = training_dtype(dtype)
         # float64 "sync": the scratch BatchNorm on nn.BatchNorm blocks (SyncBatchNorm has no float64 kernel).
         self._scratch_bn = bn_sync == "sync" and self.dtype == np.float64

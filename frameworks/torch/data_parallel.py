@@ -58,7 +58,6 @@ from .replicas import TIMEOUT, _context, _convert_cross_replica, _free_port, _on
 from .train import RNG_KEY, STEP_KEY
 
 SAVED_RUNNING = "replica0"  # what `state` saves of the per-rank running statistics: rank 0's
-BN_MODES = ("local", "sync")
 
 
 def _rng_key(rank: int) -> str:
@@ -214,12 +213,9 @@ class DataParallelTrainer(training.DataParallelTrainer):
     def __init__(self, *, arch: AlexNetSpec, params: dict[str, np.ndarray], sgd: training.SGDConfig, replicas: int,
                  bn_sync: str, device: str = "cpu", dtype: str = "float32", seed: int | None = None,
                  timeout: float = TIMEOUT) -> None:
-        if bn_sync not in BN_MODES:
-            raise ValueError(f"bn_sync must be one of {', '.join(BN_MODES)}. Received: {bn_sync!r}")
-        if int(replicas) < 1:
-            raise ValueError(f"replicas must be >= 1. Received: {replicas}")
+        replicas, bn_sync = self.checked(replicas, bn_sync)
         check_params(arch, params)
-        self.arch, self.sgd, self.replicas, self.bn_sync = arch, sgd, int(replicas), bn_sync
+        self.arch, self.sgd, self.replicas, self.bn_sync = arch, sgd, replicas, bn_sync
         self.dtype = training_dtype(dtype)
         self.timeout = float(timeout)
         cuda = framework_device(device).type == "cuda"  # ValueError for an unknown device

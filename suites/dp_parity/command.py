@@ -11,9 +11,8 @@ import argparse
 import os
 import subprocess
 import sys
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Callable
 from pathlib import Path
 
 from bnparity.frameworks.registry import display_name, frameworks_help, parse_frameworks, sort_key
@@ -37,7 +36,7 @@ from bnparity.suites.schema import (
     to_dict,
 )
 from bnparity.suites.sync_parity.command import parse_replicas
-from bnparity.suites.workers import failure_reason, kill_group, run_worker, worker_env
+from bnparity.suites.workers import check_engine_arguments, failure_reason, run_pieces, run_worker, worker_env
 
 from .harness import BATCH, BN_SYNC, DTYPES, PRESET
 from .worker import MARK
@@ -59,47 +58,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              + JSON_TARGETS)
 
 
+def _piece(framework: str, replicas: tuple[int, ...], dtypes: tuple[str, ...], timeout: float,
+           register: Callable[[subprocess.Popen], None]) -> list[DPRecord]:
+    """One framework, every replica count, in its worker process (the engine's environment for the largest R)."""
+    job = {"framework": framework, "replicas": list(replicas), "bn_sync": list(BN_SYNC), "dtypes": list(dtypes),
+           "preset": PRESET, "batch": BATCH}
+    output = run_worker(WORKER, job, env=worker_env(framework, max(replicas)), timeout=timeout, mark=MARK,
+                        parse=dp_record, register=register)
+    records: list[DPRecord] = list(output.records)  # type: ignore[arg-type]
+    reason = failure_reason(output, timeout)
+    if reason is not None:
+        records.append(DPNotRun(framework=framework, replicas=max(replicas), bn_sync="-", dtype="-", gate=True,
+                                status="error", reason=reason))
+    return records
+
+
 def run_dp_parity(*, frameworks: tuple[str, ...], replicas: tuple[int, ...], dtypes: tuple[str, ...],
                   timeout: float, jobs: int, json_path: Path | None) -> list[DPRecord]:
     """Every framework in its worker, `jobs` at a time; the records saved even when interrupted."""
     start = time.perf_counter()
-    procs: list[subprocess.Popen] = []
-    lock = threading.Lock()
-    done: dict[str, list[DPRecord]] = {}
-
-    def keep(proc: subprocess.Popen) -> None:
-        with lock:
-            procs.append(proc)
-
-    def piece(fw: str) -> list[DPRecord]:
-        env = worker_env(fw, max(replicas))
-        job = {"framework": fw, "replicas": list(replicas), "bn_sync": list(BN_SYNC), "dtypes": list(dtypes),
-               "preset": PRESET, "batch": BATCH}
-        output = run_worker(WORKER, job, env=env, timeout=timeout, mark=MARK, parse=dp_record, register=keep)
-        records: list[DPRecord] = list(output.records)  # type: ignore[arg-type]
-        reason = failure_reason(output, timeout)
-        if reason is not None:
-            records.append(DPNotRun(framework=fw, replicas=max(replicas), bn_sync="-", dtype="-", gate=True,
-                                    status="error", reason=reason))
-        return records
-
+    done: list[list[DPRecord]] = [[] for _ in frameworks]
     complete = False
     try:
-        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            futures = {pool.submit(piece, fw): fw for fw in frameworks}
-            try:
-                for future in as_completed(futures):
-                    done[futures[future]] = future.result()
-            except BaseException:
-                for f in futures:
-                    f.cancel()
-                with lock:
-                    for proc in procs:
-                        kill_group(proc.pid)
-                raise
+        run_pieces(frameworks, lambda fw, register: _piece(fw, replicas, dtypes, timeout, register), jobs=jobs,
+                   done=done)
         complete = True
     finally:
-        records = [r for fw in frameworks for r in done.get(fw, [])]
+        records = [r for piece in done for r in piece]
         if json_path is not None:
             meta = DPParityMeta(environment=from_dict(Environment, environment(), where="environment"),
                                 frameworks=frameworks, replicas=replicas, preset=PRESET, batch=BATCH,
@@ -142,10 +127,7 @@ def run(args: argparse.Namespace) -> int:
     dtypes = tuple(d for d in args.dtypes.split(",") if d)
     if not dtypes or any(d not in DTYPES for d in dtypes):
         raise UserError(f"--dtypes takes some of {', '.join(DTYPES)}. Received: {args.dtypes!r}")
-    if args.jobs < 1:
-        raise UserError(f"--jobs must be >= 1. Received: {args.jobs}")
-    if not args.timeout > 0:
-        raise UserError(f"--timeout must be > 0. Received: {args.timeout}")
+    check_engine_arguments(args.jobs, args.timeout)
     start = time.perf_counter()
     records = run_dp_parity(frameworks=frameworks, replicas=replicas, dtypes=dtypes, timeout=args.timeout,
                             jobs=args.jobs, json_path=args.json)

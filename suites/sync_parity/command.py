@@ -12,10 +12,8 @@ import argparse
 import os
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bnparity.frameworks.conventions import replica_convention
@@ -40,7 +38,7 @@ from bnparity.suites.schema import (
     sync_record,
     to_dict,
 )
-from bnparity.suites.workers import failure_reason, kill_group, run_worker, worker_env
+from bnparity.suites.workers import check_engine_arguments, failure_reason, run_pieces, run_worker, worker_env
 
 from .cases import REPLICAS, SyncCase, sync_cases
 from .summary import format_summary, gate_failures, gated, implementation
@@ -87,18 +85,13 @@ def select_cases(replicas: Sequence[int], pattern: str | None) -> list[SyncCase]
     return cases
 
 
-def _piece(framework: str, cases: list[SyncCase], impls: tuple[str, ...], timeout: float,
-           register: list[subprocess.Popen], lock: threading.Lock) -> list[SyncRecord]:
+def _piece(cases: list[SyncCase], framework: str, impls: tuple[str, ...], timeout: float,
+           register: Callable[[subprocess.Popen], None]) -> list[SyncRecord]:
     """One framework at one replica count, in its worker process."""
     replicas = cases[0].replicas
-    env = worker_env(framework, replicas)
     job = {"framework": framework, "replicas": replicas, "impls": list(impls), "cases": [c.name for c in cases]}
-
-    def keep(proc: subprocess.Popen) -> None:
-        with lock:
-            register.append(proc)
-
-    output = run_worker(WORKER, job, env=env, timeout=timeout, mark=MARK, parse=sync_record, register=keep)
+    output = run_worker(WORKER, job, env=worker_env(framework, replicas), timeout=timeout, mark=MARK,
+                        parse=sync_record, register=register)
     records: list[SyncRecord] = list(output.records)  # type: ignore[arg-type]
     reason = failure_reason(output, timeout)
     if reason is not None:
@@ -116,24 +109,11 @@ def run_sync_parity(*, frameworks: tuple[str, ...], cases: list[SyncCase], impls
     for c in cases:
         by_replicas.setdefault(c.replicas, []).append(c)
     pieces = [(fw, mine) for mine in by_replicas.values() for fw in frameworks]
-    procs: list[subprocess.Popen] = []
-    lock = threading.Lock()
     done: list[list[SyncRecord]] = [[] for _ in pieces]
     complete = False
     try:
-        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            futures = {pool.submit(_piece, fw, mine, impls, timeout, procs, lock): i
-                       for i, (fw, mine) in enumerate(pieces)}
-            try:
-                for future in as_completed(futures):
-                    done[futures[future]] = future.result()
-            except BaseException:
-                for f in futures:
-                    f.cancel()
-                with lock:
-                    for proc in procs:
-                        kill_group(proc.pid)
-                raise
+        run_pieces(pieces, lambda piece, register: _piece(piece[1], piece[0], impls, timeout, register), jobs=jobs,
+                   done=done)
         complete = True
     finally:
         records = [r for piece in done for r in piece]
@@ -168,10 +148,7 @@ def run(args: argparse.Namespace) -> int:
     impls = tuple(i for i in args.impls.split(",") if i)
     if not impls or any(i not in IMPLS for i in impls):
         raise UserError(f"--impls takes some of {', '.join(IMPLS)}. Received: {args.impls!r}")
-    if args.jobs < 1:
-        raise UserError(f"--jobs must be >= 1. Received: {args.jobs}")
-    if not args.timeout > 0:
-        raise UserError(f"--timeout must be > 0. Received: {args.timeout}")
+    check_engine_arguments(args.jobs, args.timeout)
     cases = select_cases(replicas, args.cases)
     start = time.perf_counter()
     records = run_sync_parity(frameworks=frameworks, cases=cases, impls=impls, timeout=args.timeout, jobs=args.jobs,
