@@ -87,6 +87,10 @@ def replica_section(rows: Sequence[ReplicaConvention], sync: SyncParityDoc | Non
             lines.append(f"| {display_name(t.framework)} | {t.replicas} × {t.global_batch // t.replicas} | "
                          f"{_acc(final.get('local'))} | {_acc(final.get('sync'))} | {_acc(final.get('single'))} | "
                          f"{_diff(t.final_local_minus_single)} | {_diff(t.final_sync_minus_single)} |")
+        seeds = sorted({len(m.seeds) for t in training for m in t.modes})
+        lines += ["", f"Seeds per mode: {', '.join(map(str, seeds))}. Each replica draws its own dropout masks, so the "
+                      "modes differ by dropout noise too: a difference smaller than the spread over seeds is not "
+                      "the statistics' doing."]
     return lines
 
 

@@ -162,3 +162,17 @@ def test_guide_includes_the_section_when_the_registry_has_rows(tmp_path):
     text = guide(parity=load_parity(read_json(path)), conventions=all_conventions(),
                  replica_conventions=all_replica_conventions(), sync_parity=sync_doc())
     assert "## BatchNorm across data-parallel replicas" in text and "bnparity sync-parity" in text
+
+
+def test_the_guide_lists_a_data_parallel_training_runs_accuracies():
+    from bnparity.suites.schema import AccuracyStat, DataParallelComparison, ModeResult
+
+    def mode(name: str, acc: float) -> ModeResult:
+        return ModeResult(bn_sync=name, replicas=1 if name == "single" else 4, seeds=(0, 1), seeds_done=2,
+                          final_test_accuracy=AccuracyStat(mean=acc, std=0.01, n=2), best_test_accuracy_mean=acc)
+    training = [DataParallelComparison(framework="torch", variant="bn", replicas=4, global_batch=128,
+                                       modes=(mode("local", 0.70), mode("sync", 0.80), mode("single", 0.81)),
+                                       final_local_minus_single=-0.11, final_sync_minus_single=-0.01)]
+    lines = "\n".join(porting_section(all_replica_conventions(), training=training))
+    assert "| PyTorch | 4 × 32 | 0.7000 | 0.8000 | 0.8100 | -0.1100 | -0.0100 |" in lines
+    assert "Seeds per mode: 2." in lines
