@@ -354,3 +354,16 @@ def test_a_named_framework_that_fails_to_import_is_reported_and_exits_1(command,
     if command == "parity":  # not named explicitly (all frameworks): reported as skipped, not a failure
         monkeypatch.setattr(registry, "framework_names", lambda: ("torch", broken))
         assert main(["parity", "--mode", "matched", "--cases", "nc-2x4", "--no-hard"]) == 0
+
+
+def test_nothing_compared_is_not_a_pass(monkeypatch, capsys):
+    """With no framework able to run, the gate has nothing to judge: exit 1 and say so, never a vacuous pass."""
+    def no_such_module(framework, name):
+        missing = registry.descriptor(framework).distributions[0]
+        raise ModuleNotFoundError(f"No module named {missing!r}", name=missing)
+
+    monkeypatch.setattr(registry, "framework_module", no_such_module)
+    assert main(["parity", "--jobs", "1", "--no-hard", "--cases", "nc-2x4"]) == 1
+    captured = capsys.readouterr()
+    assert "nothing was compared" in captured.err
+    assert "is not installed" in captured.out

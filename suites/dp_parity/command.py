@@ -2,7 +2,8 @@
 
 One worker process per framework (worker.py) with the engine's environment for the largest R, killed with its
 process group after --timeout. A table, a JSON record file (format bnparity-dp-parity/1), the exit code: 1 when a
-gated comparison fails or a gated configuration fails to run, 2 for bad input.
+gated comparison fails, a gated configuration fails to run or nothing could be compared (every framework
+skipped), 2 for bad input.
 """
 
 from __future__ import annotations
@@ -134,6 +135,9 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(records))
     failures = [r for r in records if r.gate and r.passed is False]
     n_gated = sum(1 for r in records if r.gate)
+    if n_gated == 0:
+        print("nothing was compared: no framework could run here (the skips above say why)", file=sys.stderr)
+        return 1
     print(f"\n{n_gated - len(failures)} of {n_gated} gated comparisons pass; {len(failures)} fail; wall time "
           f"{time.perf_counter() - start:.1f} s" + (f"; records in {args.json}" if args.json else ""))
     for r in failures[:20]:

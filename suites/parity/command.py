@@ -1,7 +1,8 @@
 """`bnparity parity`: the layer-parity suite, a compact table, a JSON record file, the exit code.
 
-Exit 1 when a gated comparison fails, or when a framework named in --frameworks is installed but fails to import
-(the others still run); 2 for bad input.
+Exit 1 when a gated comparison fails, when nothing could be compared (no framework ran a gated case: a gate that
+passes on nothing proves nothing), or when a framework named in --frameworks is installed but fails to import (the
+others still run); 2 for bad input.
 """
 
 from __future__ import annotations
@@ -250,6 +251,10 @@ def run(args: argparse.Namespace) -> int:
         print(format_table([r for r in records if r.mode == mode]))
     failures = gate_failures(records)
     n_gated = len(gated(records))
+    if n_gated == 0:
+        print("nothing was compared: no framework could run a gated case here (the skips above say why)",
+              file=sys.stderr)
+        return 1
     print(f"\n{n_gated - len(failures)} of {n_gated} gated comparisons pass; "
           f"{len(failures)} fail; wall time {wall:.1f} s" + (f"; records in {args.json}" if args.json else ""))
     for r in failures[:20]:

@@ -2,8 +2,8 @@
 
 One worker process per framework and replica count (worker.py), with the engine's environment set before the
 framework starts and a deadline after which its process group is killed and its unfinished work recorded as an
-error. A table, a JSON record file (format bnparity-sync-parity/1), the exit code: 1 when a gated comparison fails
-or an engine fails, 2 for bad input.
+error. A table, a JSON record file (format bnparity-sync-parity/1), the exit code: 1 when a gated comparison fails,
+an engine fails or nothing could be compared (every framework skipped), 2 for bad input.
 """
 
 from __future__ import annotations
@@ -161,6 +161,9 @@ def run(args: argparse.Namespace) -> int:
     print(format_summary(records))
     failures = gate_failures(records)
     n_gated = len(gated(records))
+    if n_gated == 0:
+        print("nothing was compared: no framework could run here (the skips above say why)", file=sys.stderr)
+        return 1
     print(f"\n{n_gated - len(failures)} of {n_gated} gated comparisons pass; {len(failures)} fail; "
           f"wall time {wall:.1f} s" + (f"; records in {args.json}" if args.json else ""))
     for r in failures[:20]:
