@@ -95,9 +95,11 @@ def backward(dy: np.ndarray, cache: TrainCache, gamma: np.ndarray) -> tuple[np.n
     return dx, dgamma, dbeta
 
 
-def running_update(running: np.ndarray, batch_value: np.ndarray, spec: RunningStatsSpec) -> np.ndarray:
-    """One exponential-moving-average step of a running statistic, in the spec's momentum convention."""
-    w = spec.new_weight  # the weight of the new batch: momentum ("new") or 1 − momentum ("old")
+def running_update(running: np.ndarray, batch_value: np.ndarray, spec: RunningStatsSpec, step: int = 0) -> np.ndarray:
+    """One moving-average step of a running statistic, in the spec's momentum convention: in training step `step`
+    (0 for the first) the new batch gets weight w = momentum ("new"), 1 − momentum ("old"), or 1/k for the
+    cumulative average (momentum None; the k-th batch the layer has seen)."""
+    w = spec.weight_at(step)
     return (1.0 - w) * np.asarray(running, dtype=np.float64) + w * np.asarray(batch_value, dtype=np.float64)
 
 
@@ -126,12 +128,12 @@ def run(spec: BNSpec, inputs: LayerInputs) -> LayerOutputs:
     channels = gamma.shape[0]
     running_mean = np.full(channels, spec.init_running_mean, dtype=np.float64)
     running_var = np.full(channels, spec.init_running_var, dtype=np.float64)
-    for x, dy in zip(inputs.xs, inputs.dys, strict=True):
+    for step, (x, dy) in enumerate(zip(inputs.xs, inputs.dys, strict=True)):
         y, cache = forward_train(x, gamma, beta, eps=spec.eps, axis=spec.axis, variance=spec.variance)
         dx, dgamma, dbeta = backward(dy, cache, gamma)
         m = count_per_channel(x.shape, spec.axis)
-        running_mean = running_update(running_mean, cache.mu, spec)
-        running_var = running_update(running_var, variance_for_running(cache.var, m, spec), spec)
+        running_mean = running_update(running_mean, cache.mu, spec, step)
+        running_var = running_update(running_var, variance_for_running(cache.var, m, spec), spec, step)
     if spec.track_running_stats:
         y_eval = forward_eval(inputs.x_eval, gamma, beta, running_mean, running_var, eps=spec.eps, axis=spec.axis)
     else:

@@ -93,14 +93,14 @@ def run(spec: INSpec, inputs: LayerInputs) -> LayerOutputs:
     gamma, beta = moments.checked_params(spec, inputs, inputs.xs[0].shape)
     running_mean = np.full(gamma.shape, spec.init_running_mean, dtype=np.float64)
     running_var = np.full(gamma.shape, spec.init_running_var, dtype=np.float64)
-    for x, dy in zip(inputs.xs, inputs.dys, strict=True):
+    for step, (x, dy) in enumerate(zip(inputs.xs, inputs.dys, strict=True)):
         y, x_hat, inv_std, mu, var = forward_train(x, gamma, beta, spec)
         dx, dgamma, dbeta = backward(dy, x_hat, inv_std, gamma, spec)
         m = count_per_instance(x.shape, spec.axis)
         per_c = reduce_axes(x.ndim, spec.axis)  # every axis but the channel's
-        running_mean = running_update(running_mean, mu.mean(axis=per_c), spec)  # 1/N Σ_n μ_nc
+        running_mean = running_update(running_mean, mu.mean(axis=per_c), spec, step)  # 1/N Σ_n μ_nc
         stored = variance_for_running(var, m, spec)  # σ²_nc in the running estimator
-        running_var = running_update(running_var, stored.mean(axis=per_c), spec)  # 1/N Σ_n of it
+        running_var = running_update(running_var, stored.mean(axis=per_c), spec, step)  # 1/N Σ_n of it
     if spec.track_running_stats:
         y_eval = forward_eval(inputs.x_eval, gamma, beta, running_mean, running_var, spec)
     else:

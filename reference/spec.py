@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
+import numpy as np
+
 from .layout import channel_axis
 
 MomentumWeighs = Literal["new", "old"]
@@ -79,7 +81,9 @@ class RunningStatsSpec(LayerSpec):
     """A normalization that can keep running estimates of its statistics for eval mode (BatchNorm, InstanceNorm).
 
     Attributes:
-        momentum: the running-statistics weight. What it weighs is ``momentum_weighs``. Default: 0.1.
+        momentum: the running-statistics weight. What it weighs is ``momentum_weighs``. None: the cumulative average
+            of every batch statistic so far (PyTorch's ``momentum=None``: the k-th batch since the layer was created
+            gets weight 1/k, k counted from ``batches_tracked``). Default: 0.1.
         momentum_weighs: ``"new"``: running = (1 − momentum)·running + momentum·batch (PyTorch);
             ``"old"``: running = momentum·running + (1 − momentum)·batch (MXNet, Flax, Keras).
             Default: ``"new"``.
@@ -88,34 +92,50 @@ class RunningStatsSpec(LayerSpec):
             uses the biased σ². Default: ``"unbiased"``.
         track_running_stats: keep running statistics. When False, eval mode normalizes with the statistics
             of the eval input itself, as PyTorch does. Default: True.
-        init_running_mean: initial value of every running mean. Default: 0.0.
-        init_running_var: initial value of every running variance. Default: 1.0.
+        init_running_mean: initial value of every running mean, or one per channel (a tuple, e.g. a user's layer's
+            current statistics). Default: 0.0.
+        init_running_var: initial value of every running variance, or one per channel. Default: 1.0.
+        batches_tracked: the batches the running statistics have already averaged (PyTorch's
+            ``num_batches_tracked``); only the cumulative average (momentum None) reads it. Default: 0.
     """
 
     STRUCTURE: ClassVar[tuple[str, ...]] = ("axis", "affine", "track_running_stats")
 
-    momentum: float = 0.1
+    momentum: float | None = 0.1
     momentum_weighs: MomentumWeighs = "new"
     running_var: VarianceEstimator = "unbiased"
     track_running_stats: bool = True
-    init_running_mean: float = 0.0
-    init_running_var: float = 1.0
+    init_running_mean: float | tuple[float, ...] = 0.0
+    init_running_var: float | tuple[float, ...] = 1.0
+    batches_tracked: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 0.0 <= self.momentum <= 1.0:
-            raise ValueError(f"momentum must be in [0, 1]. Received: momentum={self.momentum}")
+        if self.momentum is not None and not 0.0 <= self.momentum <= 1.0:
+            raise ValueError(f"momentum must be in [0, 1] or None. Received: momentum={self.momentum}")
         if self.momentum_weighs not in ("new", "old"):
             raise ValueError(f"momentum_weighs must be 'new' or 'old'. Received: {self.momentum_weighs!r}")
         if self.running_var not in ("unbiased", "biased"):
             raise ValueError(f"running_var must be 'unbiased' or 'biased'. Received: {self.running_var!r}")
-        if self.init_running_var < 0:
+        if np.any(np.asarray(self.init_running_var, dtype=np.float64) < 0):
             raise ValueError(f"init_running_var must be >= 0. Received: {self.init_running_var}")
+        if self.batches_tracked < 0:
+            raise ValueError(f"batches_tracked must be >= 0. Received: {self.batches_tracked}")
 
     @property
     def new_weight(self) -> float:
-        """The weight the running estimate gives the new batch statistic, whatever the convention."""
+        """The weight the running estimate gives the new batch statistic, whatever the convention. Raises
+        ValueError for the cumulative average (momentum None), whose weight depends on the step: `weight_at`."""
+        if self.momentum is None:
+            raise ValueError("a cumulative average (momentum=None) weighs each batch by its step: use weight_at(step)")
         return self.momentum if self.momentum_weighs == "new" else 1.0 - self.momentum
+
+    def weight_at(self, step: int) -> float:
+        """The new batch's weight in training step `step` (0 for the first step of this run): `new_weight`, or
+        1/(batches_tracked + step + 1) for the cumulative average."""
+        if self.momentum is None:
+            return 1.0 / (self.batches_tracked + step + 1)
+        return self.new_weight
 
 
 @dataclass(frozen=True)

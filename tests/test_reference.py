@@ -142,3 +142,30 @@ def test_bad_rank_and_axis_are_rejected():
         bn.batch_stats(np.ones((2, 3)), 2)
     with pytest.raises(ValueError, match="as many dys as xs"):
         LayerInputs(xs=(np.ones((2, 3)),), dys=(), x_eval=np.ones((2, 3)), gamma=np.ones(3), beta=np.ones(3))
+
+
+def test_cumulative_average_and_per_channel_initial_statistics():
+    """PyTorch's momentum=None: the k-th batch gets weight 1/k (counted from batches_tracked), so the running mean is
+    the average of the batch means; per-channel initial statistics start every channel where it was."""
+    from bnparity.reference.steps import LayerInputs
+
+    rng = np.random.default_rng(7)
+    xs = tuple(rng.normal(3.0, 2.0, (6, 3)) for _ in range(4))
+    dys = tuple(rng.standard_normal((6, 3)) for _ in range(4))
+    inputs = LayerInputs(xs=xs, dys=dys, x_eval=xs[0], gamma=np.ones(3), beta=np.zeros(3))
+    fresh = bn.run(BNSpec(momentum=None), inputs)
+    np.testing.assert_allclose(fresh.running_mean, np.mean([x.mean(0) for x in xs], axis=0), rtol=1e-13)
+    np.testing.assert_allclose(fresh.running_var, np.mean([x.var(0, ddof=1) for x in xs], axis=0), rtol=1e-13)
+    start = (1.0, -2.0, 0.5)
+    resumed = bn.run(BNSpec(momentum=None, batches_tracked=4, init_running_mean=start), inputs)
+    np.testing.assert_allclose(resumed.running_mean, (4 * np.array(start) + sum(x.mean(0) for x in xs)) / 8,
+                               rtol=1e-13)
+    per_channel = bn.run(BNSpec(momentum=0.25, init_running_mean=start, init_running_var=(1.0, 2.0, 3.0)),
+                         LayerInputs(xs=xs[:1], dys=dys[:1], x_eval=xs[0], gamma=np.ones(3), beta=np.zeros(3)))
+    np.testing.assert_allclose(per_channel.running_mean, 0.75 * np.array(start) + 0.25 * xs[0].mean(0), rtol=1e-13)
+    np.testing.assert_allclose(per_channel.running_var, 0.75 * np.array([1.0, 2.0, 3.0]) + 0.25 * xs[0].var(0, ddof=1),
+                               rtol=1e-13)
+    with pytest.raises(ValueError, match="weight_at"):
+        _ = BNSpec(momentum=None).new_weight
+    with pytest.raises(ValueError, match="init_running_var"):
+        BNSpec(init_running_var=(1.0, -1.0))
