@@ -59,15 +59,15 @@ class _References:
         return self._cache[spec]
 
 
-def _compare_all(case: ParityCase, inputs: LayerInputs, spec: LayerSpec, got: LayerOutputs,
-                 ref: LayerOutputs, kappa: float, context: dict[str, Any]) -> Iterator[LayerComparison]:
+def compare_outputs(dtype: str, inputs: LayerInputs, spec: LayerSpec, got: LayerOutputs,
+                    ref: LayerOutputs, kappa: float, context: dict[str, Any]) -> Iterator[LayerComparison]:
     """One record per quantity present on either side (`context`: what was compared, see Comparison.to_record)."""
     scales = of_spec(spec).error_scales(spec, inputs)
     got_d, ref_d = got.as_dict(), ref.as_dict()
     for quantity in QUANTITIES:
         r = ref_d[quantity]
         scale = scale_of(quantity, r, scales) if r is not None else 0.0
-        result = compare(quantity, got_d[quantity], r, tolerance(case.dtype, kappa, scale, variance=spec.variance))
+        result = compare(quantity, got_d[quantity], r, tolerance(dtype, kappa, scale, variance=spec.variance))
         if result is not None:
             yield result.to_record(context, scale=scale)
 
@@ -79,7 +79,12 @@ def _context(case: ParityCase, adapter: LayerAdapter, mode: str, reference: str,
             "reference": reference, "normalization": spec.normalization, "dtype": case.dtype, "gate": gate,
             "shape": tuple(case.shape), "axis": case.axis, "steps": case.steps, "kappa": kappa, "note": case.note,
             "spec": spec.to_dict(), "spec_adjusted": tuple(_spec_changes(case.spec, spec)),
-            "new_weight": getattr(spec, "new_weight", None)}
+            "new_weight": new_weight(spec)}
+
+
+def new_weight(spec: LayerSpec) -> float | None:
+    """The weight `spec` gives the new batch in its running statistics' first step (None: it keeps none)."""
+    return spec.weight_at(0) if hasattr(spec, "weight_at") else None
 
 
 def _not_run(case: ParityCase, adapter: LayerAdapter, mode: str, reference: str | None, *, gate: bool,
@@ -127,7 +132,7 @@ def _run_one(adapter: LayerAdapter, case: ParityCase, inputs: LayerInputs, refs:
     for reference, reference_spec, gate in comparisons:
         ref_spec = reference_spec(spec)
         context = _context(case, adapter, mode, reference, kappa, ref_spec, gate=gate)
-        yield from _compare_all(case, inputs, ref_spec, got, refs(ref_spec), kappa, context)
+        yield from compare_outputs(case.dtype, inputs, ref_spec, got, refs(ref_spec), kappa, context)
 
 
 def load_adapters(frameworks: Iterable[str], impls: Iterable[str], mode: str, *,

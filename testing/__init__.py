@@ -1,0 +1,18 @@
+"""bnparity.testing: check your own normalization layer against the float64 reference, or against its port.
+
+    from bnparity.testing import assert_layer_parity, compare_layer
+
+`compare_layer(layer, x)` reads the configuration off a layer object you built or loaded (a PyTorch
+`torch.nn.BatchNorm2d`, a Gluon `nn.BatchNorm` block, a Flax module with its variables, and the other normalizations
+bnparity knows), runs a *copy* of it on your input, and compares y, dx, dγ, dβ, the updated running statistics and
+the eval-mode output with bnparity's float64 reference configured the same way, under the layer-parity suite's
+tolerance. `compare_layer(a, x, other=b)` compares two layers (the original and its port) with each other, after
+moving the channel axis to each one's layout, and says which convention differs when they disagree.
+`assert_layer_parity(...)` raises AssertionError with the same message, for your own pytest suite.
+"""
+
+from __future__ import annotations
+
+from .layers import LayerParityResult, assert_layer_parity, compare_layer
+
+__all__ = ["LayerParityResult", "assert_layer_parity", "compare_layer"]
