@@ -185,5 +185,16 @@ def error_scales(spec: BNSpec, inputs: LayerInputs) -> dict[str, float]:
     }
 
 
+def evaluate(spec: BNSpec, x: np.ndarray, gamma: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    """Eval mode before any training step: the spec's initial running statistics, or, without running statistics,
+    the input's own batch statistics."""
+    gamma, beta = (gamma, beta) if spec.affine else (np.ones_like(gamma), np.zeros_like(beta))
+    if not spec.track_running_stats:
+        return forward_train(x, gamma, beta, eps=spec.eps, axis=spec.axis, variance=spec.variance)[0]
+    channels = np.shape(gamma)[0]
+    return forward_eval(x, gamma, beta, np.full(channels, spec.init_running_mean, dtype=np.float64),
+                        np.full(channels, spec.init_running_var, dtype=np.float64), eps=spec.eps, axis=spec.axis)
+
+
 NORMALIZATION = Normalization(name="batchnorm", title="BatchNorm", spec_type=BNSpec, run=run,
-                              condition_factor=condition_factor, error_scales=error_scales)
+                              condition_factor=condition_factor, error_scales=error_scales, evaluate=evaluate)

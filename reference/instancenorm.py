@@ -142,5 +142,16 @@ def error_scales(spec: INSpec, inputs: LayerInputs) -> dict[str, float]:
     return scales
 
 
+def evaluate(spec: INSpec, x: np.ndarray, gamma: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    """Eval mode before any training step: the spec's initial running statistics, or, without them (PyTorch's
+    default), each sample's own statistics."""
+    inputs = LayerInputs(xs=(x,), dys=(np.zeros_like(x),), x_eval=x, gamma=gamma, beta=beta)
+    gamma, beta = moments.checked_params(spec, inputs, np.shape(x))
+    if not spec.track_running_stats:
+        return forward_train(x, gamma, beta, spec)[0]
+    return forward_eval(x, gamma, beta, np.full(gamma.shape, spec.init_running_mean, dtype=np.float64),
+                        np.full(gamma.shape, spec.init_running_var, dtype=np.float64), spec)
+
+
 NORMALIZATION = Normalization(name="instancenorm", title="InstanceNorm", spec_type=INSpec, run=run,
-                              condition_factor=condition_factor, error_scales=error_scales)
+                              condition_factor=condition_factor, error_scales=error_scales, evaluate=evaluate)

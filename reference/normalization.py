@@ -35,6 +35,8 @@ class Normalization:
         condition_factor: κ ≥ 1 of the inputs under a spec (1 for well-centred data; see suites/parity/tolerance.py).
         error_scales: per quantity, the magnitude an error is judged against when it is not simply the largest
             |reference| (a sum is judged against the sum of its terms' magnitudes).
+        evaluate: the eval-mode output on x of a layer in the spec's state, before any training step (its initial
+            running statistics); None for a normalization that keeps no state, whose eval pass is its forward pass.
     """
 
     name: str
@@ -43,6 +45,7 @@ class Normalization:
     run: Callable[[LayerSpec, LayerInputs], LayerOutputs]
     condition_factor: Callable[[LayerSpec, Sequence[np.ndarray]], float]
     error_scales: Callable[[LayerSpec, LayerInputs], dict[str, float]]
+    evaluate: Callable[[LayerSpec, np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None
 
 
 @functools.cache
@@ -99,3 +102,13 @@ def of_spec(spec: LayerSpec) -> Normalization:
 def run_reference(spec: LayerSpec, inputs: LayerInputs) -> LayerOutputs:
     """The ground truth for one case: the spec's normalization's protocol, in float64."""
     return of_spec(spec).run(spec, inputs)
+
+
+def evaluate(spec: LayerSpec, x: np.ndarray, gamma: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    """The eval-mode output on `x` of a layer in the spec's state, before any training step, in float64."""
+    plugin = of_spec(spec)
+    if plugin.evaluate is not None:
+        return plugin.evaluate(spec, x, gamma, beta)
+    # no state: the protocol's eval pass (after a training step that changes nothing it reads) is the forward pass
+    inputs = LayerInputs(xs=(x,), dys=(np.zeros_like(x),), x_eval=x, gamma=gamma, beta=beta)
+    return plugin.run(spec, inputs).y_eval

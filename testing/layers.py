@@ -18,7 +18,7 @@ from bnparity.frameworks.base import LayerSession
 from bnparity.frameworks.registry import display_name
 from bnparity.frameworks.user_layers import UserLayer, UserLayers, readers
 from bnparity.reference.layout import channel_axis
-from bnparity.reference.normalization import of_spec, run_reference
+from bnparity.reference.normalization import evaluate, of_spec, run_reference
 from bnparity.reference.spec import LayerSpec
 from bnparity.reference.steps import LayerInputs, LayerOutputs
 from bnparity.suites.parity.compare import describe_record
@@ -27,7 +27,7 @@ from bnparity.suites.schema import LayerComparison
 
 from .conventions import differences
 
-MODES = ("train+eval", "train")
+MODES = ("train+eval", "train", "eval")
 
 
 @dataclass(frozen=True)
@@ -103,8 +103,16 @@ def _params(user: UserLayer, shape: tuple[int, ...]) -> tuple[np.ndarray, np.nda
     return np.ones(param_shape), np.zeros(param_shape)
 
 
-def _run(session: LayerSession, inputs: LayerInputs) -> LayerOutputs:
-    """The layer protocol on a user's layer (its own layout)."""
+def _eval_only(y_eval: np.ndarray) -> LayerOutputs:
+    """The outputs of an eval pass alone (no training step: every other quantity absent)."""
+    return LayerOutputs(y=None, dx=None, dgamma=None, dbeta=None, running_mean=None, running_var=None,  # type: ignore[arg-type]
+                        y_eval=y_eval)
+
+
+def _run(session: LayerSession, inputs: LayerInputs, mode: str) -> LayerOutputs:
+    """The layer protocol on a user's layer (its own layout); in "eval" mode the eval pass alone."""
+    if mode == "eval":
+        return _eval_only(session.eval(inputs.x_eval))
     for x, dy in zip(inputs.xs, inputs.dys, strict=True):
         step = session.train_step(x, dy)
     stats = session.running_stats()
@@ -143,7 +151,8 @@ def compare_layer(layer: object, x: object, *, variables: object | None = None, 
         variables: a Flax module's variables ({"params": ..., "batch_stats": ...}).
         dy: the upstream gradient of each training step (default: standard normal, seeded by `seed`).
         steps: training steps before the eval pass (each on `x` with `dy`).
-        mode: "train+eval" (every quantity) or "train" (no eval pass).
+        mode: "train+eval" (every quantity), "train" (no eval pass) or "eval" (the eval pass alone, with the layer's
+            current running statistics: no training step).
         reference: a spec to compare with instead of the one read off the layer (e.g. another framework's
             conventions).
         other: a second layer object (the port) to compare with, instead of the reference; both run on `x` (moved
@@ -170,12 +179,12 @@ def compare_layer(layer: object, x: object, *, variables: object | None = None, 
         raise ValueError(f"dy must have the shape of x {xa.shape}. Received: {dya.shape}")
     gamma, beta = _params(user, xa.shape)
     inputs = LayerInputs(xs=(xa,) * steps, dys=(dya,) * steps, x_eval=xa, gamma=gamma, beta=beta)
-    got = _run(user.session(), inputs)
+    got = _run(user.session(), inputs, mode)
     conventions: tuple[str, ...] = ()
     if other is None:
         spec = reference if reference is not None else user.spec
         against = "the float64 reference" if reference is None else "the given reference spec"
-        want = run_reference(spec, inputs)
+        want = _eval_only(evaluate(spec, xa, gamma, beta)) if mode == "eval" else run_reference(spec, inputs)
         dtype = user.dtype
     else:
         other_reader, port = _reader_of(other, other_variables)
@@ -190,7 +199,7 @@ def compare_layer(layer: object, x: object, *, variables: object | None = None, 
                             x_eval=np.moveaxis(xa, channel_axis(xa.ndim, spec.axis),
                                                channel_axis(xa.ndim, port.spec.axis)).astype(port.dtype),
                             gamma=gamma, beta=beta)
-        want = _moved(_run(port.session(), moved), port.spec.axis, spec.axis)
+        want = _moved(_run(port.session(), moved, mode), port.spec.axis, spec.axis)
         conventions = tuple(differences(user, port))
         # the lower precision of the two judges the comparison
         dtype = max((user.dtype, port.dtype), key=lambda d: np.finfo(d).eps)

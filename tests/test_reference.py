@@ -169,3 +169,30 @@ def test_cumulative_average_and_per_channel_initial_statistics():
         _ = BNSpec(momentum=None).new_weight
     with pytest.raises(ValueError, match="init_running_var"):
         BNSpec(init_running_var=(1.0, -1.0))
+
+
+@pytest.mark.parametrize("name", ["batchnorm", "instancenorm", "layernorm", "groupnorm", "rmsnorm"])
+def test_evaluate_is_the_eval_pass_of_a_layer_whose_state_did_not_move(name):
+    """evaluate(spec, x) (eval mode before any training step) equals the protocol's eval pass after training steps
+    that cannot move the state: momentum 0 keeps the initial running statistics."""
+    from bnparity.reference.normalization import evaluate, normalization
+    from bnparity.reference.spec import GNSpec, INSpec, LNSpec, RMSSpec
+
+    specs = {"batchnorm": BNSpec(momentum=0.0, init_running_mean=(0.5, -1.0, 2.0, 0.0),
+                                 init_running_var=(1.5, 0.5, 2.0, 1.0)),
+             "instancenorm": INSpec(affine=True, track_running_stats=True, momentum=0.0, init_running_mean=0.3,
+                                    init_running_var=2.0),
+             "layernorm": LNSpec(), "groupnorm": GNSpec(groups=2), "rmsnorm": RMSSpec()}
+    spec = specs[name]
+    assert normalization(name).spec_type is type(spec)
+    rng = np.random.default_rng(3)
+    x = rng.normal(1.0, 2.0, (5, 4, 3, 3))
+    shape = spec.param_shape(x.shape)
+    gamma, beta = rng.normal(1.0, 0.3, shape), rng.normal(0.0, 0.3, shape)
+    inputs = LayerInputs(xs=(rng.standard_normal(x.shape),) * 2, dys=(rng.standard_normal(x.shape),) * 2, x_eval=x,
+                         gamma=gamma, beta=beta)
+    np.testing.assert_allclose(evaluate(spec, x, gamma, beta), run_reference(spec, inputs).y_eval, rtol=1e-13,
+                               atol=1e-13)
+    if name == "batchnorm":  # and it does use the state: other initial statistics, another output
+        moved = spec.replace(init_running_mean=0.0)
+        assert np.abs(evaluate(moved, x, gamma, beta) - evaluate(spec, x, gamma, beta)).max() > 1e-2

@@ -117,3 +117,27 @@ def test_a_gluon_block_and_its_torch_original_agree_when_the_momentum_is_convert
     assert any(line.startswith("momentum:") and "equal" in line for line in result.conventions)
     assert {c.quantity for c in result.failures} <= {"running_var", "y_eval"}  # MXNet stores the biased σ²
     assert compare_layer(block, _x()).passed  # and the block is the reference's, configured as it is
+
+
+def test_eval_mode_compares_the_eval_pass_alone_with_the_layers_current_statistics():
+    bn = _trained_bn()
+    result = assert_layer_parity(bn, _x(), mode="eval")
+    assert [c.quantity for c in result.comparisons] == ["y_eval"]
+    stale = result.spec.replace(init_running_mean=0.0)  # a reference that ignores the layer's statistics
+    assert not compare_layer(bn, _x(), mode="eval", reference=stale).passed
+    with pytest.raises(ValueError, match="mode must be one of"):
+        compare_layer(bn, _x(), mode="inference")
+
+
+def test_an_inference_port_that_copies_the_state_agrees_in_eval_mode():
+    flax = pytest.importorskip("flax.linen")
+    import jax
+
+    bn = _trained_bn()
+    x = _x()
+    layer = flax.BatchNorm(use_running_average=False, momentum=0.9, epsilon=1e-5, use_fast_variance=False)
+    layer.init(jax.random.PRNGKey(0), np.moveaxis(x, 1, -1))
+    state = {k: v.detach().numpy() for k, v in bn.state_dict().items()}
+    variables = {"params": {"scale": state["weight"], "bias": state["bias"]},
+                 "batch_stats": {"mean": state["running_mean"], "var": state["running_var"]}}
+    assert assert_layer_parity(bn, x, other=layer, other_variables=variables, mode="eval").passed
