@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from bnparity.frameworks.base import Unsupported
 from bnparity.frameworks.conventions import ReplicaConvention, replica_convention
 from bnparity.frameworks.registry import Unavailable
 from bnparity.frameworks.replicas import ReplicaAdapter, ReplicaCase, ReplicaResult, ReplicaSkip, load_replica_adapter
@@ -148,8 +149,12 @@ def run_adapter(adapter: ReplicaAdapter, variant: str, cases: Sequence[SyncCase]
         dtype = np.dtype(case.dtype)
         try:
             realized = adapter.realize(case.spec.at_axis(native, ndim), dtype)
-        except Exception as e:  # noqa: BLE001 (Unsupported, or a framework's refusal: a skip with its reason)
+        except Unsupported as e:  # a configuration the framework cannot run: a skip with its reason
             yield SyncSkip(case=case.name, **base, replicas=case.replicas, gate=False, status="skipped",
+                           reason=one_line(e), dtype=case.dtype)
+            continue
+        except Exception as e:  # noqa: BLE001 (anything else is the adapter's failure, recorded against the gate)
+            yield SyncSkip(case=case.name, **base, replicas=case.replicas, gate=True, status="error",
                            reason=one_line(e), dtype=case.dtype)
             continue
         spec = realized.at_axis(case.axis, ndim)
