@@ -208,7 +208,8 @@ def compare_layer(layer: object, x: object, *, variables: object | None = None, 
     plugin = of_spec(spec)
     kappa = plugin.condition_factor(spec, inputs.xs)
     records = tuple(compare_outputs(dtype, inputs, spec, got, want, kappa,
-                                    {**_context(user, spec, inputs, kappa, against), "dtype": dtype}))
+                                    {**_context(user, spec, inputs, kappa, against), "dtype": dtype},
+                                    sides=1 if other is None else 2))
     return LayerParityResult(framework=user.framework, kind=user.kind, against=against, spec=spec,
                              comparisons=records, conventions=conventions)
 

@@ -141,3 +141,17 @@ def test_an_inference_port_that_copies_the_state_agrees_in_eval_mode():
     variables = {"params": {"scale": state["weight"], "bias": state["bias"]},
                  "batch_stats": {"mean": state["running_mean"], "var": state["running_var"]}}
     assert assert_layer_parity(bn, x, other=layer, other_variables=variables, mode="eval").passed
+
+
+def test_two_layers_are_judged_with_both_sides_rounding():
+    """Against the float64 reference only the layer rounds; against another float32 layer both do: the allowed error
+    is the sum of the two (twice the one-sided tolerance), and a layer agrees with its own copy."""
+    import copy
+
+    bn = _trained_bn()
+    alone = compare_layer(bn, _x())
+    pair = compare_layer(bn, _x(), other=copy.deepcopy(bn))
+    assert pair.passed and all(line.endswith("equal") or "equal (" in line for line in pair.conventions)
+    by_quantity = {c.quantity: c for c in alone.comparisons}
+    for c in pair.comparisons:
+        assert c.rtol == pytest.approx(2 * by_quantity[c.quantity].rtol)

@@ -31,7 +31,7 @@ from bnparity.suites.schema import BASELINE_REFERENCE, LayerComparison, LayerRec
 
 from .cases import ParityCase, make_inputs
 from .compare import compare
-from .tolerance import scale_of, tolerance
+from .tolerance import Tolerance, scale_of, tolerance
 
 MODES = ("matched", "defaults")
 
@@ -60,14 +60,20 @@ class _References:
 
 
 def compare_outputs(dtype: str, inputs: LayerInputs, spec: LayerSpec, got: LayerOutputs,
-                    ref: LayerOutputs, kappa: float, context: dict[str, Any]) -> Iterator[LayerComparison]:
-    """One record per quantity present on either side (`context`: what was compared, see Comparison.to_record)."""
+                    ref: LayerOutputs, kappa: float, context: dict[str, Any], *,
+                    sides: int = 1) -> Iterator[LayerComparison]:
+    """One record per quantity present on either side (`context`: what was compared, see Comparison.to_record).
+
+    `sides`: how many of the two carry rounding error: 1 against the float64 reference, 2 for two implementations
+    compared with each other (each within its tolerance of the exact result, so within the sum of both of each
+    other)."""
     scales = of_spec(spec).error_scales(spec, inputs)
     got_d, ref_d = got.as_dict(), ref.as_dict()
     for quantity in QUANTITIES:
         r = ref_d[quantity]
         scale = scale_of(quantity, r, scales) if r is not None else 0.0
-        result = compare(quantity, got_d[quantity], r, tolerance(dtype, kappa, scale, variance=spec.variance))
+        tol = tolerance(dtype, kappa, scale, variance=spec.variance)
+        result = compare(quantity, got_d[quantity], r, Tolerance(rtol=sides * tol.rtol, atol=sides * tol.atol))
         if result is not None:
             yield result.to_record(context, scale=scale)
 
