@@ -110,6 +110,11 @@ def parse_frameworks(text: str | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+def named_frameworks(text: str | None) -> tuple[str, ...]:
+    """The frameworks the user named in --frameworks: none when it is absent or 'all' (ValueError if malformed)."""
+    return () if text is None or text.strip() == "all" else parse_frameworks(text)
+
+
 def framework_module(framework: str, name: str) -> ModuleType:
     """Import bnparity.frameworks.<framework>.<name> (ImportError when the framework is missing)."""
     descriptor(framework)  # ValueError for an unknown framework

@@ -7,6 +7,7 @@ arrays in and plain numbers or NumPy arrays (canonical layout, see bnparity.refe
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -145,3 +146,9 @@ def load_data_parallel_trainer(framework: str) -> type[DataParallelTrainer] | Un
         return import_failure(framework, e)
     except Exception as e:  # a framework that is missing, or installed but broken, is reported, not raised
         return import_failure(framework, e)
+
+
+def broken_frameworks(names: Iterable[str]) -> dict[str, str]:
+    """{framework: reason} of those of `names` that are installed but fail to import (imports each one's trainer)."""
+    found = {name: load_trainer(name) for name in names}
+    return {name: u.reason for name, u in found.items() if isinstance(u, Unavailable) and u.installed}

@@ -18,7 +18,6 @@ import importlib
 import os
 import stat
 import sys
-from collections.abc import Iterable
 from typing import NoReturn
 
 from .errors import UserError
@@ -72,22 +71,6 @@ def _quiet_stdout() -> None:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, fd)
             os.close(devnull)
-
-
-def named_frameworks(text: str | None) -> tuple[str, ...]:
-    """The frameworks the user named in --frameworks: none when it is absent or 'all' (ValueError if malformed)."""
-    from bnparity.frameworks.registry import parse_frameworks
-
-    return () if text is None or text.strip() == "all" else parse_frameworks(text)
-
-
-def broken_frameworks(names: Iterable[str]) -> dict[str, str]:
-    """{framework: reason} of those of `names` that are installed but fail to import (imports each one)."""
-    from bnparity.frameworks.registry import Unavailable
-    from bnparity.frameworks.training import load_trainer
-
-    found = {name: load_trainer(name) for name in names}
-    return {name: u.reason for name, u in found.items() if isinstance(u, Unavailable) and u.installed}
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:

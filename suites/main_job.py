@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bnparity.frameworks.conventions import all_conventions, all_layer_conventions
-from bnparity.frameworks.registry import frameworks_help, parse_frameworks
+from bnparity.frameworks.registry import frameworks_help, named_frameworks, parse_frameworks
 
 from .environment import environment
 from .errors import UserError
@@ -74,7 +74,7 @@ def _sub(main: Callable[[list[str]], int], argv: list[str]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .cli import main, named_frameworks  # the sub-commands, exactly as a user runs them
+    from .cli import main  # the sub-commands, exactly as a user runs them
 
     steps = [s for s in args.steps.split(",") if s]
     if not steps or any(s not in STEPS for s in steps):

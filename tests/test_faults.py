@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from conftest import framework_installed, write_fake_fashion_mnist
 
-from bnparity.frameworks.registry import baseline, framework_names
+from bnparity.frameworks.registry import baseline, framework_names, named_frameworks
 from bnparity.suites import output
-from bnparity.suites.cli import main, named_frameworks
+from bnparity.suites.cli import main
 from bnparity.suites.records import json_safe, write_json
 
 BASE = baseline().name

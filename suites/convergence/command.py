@@ -16,9 +16,8 @@ import datetime as dt
 import sys
 from pathlib import Path
 
-from bnparity.frameworks.registry import frameworks_help, parse_frameworks
-from bnparity.frameworks.training import BN_SYNC
-from bnparity.suites.cli import broken_frameworks, named_frameworks
+from bnparity.frameworks.registry import frameworks_help, named_frameworks, parse_frameworks
+from bnparity.frameworks.training import BN_SYNC, broken_frameworks
 from bnparity.suites.environment import environment
 from bnparity.suites.errors import UserError
 from bnparity.suites.schema import (

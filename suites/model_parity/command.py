@@ -10,8 +10,8 @@ import argparse
 import sys
 import time
 
-from bnparity.frameworks.registry import frameworks_help, parse_frameworks
-from bnparity.suites.cli import broken_frameworks, named_frameworks
+from bnparity.frameworks.registry import frameworks_help, named_frameworks, parse_frameworks
+from bnparity.frameworks.training import broken_frameworks
 from bnparity.suites.environment import environment
 from bnparity.suites.errors import UserError
 from bnparity.suites.output import JSON_TARGETS, output_file, write_json

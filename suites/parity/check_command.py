@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bnparity.frameworks.registry import IMPLS, frameworks_help, parse_frameworks
+from bnparity.frameworks.registry import IMPLS, frameworks_help, named_frameworks, parse_frameworks
 from bnparity.reference.layout import channel_axis
 from bnparity.reference.normalization import normalization, parse_normalizations, short_name
 from bnparity.reference.spec import LayerSpec
@@ -19,7 +19,7 @@ from bnparity.suites.records import write_json
 from bnparity.suites.schema import PARITY_FORMAT, LayerRecord, to_dict
 
 from .cases import ParityCase, case_normalizations
-from .command import explicitly_named, parity_doc, report_unavailable
+from .command import parity_doc, report_unavailable
 from .harness import MODES, load_adapters, run_case
 from .summary import format_table, gate_failures
 
@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
                                                  cases=[case], wall_time_s=None, complete=True,
                                                  input_path=args.input)))
     broken = {u.framework: u.reason for u in unavailable if u.installed}
-    failed_import = report_unavailable(records, broken, named=explicitly_named(args.frameworks))
+    failed_import = report_unavailable(records, broken, named=bool(named_frameworks(args.frameworks)))
     print(format_table(records))
     failures = gate_failures(records)
     print(f"{'all implementations agree' if not failures else f'{len(failures)} comparisons disagree'} "

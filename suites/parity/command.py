@@ -22,6 +22,7 @@ from bnparity.frameworks.registry import (
     baseline,
     descriptor,
     frameworks_help,
+    named_frameworks,
     parse_frameworks,
     sort_key,
 )
@@ -216,11 +217,6 @@ def report_unavailable(records: list[LayerRecord], broken: dict[str, str], *, na
     return False
 
 
-def explicitly_named(text: str | None) -> bool:
-    """Whether --frameworks named frameworks (rather than defaulting to all of them)."""
-    return text is not None and text.strip() != "all"
-
-
 def run(args: argparse.Namespace) -> int:
     try:
         frameworks = parse_frameworks(args.frameworks)
@@ -245,7 +241,7 @@ def run(args: argparse.Namespace) -> int:
                        jobs=args.jobs)
     wall = time.perf_counter() - start
     records = result.records
-    broken = report_unavailable(records, result.broken, named=explicitly_named(args.frameworks))
+    broken = report_unavailable(records, result.broken, named=bool(named_frameworks(args.frameworks)))
     for mode in modes:
         print(f"\n== {mode} ==")
         print(format_table([r for r in records if r.mode == mode]))
