@@ -5,13 +5,16 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
+import logging
 import os
+import shutil
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
+import pooch
 import pytest
+import requests
 
 from bnparity.suites.cli import main
 from bnparity.suites.data import fashion_mnist as fm
@@ -25,6 +28,16 @@ from .conftest import require
 REAL_DIR = Path(os.environ.get("BNPARITY_DATA") or "/work/shared/data/fashion-mnist")
 
 
+class NoNetwork:
+    """Stands in for `pooch.HTTPDownloader`: any download a test did not fake fails the test."""
+
+    def __init__(self, **kwargs: object) -> None:
+        self.kwargs = kwargs
+
+    def __call__(self, url: str, output_file: str, pooch_obj: object) -> None:
+        pytest.fail(f"a test tried the network: {url}")
+
+
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
     """No real cache, home, system folder or network: everything points into tmp_path."""
@@ -32,13 +45,38 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.delenv("BNPARITY_DATA", raising=False)
     monkeypatch.setattr(fm, "SYSTEM_DIR", tmp_path / "system")
-    real_urlopen = urllib.request.urlopen
+    monkeypatch.setattr(pooch, "HTTPDownloader", NoNetwork)
 
-    def local_only(url, *args, **kwargs):
-        assert str(url).startswith("file:"), f"a test tried the network: {url}"
-        return real_urlopen(url, *args, **kwargs)
 
-    monkeypatch.setattr(urllib.request, "urlopen", local_only)
+MIRROR = "http://mirror.test/fashion-mnist"
+
+
+@dataclasses.dataclass
+class Mirror:
+    folder: Path  # what the fake serves
+    created: list[dict[str, object]]  # the keyword arguments of each downloader made
+
+
+@pytest.fixture
+def mirror(tmp_path, monkeypatch) -> Mirror:
+    """A fake of `pooch.HTTPDownloader` serving ``MIRROR/NAME`` from ``tmp_path/mirror/NAME``."""
+    folder = tmp_path / "mirror"
+    created: list[dict[str, object]] = []
+
+    class LocalMirror(NoNetwork):
+        def __init__(self, **kwargs: object) -> None:
+            super().__init__(**kwargs)
+            created.append(kwargs)
+
+        def __call__(self, url: str, output_file: str, pooch_obj: object) -> None:
+            assert url.startswith(MIRROR + "/"), f"a test tried the network: {url}"
+            source = folder / url.removeprefix(MIRROR + "/")
+            if not source.is_file():
+                raise requests.exceptions.HTTPError(f"404 Client Error: Not Found for url: {url}")
+            shutil.copyfile(source, output_file)
+
+    monkeypatch.setattr(pooch, "HTTPDownloader", LocalMirror)
+    return Mirror(folder, created)
 
 
 def make_fake(folder: Path, *, gz: bool = True, n_train: int = 20, n_test: int = 10,
@@ -226,60 +264,85 @@ def test_wrong_checksum_or_size(tmp_path, field, value, match):
 # ---------------------------------------------------------------- download
 
 
-def test_download_from_file_url(tmp_path):
-    specs = make_fake(tmp_path / "mirror")
+def test_download_with_pooch(tmp_path, mirror, capfd):
+    specs = make_fake(mirror.folder)
     lines = []
-    dest = fm.download(tmp_path / "dest", base_url=(tmp_path / "mirror").as_uri(), specs=specs,
-                       log=lines.append)
+    dest = fm.download(tmp_path / "dest", base_url=MIRROR, specs=specs, log=lines.append)
     assert sorted(p.name for p in dest.iterdir()) == sorted(f"{s.name}.gz" for s in specs.values())
     for spec in specs.values():
-        assert (dest / f"{spec.name}.gz").read_bytes() == (tmp_path / "mirror" / f"{spec.name}.gz").read_bytes()
-    assert len(lines) == 4 and lines[0].startswith("downloading file://")
+        assert (dest / f"{spec.name}.gz").read_bytes() == (mirror.folder / f"{spec.name}.gz").read_bytes()
+    assert lines == [f"downloading {MIRROR}/{s.name}.gz -> {dest}" for s in specs.values()]
+    assert mirror.created == [{"progressbar": False, "timeout": 60.0}]
+    assert capfd.readouterr().err == ""  # pooch's INFO lines are not shown
+    assert pooch.get_logger().level == logging.NOTSET  # and its logger is left as it was
     assert fm.download(dest, base_url="http://must.not.be.used/", specs=specs) == dest  # all present
 
 
-def test_download_to_cache_when_allowed(tmp_path):
-    specs = make_fake(tmp_path / "mirror")
+def test_download_to_cache_when_allowed(mirror):
+    specs = make_fake(mirror.folder)
     with pytest.raises(UserError, match="not found"):
         fm.locate_or_download(specs=specs)
-    folder = fm.locate_or_download(allow_download=True, specs=specs, base_url=(tmp_path / "mirror").as_uri())
-    assert folder == tmp_path / "xdg" / "bnparity" / "fashion-mnist"
+    folder = fm.locate_or_download(allow_download=True, specs=specs, base_url=MIRROR)
+    assert folder == fm.cache_root() / "fashion-mnist"
     assert fm.locate(specs=specs) == folder
+    assert fm.load_fashion_mnist(folder, specs=specs).train_images.shape == (20, 28, 28)
 
 
-def test_download_checksum_mismatch_leaves_nothing(tmp_path):
-    specs = make_fake(tmp_path / "mirror")
+def test_download_into_explicit_folder(tmp_path, mirror, monkeypatch):
+    specs = make_fake(mirror.folder)
+    monkeypatch.setenv("BNPARITY_DATA", str(tmp_path / "env"))
+    assert fm.locate_or_download(allow_download=True, specs=specs, base_url=MIRROR) == tmp_path / "env"
+    assert not (fm.cache_root() / "fashion-mnist").exists()
+
+
+def test_download_checksum_mismatch_leaves_nothing(tmp_path, mirror):
+    specs = make_fake(mirror.folder)
     specs["train_labels"] = dataclasses.replace(specs["train_labels"], raw_sha256="f" * 64)
-    with pytest.raises(UserError, match="train-labels-idx1-ubyte.gz: checksum mismatch"):
-        fm.download(tmp_path / "dest", base_url=(tmp_path / "mirror").as_uri(), specs=specs)
+    with pytest.raises(UserError, match=f"^downloaded {MIRROR}/train-labels-idx1-ubyte.gz: checksum mismatch, "
+                                        "uncompressed sha256 must be f{64}. Received: [0-9a-f]{64}$"):
+        fm.download(tmp_path / "dest", base_url=MIRROR, specs=specs)
     assert sorted(p.name for p in (tmp_path / "dest").iterdir()) == ["train-images-idx3-ubyte.gz"]
 
 
 def test_download_interrupted_leaves_nothing(tmp_path):
     specs = make_fake(tmp_path / "mirror")
+    seen = []
 
-    class Broken:
-        def __enter__(self):
-            return self
+    def broken(url: str, output_file: str, pooch_obj: object) -> None:
+        Path(output_file).write_bytes(b"\x1f\x8b partial")  # pooch's temporary file, half written
+        seen.append(Path(output_file))
+        raise ConnectionResetError("connection reset")
 
-        def __exit__(self, *exc):
-            return False
-
-        def read(self, n=-1):
-            raise ConnectionResetError("connection reset")
-
-    with pytest.raises(UserError, match="could not download http://x/train-images-idx3-ubyte.gz: "
-                                        "connection reset"):
-        fm.download(tmp_path / "dest", base_url="http://x", specs=specs, opener=lambda url: Broken())
+    with pytest.raises(UserError, match="^could not download http://x/train-images-idx3-ubyte.gz: "
+                                        "connection reset$"):
+        fm.download(tmp_path / "dest", base_url="http://x", specs=specs, downloader=broken)
+    assert seen[0].parent == tmp_path / "dest"
     assert list((tmp_path / "dest").iterdir()) == []
 
 
-def test_download_not_gzip(tmp_path):
-    specs = make_fake(tmp_path / "mirror")
-    (tmp_path / "mirror" / "train-images-idx3-ubyte.gz").write_bytes(b"<html>not found</html>")
+def test_download_network_error_is_one_line(tmp_path, mirror):
+    specs = make_fake(mirror.folder)
+    (mirror.folder / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(UserError) as info:
+        fm.download(tmp_path / "dest", base_url=MIRROR, specs=specs)
+    assert str(info.value) == (f"could not download {MIRROR}/t10k-labels-idx1-ubyte.gz: 404 Client Error: "
+                               f"Not Found for url: {MIRROR}/t10k-labels-idx1-ubyte.gz")
+    assert "t10k-labels-idx1-ubyte.gz" not in [p.name for p in (tmp_path / "dest").iterdir()]
+    assert len(list((tmp_path / "dest").iterdir())) == 3  # the others are in place; a rerun fetches the rest
+
+
+def test_download_not_gzip(tmp_path, mirror):
+    specs = make_fake(mirror.folder)
+    (mirror.folder / "train-images-idx3-ubyte.gz").write_bytes(b"<html>not found</html>")
     with pytest.raises(UserError, match="is not a valid gzip file"):
-        fm.download(tmp_path / "dest", base_url=(tmp_path / "mirror").as_uri(), specs=specs)
+        fm.download(tmp_path / "dest", base_url=MIRROR, specs=specs)
     assert list((tmp_path / "dest").iterdir()) == []
+
+
+def test_download_needs_permission(tmp_path):
+    specs = make_fake(tmp_path / "mirror")
+    with pytest.raises(UserError, match="not found"):
+        fm.load_fashion_mnist(specs=specs)  # NoNetwork would fail the test on any download attempt
 
 
 # ---------------------------------------------------------------- command

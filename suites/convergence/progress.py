@@ -1,8 +1,9 @@
 """Progress of the running trainings, read from their JSONL files: one line per run, refreshed.
 
-On a terminal the lines are redrawn in place every second; otherwise (a log file, CI) every run's line is
-printed every `interval` seconds, plus one line whenever a run starts or ends. The runs are only ever
-observed through their record files, so the display costs the training processes nothing.
+On a terminal, `rich` keeps a live table of the runs (one row each) redrawn in place every second; otherwise
+(a log file, CI) every run's line is printed every `interval` seconds, plus one line whenever a run starts or
+ends. The runs are only ever observed through their record files, so the display costs the training processes
+nothing.
 """
 
 from __future__ import annotations
@@ -14,6 +15,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
+
+from rich import box
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
 
 from bnparity.suites.schema import (
     DoneEvent,
@@ -112,12 +119,26 @@ class RunStatus:
             return None
         return (self.epochs * self.iters_per_epoch - self.iteration) * elapsed / done
 
+    def _finished_with_message(self) -> bool:
+        return self.state == "waiting" or (self.state != "running" and bool(self.message))
+
+    def cells(self) -> tuple[str, ...]:
+        """The row of the terminal table: name, status, epoch, iteration, loss, test accuracy, img/s, ETA, note."""
+        if self.state == "waiting":
+            return (self.run.name, self.state, "", "", "", "", "", "", self.message)
+        eta = _duration(self.eta()) if self.state == "running" else "-"
+        return (self.run.name, self.state, f"{self.epoch}/{self.epochs or '?'}", f"{self.iteration}/{self._total()}",
+                _num(self.loss, ".4f"), _num(self.test_accuracy, ".4f"), _num(self.images_per_s, ".0f"), eta,
+                self.message)
+
+    def _total(self) -> int | str:
+        return self.iters_per_epoch * self.epochs if self.iters_per_epoch and self.epochs else "?"
+
     def line(self) -> str:
         head = f"{self.run.name:<{self.width}} {self.state:<11}"
-        if self.state in ("waiting",) or (self.state != "running" and self.message):
+        if self._finished_with_message():
             return f"{head} {self.message}".rstrip()
-        total = self.iters_per_epoch * self.epochs if self.iters_per_epoch and self.epochs else "?"
-        parts = [f"epoch {self.epoch}/{self.epochs or '?'}", f"it {self.iteration}/{total}",
+        parts = [f"epoch {self.epoch}/{self.epochs or '?'}", f"it {self.iteration}/{self._total()}",
                  f"loss {_num(self.loss, '.4f')}", f"test {_num(self.test_accuracy, '.4f')}",
                  f"{_num(self.images_per_s, '.0f')} img/s", f"ETA {_duration(self.eta())}"]
         return f"{head} " + "  ".join(parts)
@@ -136,28 +157,47 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+TABLE_COLUMNS = (("run", "left"), ("status", "left"), ("epoch", "right"), ("it", "right"), ("loss", "right"),
+                 ("test", "right"), ("img/s", "right"), ("ETA", "right"), ("", "left"))
+
+
 class ProgressDisplay:
-    """One line per run, redrawn in place on a terminal, printed periodically otherwise.
+    """One line per run: a live `rich` table on a terminal, lines printed periodically otherwise.
 
     Args:
         run_dir: where the runs' JSONL files are.
         runs: the runs to show, in order.
         stream: where to write (default stdout).
-        tty: redraw in place; default: whether `stream` is a terminal (and TERM is not "dumb").
+        tty: draw the live table; default: whether `stream` (or `console`) is a terminal (and TERM is not "dumb").
         interval: seconds between refreshes (default 1 on a terminal, 30 otherwise).
+        console: the `rich` console of the live table (default: one writing to `stream`); its file is the stream.
+
+    `close()` (or leaving a `with` block) ends the live table and restores the terminal; the run loop calls it
+    in a `finally`, so a Ctrl-C tears the display down too.
     """
 
     def __init__(self, run_dir: Path, runs: list[RunId], *, stream: TextIO | None = None, tty: bool | None = None,
-                 interval: float | None = None) -> None:
-        self.stream = stream or sys.stdout
-        self.tty = (self.stream.isatty() and os.environ.get("TERM") != "dumb") if tty is None else tty
+                 interval: float | None = None, console: Console | None = None) -> None:
+        self.stream = console.file if console is not None else (stream or sys.stdout)
+        if tty is None:
+            tty = console.is_terminal if console is not None else \
+                (self.stream.isatty() and os.environ.get("TERM") != "dumb")
+        self.tty = tty
         self.interval = interval if interval is not None else (1.0 if self.tty else 30.0)
         width = max([22, *(len(run.name) for run in runs)])
         self.status = {run: RunStatus(run, width=width) for run in runs}
         self._tails = {run: RecordTail(run.records_path(run_dir)) for run in runs}
-        self._drawn = 0
+        self._console = console
+        self._live: Live | None = None
+        self._closed = False
         self._last_draw = float("-inf")
         self._began = time.monotonic()
+
+    def __enter__(self) -> ProgressDisplay:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def poll(self) -> None:
         """Read what every run wrote since the last poll."""
@@ -166,48 +206,71 @@ class ProgressDisplay:
                 self.status[run].consume(record)
 
     def event(self, run: RunId, text: str) -> None:
-        """A run started or ended: one line that stays (above the live block on a terminal)."""
+        """A run started or ended: one line that stays (above the live table on a terminal)."""
         self.poll()
-        self._erase()
-        self.stream.write(f"{run.name}: {text}\n")
         if self.tty:
+            self._live_view().console.print(f"{run.name}: {text}", markup=False, highlight=False)
             self._draw(force=True)
         else:
+            self.stream.write(f"{run.name}: {text}\n")
             self.stream.flush()
 
     def update(self, *, force: bool = False) -> None:
         """Poll the record files and refresh the display if `interval` has passed."""
         if force or time.monotonic() - self._last_draw >= self.interval:
             self.poll()
-            self._erase()
             self._draw(force=True)
 
     def close(self) -> None:
-        """A last refresh; on a terminal the final lines stay."""
-        self.poll()
-        self._erase()
-        self._draw(force=True, final=True)
-        self._drawn = 0
+        """A last refresh; on a terminal the final table stays and the live display ends. Once only."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self.poll()
+            self._draw(force=True, final=True)
+        finally:
+            if self._live is not None:
+                live, self._live = self._live, None
+                live.stop()
+
+    def table(self) -> Table:
+        """The terminal view: one row per run."""
+        table = Table(title=f"elapsed {_duration(time.monotonic() - self._began)}", title_justify="left",
+                      box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, collapse_padding=True)
+        # Every column keeps to one line; on a narrow terminal the note (a message) is the first to give way.
+        *numbers, note = TABLE_COLUMNS
+        for header, justify in numbers:
+            table.add_column(header, justify=justify, no_wrap=True, overflow="ellipsis")
+        table.add_column(note[0], justify=note[1], no_wrap=False, overflow="ellipsis")
+        for status in self.status.values():
+            *cells, message = status.cells()
+            table.add_row(*cells, Text(message, no_wrap=True, overflow="ellipsis"))
+        return table
 
     def _active(self) -> list[RunStatus]:
         return [s for s in self.status.values() if s.state == "running"]
 
-    def _erase(self) -> None:
-        if self.tty and self._drawn:
-            self.stream.write(f"\x1b[{self._drawn}F\x1b[J")
-            self._drawn = 0
+    def _live_view(self) -> Live:
+        if self._live is None:
+            console = self._console or Console(file=self.stream, force_terminal=True)
+            self._live = Live(self.table(), console=console, auto_refresh=False, transient=False,
+                              redirect_stdout=False, redirect_stderr=False)
+            self._live.start()
+        return self._live
 
     def _draw(self, *, force: bool = False, final: bool = False) -> None:
         now = time.monotonic()
         if not force and now - self._last_draw < self.interval:
             return
         self._last_draw = now
-        shown = list(self.status.values()) if (self.tty or final) else self._active()
+        if self.tty:
+            self._live_view().update(self.table(), refresh=True)
+            return
+        shown = list(self.status.values()) if final else self._active()
         if not shown:
             return
-        if not self.tty:
-            self.stream.write(f"[{_duration(now - self._began)}]\n")
+        self.stream.write(f"[{_duration(now - self._began)}]\n")
         for status in shown:
             self.stream.write(status.line() + "\n")
-        self._drawn = len(shown) if self.tty and not final else 0
         self.stream.flush()

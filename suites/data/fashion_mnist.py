@@ -5,6 +5,7 @@ environment variable ``BNPARITY_DATA``: when given it is the only place searched
 rather than a silent fallback; (2) the user cache ``$XDG_CACHE_HOME/bnparity/fashion-mnist`` (default
 ``~/.cache/bnparity/fashion-mnist``); (3) ``/usr/share/datasets/fashion-mnist`` (Debian/Ubuntu package
 ``dataset-fashion-mnist``); (4) only when allowed, a download into the explicit folder, else the user cache.
+The download uses ``pooch`` (temporary file, check, then move into place); see `download`.
 Each file may be gzip-compressed (``NAME.gz``) or raw (``NAME``).
 
 Verification compares the size and sha256 of the UNCOMPRESSED contents, so the Debian files (different
@@ -17,20 +18,19 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import http.client
 import json
+import logging
 import os
-import shutil
-import urllib.error
-import urllib.request
 import warnings
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any
 
 import numpy as np
+import pooch
 
 from ..errors import UserError
 from ..output import replacing, write_output
@@ -222,55 +222,84 @@ def load_file(path: Path, *, spec: FileSpec, verify: bool = True, recheck: bool 
     return array
 
 
-def _fetch(url: str, dest: Path, *, spec: FileSpec, opener: Callable[[str], BinaryIO]) -> None:
-    """Download `url` into a temp file next to `dest`, verify its uncompressed contents, rename."""
-    with replacing(dest) as tmp:
-        with tmp.open("wb") as f:
-            try:
-                with opener(url) as response:
-                    shutil.copyfileobj(response, f, length=1 << 20)
-            except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
-                raise UserError(f"could not download {url}: {getattr(e, 'reason', e)}") from e
+Downloader = Callable[[str, str, Any], None]
+"""pooch's downloader protocol: ``downloader(url, output_file, pooch_or_None)`` writes `url` into `output_file`."""
+
+
+def _checked(downloader: Downloader, spec: FileSpec) -> Downloader:
+    """Wrap `downloader` so that pooch's temporary file is checked before pooch moves it into place.
+
+    pooch downloads into a temporary file next to the destination and moves it there only when the
+    downloader returns; a UserError raised here makes pooch delete the temporary file instead.
+    """
+    def download(url: str, output_file: str, pooch_obj: Any) -> None:
         try:
-            with gzip.open(tmp, "rb") as g:
+            downloader(url, output_file, pooch_obj)
+        except OSError as e:  # requests' RequestException is an OSError (IOError) too
+            reason = " ".join(str(e).split())  # one line, whatever requests puts in the message
+            raise UserError(f"could not download {url}: {reason}") from e
+        try:
+            with gzip.open(output_file, "rb") as g:
                 data = g.read()
         except (OSError, EOFError, zlib.error) as e:
             raise UserError(f"downloaded {url} is not a valid gzip file: {e}") from e
-        check_contents(data, spec=spec, name=f"downloaded {url}")  # a UserError: nothing is renamed into place
+        check_contents(data, spec=spec, name=f"downloaded {url}")
+
+    return download
+
+
+@contextmanager
+def _quiet_pooch() -> Iterator[None]:
+    """Hide pooch's INFO lines ("Downloading data from ...", "SHA256 hash of downloaded file ...")."""
+    logger = pooch.get_logger()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def download(dest_dir: Path, *, base_url: str = MIRROR_URL, specs: Mapping[str, FileSpec] = FILES,
-             opener: Callable[[str], BinaryIO] | None = None, timeout: float = 60.0,
+             downloader: Downloader | None = None, timeout: float = 60.0,
              log: Callable[[str], None] | None = None) -> Path:
-    """Download the files missing from `dest_dir`; each is verified, then renamed into place atomically.
+    """Download the files missing from `dest_dir` with `pooch.retrieve`; each is verified, then moved into place.
+
+    pooch writes each file to a temporary file in `dest_dir` and moves it to ``NAME.gz`` only after the
+    check: the official sha256 of the .gz files is not among our constants, so pooch gets
+    ``known_hash=None`` and the check is ours (size and sha256 of the uncompressed contents, `check_contents`),
+    run on pooch's temporary file before the move. A file present in `dest_dir` (raw or ``.gz``) is
+    not fetched again.
 
     Args:
         dest_dir: the target folder (created when missing).
-        base_url: the mirror; ``NAME.gz`` is appended. ``file://`` URLs work too.
+        base_url: the mirror; ``NAME.gz`` is appended.
         specs: the expected files.
-        opener: opens a URL and returns a readable binary context manager; default ``urllib`` urlopen.
-        timeout: seconds, for the default opener.
+        downloader: a pooch downloader, ``downloader(url, output_file, pooch)``; default
+            ``pooch.HTTPDownloader(timeout=timeout)`` without a progress bar.
+        timeout: seconds, for the default downloader.
         log: called with one line per file fetched.
 
     Returns:
         `dest_dir`.
 
     Raises:
-        UserError: a network error, or a download whose contents do not match the checksum (nothing
-            is left in `dest_dir` then).
+        UserError: a network error, or a download that is not gzip or whose contents do not match the
+            checksum (nothing is left in `dest_dir` then).
     """
     dest_dir = Path(dest_dir).expanduser()
     dest_dir.mkdir(parents=True, exist_ok=True)
-    if opener is None:
-        def opener(url: str) -> BinaryIO:
-            return urllib.request.urlopen(url, timeout=timeout)
+    if downloader is None:
+        downloader = pooch.HTTPDownloader(progressbar=False, timeout=timeout)
     for spec in specs.values():
         if find_file(dest_dir, spec) is not None:
             continue
         url = base_url.rstrip("/") + f"/{spec.name}.gz"
         if log is not None:
             log(f"downloading {url} -> {dest_dir}")
-        _fetch(url, dest_dir / f"{spec.name}.gz", spec=spec, opener=opener)
+        with _quiet_pooch():
+            pooch.retrieve(url, known_hash=None, fname=f"{spec.name}.gz", path=dest_dir,
+                           downloader=_checked(downloader, spec))
     return dest_dir
 
 
