@@ -64,7 +64,7 @@ from bnparity.reference.crossreplica import shard_sizes
 from ._x64 import dtype_scope
 from .alexnet import AlexNet, from_canonical, to_canonical
 from .descriptor import DESCRIPTOR
-from .train import KEY_KEY, STEP_KEY
+from .train import KEY_KEY, STEP_KEY, _mean_loss
 
 AXIS = "replicas"  # the mesh axis, and the BatchNorm axis_name in "sync" mode
 SAVED_RUNNING = "mean"  # what `state` saves of the per-device running statistics: "mean" or "replica0"
@@ -181,10 +181,7 @@ class DataParallelTrainer(training.DataParallelTrainer):
     def _loss(self, params: Any, batch_stats: Any, x: jax.Array, labels: jax.Array, masks: Any,
               key: jax.Array) -> tuple[jax.Array, tuple[jax.Array, Any]]:
         """One device's mean loss over its shard, its logits and its updated batch_stats."""
-        logits, updated = self.model.apply({"params": params, "batch_stats": batch_stats}, x, train=True,
-                                           dropout_masks=masks, rngs={"dropout": key}, mutable=["batch_stats"])
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-        return loss, (logits, updated.get("batch_stats", batch_stats))
+        return _mean_loss(self.model, params, batch_stats, x, labels, masks, key)
 
     def _device_step(self, params, batch_stats, opt_state, key, x, labels, masks):
         """The step on one device (inside shard_map): its shard, its batch_stats copy (leading axis of size 1)."""

@@ -103,10 +103,7 @@ class Trainer(training.Trainer):
 
     def _loss(self, params: Any, batch_stats: Any, x: jax.Array, labels: jax.Array, masks: Any,
               key: jax.Array) -> tuple[jax.Array, tuple[jax.Array, Any]]:
-        logits, updated = self.model.apply({"params": params, "batch_stats": batch_stats}, x, train=True,
-                                           dropout_masks=masks, rngs={"dropout": key}, mutable=["batch_stats"])
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-        return loss, (logits, updated.get("batch_stats", batch_stats))
+        return _mean_loss(self.model, params, batch_stats, x, labels, masks, key)
 
     def _step_impl(self, params, batch_stats, opt_state, key, x, labels, masks):
         self.compile_counts["train_step"] += 1
@@ -173,3 +170,13 @@ class Trainer(training.Trainer):
                 self.opt_state = otu.tree_set(self.opt_state, trace=trace)
             self.key = jax.device_put(np.asarray(state[KEY_KEY], dtype=np.uint32), self.device)
             self.steps = int(state[STEP_KEY])
+
+
+def _mean_loss(model: Any, params: Any, batch_stats: Any, x: jax.Array, labels: jax.Array, masks: Any,
+               key: jax.Array) -> tuple[jax.Array, tuple[jax.Array, Any]]:
+    """The batch's mean cross-entropy in training mode, its logits and the updated batch_stats (shared with
+    data_parallel.py, where the batch is one device's shard)."""
+    logits, updated = model.apply({"params": params, "batch_stats": batch_stats}, x, train=True,
+                                  dropout_masks=masks, rngs={"dropout": key}, mutable=["batch_stats"])
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    return loss, (logits, updated.get("batch_stats", batch_stats))

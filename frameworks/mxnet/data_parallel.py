@@ -89,7 +89,6 @@ from bnparity.frameworks import training
 from bnparity.reference.alexnet import (
     AlexNetSpec,
     check_params,
-    momentum_key,
     param_shapes,
     params_fingerprint,
     running_names,
@@ -104,7 +103,7 @@ from .alexnet import AlexNet, from_canonical
 from .convert import framework_momentum, to_numpy
 from .descriptor import DESCRIPTOR
 from .replicas import _scratch_backward, _scratch_forward
-from .train import DRAWS_KEY, SEED_KEY, STEP_KEY
+from .train import _load_counters, _load_momentum, _save_counters, _save_momentum
 
 SAVED_RUNNING = "mean"  # what `state` saves of the per-context running statistics (Parameter._reduce)
 KVSTORE = "device"  # gluon.Trainer's default; "local" reduces on the CPU instead (same sums)
@@ -382,16 +381,9 @@ class DataParallelTrainer(training.DataParallelTrainer):
     def state(self) -> dict[str, np.ndarray]:
         """The saved model (`_saved`), momentum buffers v = −mom/lr (context 0's updater), seed, passes, steps."""
         state = self._saved()
-        if self.sgd.momentum:
-            states = self.trainer._updaters[0].states  # one updater per context; gluon has no public accessor
-            for i, n in enumerate(self._trainable):
-                mom = states.get(i)
-                state[momentum_key(n)] = (np.zeros_like(state[n]) if mom is None
-                                          else mom.asnumpy() / self.dtype.type(-self.sgd.lr))
-        state[SEED_KEY] = np.array(self.seed, dtype=np.int64)
-        state[DRAWS_KEY] = np.array(self.draws, dtype=np.int64)
-        state[STEP_KEY] = np.array(self.steps, dtype=np.int64)
-        return state
+        if self.sgd.momentum:  # one updater per context (gluon has no public accessor); they are alike
+            _save_momentum(state, self.trainer._updaters[0], self._trainable, self.dtype, self.sgd.lr)
+        return _save_counters(state, self)
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         """Every context gets `state`: parameters, running statistics and (every updater) momentum buffers."""
@@ -399,14 +391,9 @@ class DataParallelTrainer(training.DataParallelTrainer):
         self.model.load(state)
         if self.sgd.momentum:
             for updater, ctx in zip(self.trainer._updaters, self.ctxs, strict=True):
-                for i, n in enumerate(self._trainable):
-                    mom = np.asarray(state[momentum_key(n)], dtype=self.dtype) * self.dtype.type(-self.sgd.lr)
-                    updater.states[i] = nd.array(mom, ctx=ctx, dtype=self.dtype)
-                    updater.states_synced[i] = True
+                _load_momentum(state, updater, ctx, self._trainable, self.dtype, self.sgd.lr)
         mx.nd.waitall()
-        self.seed = int(state[SEED_KEY])
-        self.draws = int(state[DRAWS_KEY])
-        self.steps = int(state[STEP_KEY])
+        _load_counters(state, self)
 
     def close(self) -> None:
         """Waits for the engine and drops the contexts' arrays (MXNet's engine threads live with the process);

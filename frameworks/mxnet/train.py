@@ -124,26 +124,45 @@ class Trainer(training.Trainer):
     def state(self) -> dict[str, np.ndarray]:
         state = to_canonical(self.arch, self.model)
         if self.sgd.momentum:
-            states = self._updater().states
-            for i, n in enumerate(self._trainable):
-                mom = states.get(i)
-                # MXNet's mom is −lr·v (see the module docstring).
-                state[momentum_key(n)] = (np.zeros_like(state[n]) if mom is None
-                                          else mom.asnumpy() / self.dtype.type(-self.sgd.lr))
-        state[SEED_KEY] = np.array(self.seed, dtype=np.int64)
-        state[DRAWS_KEY] = np.array(self.draws, dtype=np.int64)
-        state[STEP_KEY] = np.array(self.steps, dtype=np.int64)
-        return state
+            _save_momentum(state, self._updater(), self._trainable, self.dtype, self.sgd.lr)
+        return _save_counters(state, self)
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         check_params(self.arch, {n: state[n] for n in param_shapes(self.arch) if n in state})
         self.model.load(state)
         if self.sgd.momentum:
-            updater = self._updater()
-            for i, n in enumerate(self._trainable):
-                mom = np.asarray(state[momentum_key(n)], dtype=self.dtype) * self.dtype.type(-self.sgd.lr)
-                updater.states[i] = nd.array(mom, ctx=self.ctx, dtype=self.dtype)
-                updater.states_synced[i] = True
-        self.seed = int(state[SEED_KEY])
-        self.draws = int(state[DRAWS_KEY])
-        self.steps = int(state[STEP_KEY])
+            _load_momentum(state, self._updater(), self.ctx, self._trainable, self.dtype, self.sgd.lr)
+        _load_counters(state, self)
+
+
+# --- checkpoint helpers, shared with data_parallel.py (one updater per context there) ---
+
+def _save_momentum(state: dict[str, np.ndarray], updater: mx.optimizer.Updater, trainable: list[str],
+                   dtype: np.dtype, lr: float) -> None:
+    """The momentum buffers v of `updater` into `state`: MXNet's mom is −lr·v (see the module docstring)."""
+    for i, n in enumerate(trainable):
+        mom = updater.states.get(i)
+        state[momentum_key(n)] = np.zeros_like(state[n]) if mom is None else mom.asnumpy() / dtype.type(-lr)
+
+
+def _load_momentum(state: dict[str, np.ndarray], updater: mx.optimizer.Updater, ctx: mx.Context,
+                   trainable: list[str], dtype: np.dtype, lr: float) -> None:
+    """`state`'s momentum buffers into `updater` (on `ctx`), as mom = −lr·v."""
+    for i, n in enumerate(trainable):
+        mom = np.asarray(state[momentum_key(n)], dtype=dtype) * dtype.type(-lr)
+        updater.states[i] = nd.array(mom, ctx=ctx, dtype=dtype)
+        updater.states_synced[i] = True
+
+
+def _save_counters(state: dict[str, np.ndarray], trainer: object) -> dict[str, np.ndarray]:
+    """The dropout seed, the draws made from it and the step count into `state` (a resumed run continues them)."""
+    state[SEED_KEY] = np.array(trainer.seed, dtype=np.int64)
+    state[DRAWS_KEY] = np.array(trainer.draws, dtype=np.int64)
+    state[STEP_KEY] = np.array(trainer.steps, dtype=np.int64)
+    return state
+
+
+def _load_counters(state: dict[str, np.ndarray], trainer: object) -> None:
+    trainer.seed = int(state[SEED_KEY])
+    trainer.draws = int(state[DRAWS_KEY])
+    trainer.steps = int(state[STEP_KEY])
