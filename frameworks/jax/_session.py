@@ -172,3 +172,18 @@ def stateless_layer(api: str, layer: tuple[type[nn.Module], type[nnx.Module]], *
         return {k: v.reshape(param_shape) for k, v in _as_dict(tree).items()}
 
     return JaxLayer(steps, params=params, stats={}, dtype=dtype, track_running_stats=False, to_dict=to_dict)
+
+
+def scratch_layer(spec: Any, values: dict[str, np.ndarray], *, dtype: np.dtype, cache: StepCache,
+                  apply: Callable[[], Apply]) -> JaxLayer:
+    """A scratch layer that keeps no running statistics (LayerNorm, GroupNorm, RMSNorm in jax.numpy) as a session.
+
+    Args:
+        spec: the layer's spec, the key of its jitted steps in `cache`.
+        values: its parameters ("scale": γ, "bias": β: those the spec has), set in `dtype`.
+        apply: makes the layer's function of the spec (called once per spec).
+    """
+    with dtype_scope(dtype):
+        params = {name: to_tensor(value, dtype) for name, value in values.items()}
+    return JaxLayer(cache.get(spec, apply), params=params, stats={}, dtype=dtype, track_running_stats=False,
+                    to_dict=dict)

@@ -19,9 +19,8 @@ from flax import nnx
 from bnparity.frameworks.base import LayerAdapter, Unsupported
 from bnparity.reference.spec import GNSpec
 
-from ._session import Apply, JaxLayer, StepCache, stateless_layer
-from ._x64 import dtype_scope
-from .convert import _mean_and_variance, framework_dtype, to_tensor
+from ._session import Apply, JaxLayer, StepCache, scratch_layer, stateless_layer
+from .convert import _mean_and_variance, framework_dtype
 from .descriptor import DESCRIPTOR
 
 APIS = ("linen", "nnx")
@@ -139,9 +138,5 @@ class ScratchGroupNorm(LayerAdapter):
         spec.param_shape(shape)  # raises ValueError when the groups do not divide the channels
         # A scratch layer has no defaults of its own: "defaults" are the spec it is given.
         dtype = framework_dtype(dtype)
-        with dtype_scope(dtype):
-            params = {}
-            if spec.affine:
-                params = {"scale": to_tensor(gamma, dtype), "bias": to_tensor(beta, dtype)}
-        steps = self.steps.get(spec, lambda: _apply(spec))
-        return JaxLayer(steps, params=params, stats={}, dtype=dtype, track_running_stats=False, to_dict=dict)
+        values = {"scale": gamma, "bias": beta} if spec.affine else {}
+        return scratch_layer(spec, values, dtype=dtype, cache=self.steps, apply=lambda: _apply(spec))

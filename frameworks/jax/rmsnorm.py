@@ -20,9 +20,8 @@ from flax import nnx
 from bnparity.frameworks.base import LayerAdapter
 from bnparity.reference.spec import RMSSpec
 
-from ._session import Apply, JaxLayer, StepCache, stateless_layer
-from ._x64 import dtype_scope
-from .convert import framework_dtype, to_tensor
+from ._session import Apply, JaxLayer, StepCache, scratch_layer, stateless_layer
+from .convert import framework_dtype
 from .descriptor import DESCRIPTOR
 
 APIS = ("linen", "nnx")
@@ -126,7 +125,5 @@ class ScratchRMSNorm(LayerAdapter):
         spec.param_shape(shape)  # raises ValueError when no batch axis is left
         # A scratch layer has no defaults of its own: "defaults" are the spec it is given.
         dtype = framework_dtype(dtype)
-        with dtype_scope(dtype):
-            params = {"scale": to_tensor(gamma, dtype)} if spec.affine else {}
-        steps = self.steps.get(spec, lambda: _apply(spec))
-        return JaxLayer(steps, params=params, stats={}, dtype=dtype, track_running_stats=False, to_dict=dict)
+        values = {"scale": gamma} if spec.affine else {}
+        return scratch_layer(spec, values, dtype=dtype, cache=self.steps, apply=lambda: _apply(spec))
