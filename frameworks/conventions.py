@@ -22,7 +22,7 @@ import numpy as np
 from bnparity.reference.normalization import normalization as plugin
 from bnparity.reference.spec import BNSpec, LayerSpec, MomentumWeighs, VarianceEstimator
 
-from .registry import descriptor, framework_names
+from .registry import descriptor, framework_names, module_name
 
 
 @dataclass(frozen=True)
@@ -160,7 +160,7 @@ def convention(framework: str, normalization: str = "batchnorm") -> Convention |
     Raises ValueError for an unknown framework and LookupError when the framework has no such layer.
     """
     descriptor(framework)  # ValueError for an unknown framework
-    module = importlib.import_module(f"bnparity.frameworks.{framework}.convention")
+    module = importlib.import_module(module_name(framework, "convention"))
     if normalization == Convention.normalization:
         return module.CONVENTION
     for row in getattr(module, "LAYER_CONVENTIONS", ()):
@@ -178,7 +178,7 @@ def all_layer_conventions() -> tuple[LayerConvention, ...]:
     """Every framework's rows of every normalization but BatchNorm, framework by framework."""
     rows: list[LayerConvention] = []
     for f in framework_names():
-        module = importlib.import_module(f"bnparity.frameworks.{f}.convention")
+        module = importlib.import_module(module_name(f, "convention"))
         rows.extend(getattr(module, "LAYER_CONVENTIONS", ()))
     return tuple(rows)
 
@@ -238,7 +238,7 @@ class ReplicaConvention:
 def replica_convention(framework: str) -> ReplicaConvention:
     """`framework`'s cross-replica row (REPLICA_CONVENTION of its convention.py). Raises LookupError if it has none."""
     descriptor(framework)  # ValueError for an unknown framework
-    row = getattr(importlib.import_module(f"bnparity.frameworks.{framework}.convention"), "REPLICA_CONVENTION", None)
+    row = getattr(importlib.import_module(module_name(framework, "convention")), "REPLICA_CONVENTION", None)
     if row is None:
         raise LookupError(f"{framework} declares no cross-replica BatchNorm convention")
     return row

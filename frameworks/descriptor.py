@@ -1,4 +1,5 @@
-"""What a framework folder declares about itself, once: `frameworks/<name>/descriptor.py` holds one `DESCRIPTOR`.
+"""What a framework folder declares about itself, once: `frameworks/<name>/descriptor.py` holds one `DESCRIPTOR`
+(or, for a library with several backends, `DESCRIPTORS`: one variant per backend, see `Framework.folder`).
 
 The registry (registry.py) discovers the descriptors; suites, reports, the CLI, the environment manifest, the
 porting guide and the figures read them, and never spell a framework's name themselves. A descriptor module
@@ -94,6 +95,13 @@ class Framework:
         replica_env: (variable, value) pairs its distributed engine needs set before the framework starts, the
             value a `str.format` template of {replicas} and {existing} (the variable's value already set, to append
             to): JAX's host device count, for instance.
+        folder: the folder under frameworks/ that holds its code; default: `name`. Several descriptors of one
+            folder (its descriptor.py's DESCRIPTORS) are variants of one library, e.g. one per backend of a library
+            that runs on several, each a framework of its own on the command line and in records.
+        environment: (variable, value) pairs its library reads once, when it is first imported (a backend
+            choice); the registry sets them before the folder's code is imported, and worker processes get them.
+        fixed_at_import: the module whose import fixes `environment` for the rest of the process; once it is
+            imported with other values, this framework cannot run in that process (registry.ProcessConflict).
     """
 
     name: str
@@ -110,6 +118,14 @@ class Framework:
     parity_cost: float = 1.0
     replica_impls: tuple[str, ...] = ()
     replica_env: tuple[tuple[str, str], ...] = ()
+    folder: str = ""
+    environment: tuple[tuple[str, str], ...] = ()
+    fixed_at_import: str = ""
+
+    @property
+    def package(self) -> str:
+        """The folder under frameworks/ that holds its code."""
+        return self.folder or self.name
 
     def layer(self, normalization: str, impl: str) -> LayerImpl | None:
         """The implementation of `normalization` as `impl`, or None if the framework has none."""

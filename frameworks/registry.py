@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import functools
 import importlib
+import os
 import pkgutil
+import sys
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -50,11 +52,12 @@ def descriptors() -> tuple[Framework, ...]:
             if e.name == f"{_PACKAGE}.{info.name}.descriptor":
                 continue  # a sub-package that is not a framework folder
             raise
-        d: Framework = module.DESCRIPTOR
-        if d.name != info.name:
-            raise RuntimeError(f"frameworks/{info.name}/descriptor.py must name itself {info.name!r}. "
-                               f"Received: {d.name!r}")
-        found.append(d)
+        declared: tuple[Framework, ...] = getattr(module, "DESCRIPTORS", None) or (module.DESCRIPTOR,)
+        for d in declared:
+            if d.package != info.name:
+                raise RuntimeError(f"frameworks/{info.name}/descriptor.py must declare frameworks of folder "
+                                   f"{info.name!r} (name or folder). Received: {d.name!r} in {d.package!r}")
+        found.extend(declared)
     if sum(d.baseline for d in found) != 1:
         raise RuntimeError("exactly one framework descriptor must set baseline=True. Received: "
                            f"{[d.name for d in found if d.baseline]}")
@@ -115,15 +118,49 @@ def named_frameworks(text: str | None) -> tuple[str, ...]:
     return () if text is None or text.strip() == "all" else parse_frameworks(text)
 
 
+class ProcessConflict(ImportError):
+    """A framework whose library this process already imported with another environment (another backend)."""
+
+
+def module_name(framework: str, name: str) -> str:
+    """The import name of module `name` of `framework`'s folder: bnparity.frameworks.<folder>.<name>."""
+    return f"{_PACKAGE}.{descriptor(framework).package}.{name}"
+
+
+def framework_environment(framework: str) -> dict[str, str]:
+    """The variables a process must have set before `framework`'s library is imported (worker processes)."""
+    return dict(descriptor(framework).environment)
+
+
+def _prepare_environment(d: Framework) -> None:
+    """Set `d.environment` in this process before its library is imported; ProcessConflict if it was imported with
+    other values. The library reads these variables from the process environment, once: that is the only place a
+    backend can be chosen, and it is the process's own state, not bnparity's."""
+    for variable, value in d.environment:
+        current = os.environ.get(variable)
+        if current == value:
+            continue
+        if d.fixed_at_import and d.fixed_at_import in sys.modules:
+            raise ProcessConflict(f"{d.name} needs {variable}={value}, but this process imported "
+                                  f"{d.fixed_at_import} with {variable}={current}: run {d.name} in a process of "
+                                  "its own")
+        os.environ[variable] = value
+
+
 def framework_module(framework: str, name: str) -> ModuleType:
-    """Import bnparity.frameworks.<framework>.<name> (ImportError when the framework is missing)."""
-    descriptor(framework)  # ValueError for an unknown framework
-    return importlib.import_module(f"{_PACKAGE}.{framework}.{name}")
+    """Import module `name` of `framework`'s folder, its environment set first (ImportError when the framework is
+    missing, ProcessConflict when its library was imported here with another environment)."""
+    d = descriptor(framework)  # ValueError for an unknown framework
+    _prepare_environment(d)
+    return importlib.import_module(module_name(framework, name))
 
 
 def import_failure(framework: str, error: BaseException) -> Unavailable:
-    """Why `framework` cannot be used: not installed (with the pip command), or installed but broken."""
+    """Why `framework` cannot be used: not installed (with the pip command), needing a process of its own, or
+    installed but broken."""
     d = descriptor(framework)
+    if isinstance(error, ProcessConflict):
+        return Unavailable(framework, str(error))
     missing = getattr(error, "name", None) or ""
     if isinstance(error, ImportError) and missing.split(".")[0] in d.distributions:
         return Unavailable(framework, f"{framework} is not installed ({missing} cannot be imported); "

@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from .registry import Unavailable, framework_module, import_failure
+from .registry import Unavailable, framework_module, import_failure, module_name
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,7 @@ def load_data_parallel_trainer(framework: str) -> type[DataParallelTrainer] | Un
     try:
         return framework_module(framework, "data_parallel").DataParallelTrainer
     except ModuleNotFoundError as e:
-        if e.name == f"bnparity.frameworks.{framework}.data_parallel":
+        if e.name == module_name(framework, "data_parallel"):
             return Unavailable(framework, f"{framework} has no data-parallel trainer (frameworks/{framework}/"
                                           "data_parallel.py)")
         return import_failure(framework, e)

@@ -20,7 +20,7 @@ import numpy as np
 from bnparity.reference.spec import LayerSpec
 
 from .base import LayerSession
-from .registry import Unavailable, descriptors, framework_module, import_failure
+from .registry import Unavailable, descriptors, framework_module, import_failure, module_name
 
 MODULE = "user_layers"
 CLASS = "UserLayers"
@@ -79,7 +79,7 @@ def readers() -> tuple[list[UserLayers], list[Unavailable]]:
         try:
             found.append(getattr(framework_module(d.name, MODULE), CLASS)())
         except ModuleNotFoundError as e:
-            if e.name == f"bnparity.frameworks.{d.name}.{MODULE}":
+            if e.name == module_name(d.name, MODULE):
                 missing.append(Unavailable(d.name, f"{d.name} has no reader of user layers"))
             else:
                 missing.append(import_failure(d.name, e))

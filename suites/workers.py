@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import TypeVar
 
+from bnparity.frameworks.registry import framework_environment
 from bnparity.frameworks.replicas import replica_environment
 from bnparity.suites.convergence.runner import thread_env
 from bnparity.suites.errors import UserError
@@ -39,9 +40,11 @@ class WorkerOutput:
 
 
 def worker_env(framework: str, replicas: int, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """`base` (this process's environment), one compute thread per process, and what `framework`'s engine needs
+    """`base` (this process's environment), `framework`'s own variables (a backend choice), one compute thread per
+    process, and what `framework`'s engine needs
     to run `replicas` replicas (frameworks/replicas.py: replica_environment; flags appended to those set)."""
     env = dict(os.environ if base is None else base)
+    env.update(framework_environment(framework))
     env.update(thread_env(1, env))
     env.update(replica_environment(framework, replicas, env))
     return env

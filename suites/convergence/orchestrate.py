@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from bnparity.frameworks.registry import framework_environment
 from bnparity.frameworks.replicas import replica_environment
 from bnparity.suites.schema import DoneEvent, FailedEvent, InterruptedEvent, SkippedEvent
 
@@ -61,10 +62,12 @@ def run_threads(run: RunId, threads: int) -> int:
 
 
 def run_environment(run: RunId, threads: int, base: Mapping[str, str]) -> dict[str, str]:
-    """The environment of `run`'s process: `base`, for a data-parallel run its framework's replica variables
+    """The environment of `run`'s process: `base`, its framework's own variables (registry.framework_environment:
+    a backend choice), for a data-parallel run its framework's replica variables
     (replica_environment), and the thread variables of `run_threads` (runner.thread_env), set before the framework
     is imported; output unbuffered. Flag variables (XLA_FLAGS) collect both: thread_env appends to what is set."""
     env = dict(base)
+    env.update(framework_environment(run.framework))
     if run.replicas is not None:
         env.update(replica_environment(run.framework, run.replicas, env))
     env.update(thread_env(run_threads(run, threads), env))

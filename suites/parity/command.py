@@ -21,6 +21,7 @@ from bnparity.frameworks.registry import (
     Unavailable,
     baseline,
     descriptor,
+    framework_environment,
     frameworks_help,
     named_frameworks,
     parse_frameworks,
@@ -122,9 +123,21 @@ def _run_part(frameworks: tuple[str, ...], modes: tuple[str, ...], impls: tuple[
     return part
 
 
-def _init_worker() -> None:
-    """A worker computes on one thread: the workers, not each framework's thread pool, share the cores."""
+def _init_worker(environment: dict[str, str]) -> None:
+    """A worker computes on one thread (the workers, not each framework's thread pool, share the cores), with the
+    variables its frameworks read at import (registry.framework_environment: a backend choice)."""
+    os.environ.update(environment)
     os.environ.update(thread_env(1, dict(os.environ)))
+
+
+def _by_environment(parts: list[_Part]) -> list[tuple[dict[str, str], list[_Part]]]:
+    """The parts grouped by the environment their framework needs, in order of first appearance: the frameworks
+    of one group can share a worker process, two variants of one library on different backends cannot."""
+    groups: dict[tuple[tuple[str, str], ...], list[_Part]] = {}
+    for part in parts:
+        env = {k: v for fw in part.frameworks for k, v in framework_environment(fw).items()}
+        groups.setdefault(tuple(sorted(env.items())), []).append(part)
+    return [(dict(key), members) for key, members in groups.items()]
 
 
 @dataclass(frozen=True)
@@ -184,13 +197,15 @@ def run_modes(*, frameworks: tuple[str, ...], modes: tuple[str, ...], impls: tup
                     run.broken.setdefault(fw, reason)
         else:
             context = multiprocessing.get_context("spawn")  # no framework state is inherited
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=_init_worker) as pool:
-                futures = [pool.submit(_run_part, p.frameworks, p.modes, impls, p.cases) for p in parts]
-                for future in as_completed(futures):
-                    part = future.result()
-                    done.extend(enumerate(part.records, start=len(done)))
-                    for fw, reason in part.broken.items():
-                        run.broken.setdefault(fw, reason)
+            for environment, group in _by_environment(parts):
+                with ProcessPoolExecutor(max_workers=min(jobs, len(group)), mp_context=context,
+                                         initializer=_init_worker, initargs=(environment,)) as pool:
+                    futures = [pool.submit(_run_part, p.frameworks, p.modes, impls, p.cases) for p in group]
+                    for future in as_completed(futures):
+                        part = future.result()
+                        done.extend(enumerate(part.records, start=len(done)))
+                        for fw, reason in part.broken.items():
+                            run.broken.setdefault(fw, reason)
         complete = True
     finally:
         run.records = [r for _, r in sorted(done, key=_record_order(modes, cases))]

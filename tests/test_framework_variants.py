@@ -1,0 +1,133 @@
+"""One folder, several frameworks: a library with several backends declares one variant per backend.
+
+A fabricated folder declares two variants (DESCRIPTORS) that differ only in the backend variable their library reads
+at import. Both are frameworks of their own on the command line; the registry sets each one's variable before the
+folder's code is imported, worker processes get it, and a variant whose library this process already imported with
+the other backend is unavailable here (a skip that says to run it alone), never run on the wrong backend.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+import types
+from pathlib import Path
+
+import pytest
+
+import bnparity.frameworks
+from bnparity.frameworks import registry
+from bnparity.suites.workers import worker_env
+
+FOLDER = "numpyvariants"
+VARIABLE = "BNPARITY_TEST_BACKEND"
+LIBRARY = "bnparity_test_fake_library"  # the module whose import fixes the backend (a stand-in)
+
+DESCRIPTOR = f'''
+"""Two variants of one fabricated library (data only)."""
+
+from bnparity.frameworks.descriptor import Framework, LayerImpl, ModelLayout
+
+_LAYOUT = ModelLayout(conv_kernel="OIHW", dense_weight="(out, in)", bn_params="gamma, beta", bn_stats="mean, var",
+                      activations="NCHW")
+DESCRIPTORS = tuple(
+    Framework(name=f"{FOLDER}-{{backend}}", display_name=f"Variants ({{backend}})", order=20 + i, pip_extra="x",
+              distributions=("numpy",), color="#CC79A7", native_axis=1,
+              layers=(LayerImpl("batchnorm", "builtin", "batchnorm", "BuiltinBatchNorm"),),
+              model_layout=_LAYOUT, folder="{FOLDER}", environment=(("{VARIABLE}", backend),),
+              fixed_at_import="{LIBRARY}")
+    for i, backend in enumerate(("a", "b")))
+'''
+
+BATCHNORM = f'''
+"""Reports the backend it was imported under."""
+
+import os
+
+from bnparity.frameworks.base import LayerAdapter
+
+BACKEND = os.environ["{VARIABLE}"]
+
+
+class BuiltinBatchNorm(LayerAdapter):
+    framework = "{FOLDER}-" + BACKEND
+    normalization = "batchnorm"
+    impl = "builtin"
+    native_axis = 1
+
+    def realize(self, spec, dtype):
+        return spec
+
+    def build(self, spec, *, shape, dtype, gamma, beta, use_defaults):
+        raise NotImplementedError
+'''
+
+
+@pytest.fixture
+def variants(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
+    folder = tmp_path / "frameworks" / FOLDER
+    folder.mkdir(parents=True)
+    (folder / "__init__.py").write_text('"""A fabricated library with two backends."""\n')
+    for name, text in (("descriptor", DESCRIPTOR), ("batchnorm", BATCHNORM)):
+        (folder / f"{name}.py").write_text(textwrap.dedent(text).lstrip())
+    monkeypatch.setattr(bnparity.frameworks, "__path__", [*bnparity.frameworks.__path__, str(folder.parent)])
+    monkeypatch.delenv(VARIABLE, raising=False)
+    registry.descriptors.cache_clear()
+    yield f"{FOLDER}-a", f"{FOLDER}-b"
+    registry.descriptors.cache_clear()
+    for name in [m for m in sys.modules if m.startswith(f"bnparity.frameworks.{FOLDER}")]:
+        del sys.modules[name]
+
+
+def test_each_variant_is_a_framework_of_its_own_in_one_folder(variants):
+    a, b = variants
+    assert registry.framework_names()[-2:] == (a, b)
+    assert registry.module_name(a, "batchnorm") == registry.module_name(b, "batchnorm") \
+        == f"bnparity.frameworks.{FOLDER}.batchnorm"
+    assert registry.parse_frameworks(f"{b},{a}") == (b, a)
+
+
+def test_the_variable_is_set_before_the_folder_is_imported(variants):
+    a, _ = variants
+    adapter = registry.load_adapter(a, "builtin")
+    assert os.environ[VARIABLE] == "a" and adapter.framework == a
+
+
+def test_a_variant_whose_library_runs_another_backend_here_is_a_skip(variants, monkeypatch):
+    a, b = variants
+    registry.load_adapter(a, "builtin")
+    monkeypatch.setitem(sys.modules, LIBRARY, types.ModuleType(LIBRARY))  # the library is imported, backend a
+    other = registry.load_adapter(b, "builtin")
+    assert isinstance(other, registry.Unavailable) and not other.installed
+    assert f"needs {VARIABLE}=b" in other.reason and "process of its own" in other.reason
+    assert os.environ[VARIABLE] == "a"  # not switched under a library that already read it
+
+
+def test_worker_processes_get_their_variant_s_variable(variants):
+    a, b = variants
+    assert worker_env(a, 1, {})[VARIABLE] == "a"
+    assert worker_env(b, 1, {VARIABLE: "a"})[VARIABLE] == "b"
+
+
+def test_a_descriptor_of_another_folder_is_refused(variants, tmp_path):
+    descriptor = tmp_path / "frameworks" / FOLDER / "descriptor.py"
+    descriptor.write_text(descriptor.read_text().replace(f'folder="{FOLDER}"', 'folder="elsewhere"'))
+    sys.modules.pop(f"bnparity.frameworks.{FOLDER}.descriptor", None)
+    registry.descriptors.cache_clear()
+    with pytest.raises(RuntimeError, match="must declare frameworks of folder"):
+        registry.descriptors()
+
+
+def test_parity_workers_never_mix_two_backends_of_one_library(variants):
+    from bnparity.suites.parity.cases import standard_cases
+    from bnparity.suites.parity.command import _by_environment, _parts
+    from bnparity.suites.parity.harness import MODES
+
+    a, b = variants
+    baseline = registry.baseline().name
+    groups = _by_environment(_parts((a, baseline, b), MODES, standard_cases()[:2]))
+    assert sorted(tuple(env.items()) for env, _ in groups) == [(), ((VARIABLE, "a"),), ((VARIABLE, "b"),)]
+    assert {fw for _, parts in groups for p in parts for fw in p.frameworks} == {a, baseline, b}
+    for env, parts in groups:
+        assert all(registry.framework_environment(fw) == env for p in parts for fw in p.frameworks)
