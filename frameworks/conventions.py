@@ -14,8 +14,10 @@ here and in the reports, never in a widened tolerance. A run records the rows it
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import ClassVar
+from types import ModuleType
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -162,11 +164,27 @@ def convention(framework: str, normalization: str = "batchnorm") -> Convention |
     descriptor(framework)  # ValueError for an unknown framework
     module = importlib.import_module(module_name(framework, "convention"))
     if normalization == Convention.normalization:
-        return module.CONVENTION
-    for row in getattr(module, "LAYER_CONVENTIONS", ()):
+        return _own(module.CONVENTION, framework)
+    for row in _rows(module, "LAYER_CONVENTIONS", framework):
         if row.normalization == normalization:
             return row
     raise LookupError(f"{framework} has no {normalization} conventions row")
+
+
+def _own(row: Any, framework: str) -> Any:
+    """A convention module's row for `framework`: the row itself, or (a folder of several variants) its entry in
+    the mapping variant name -> row. Raises LookupError when the folder has no row for it."""
+    if isinstance(row, Mapping):
+        if framework not in row:
+            raise LookupError(f"{framework} has no row in its folder's convention.py")
+        return row[framework]
+    return row
+
+
+def _rows(module: ModuleType, attribute: str, framework: str) -> tuple[Any, ...]:
+    """The rows of a convention module's tuple `attribute` that belong to `framework` (a folder of several
+    variants lists the rows of each)."""
+    return tuple(row for row in getattr(module, attribute, ()) if row.framework == framework)
 
 
 def all_conventions() -> tuple[Convention, ...]:
@@ -178,8 +196,7 @@ def all_layer_conventions() -> tuple[LayerConvention, ...]:
     """Every framework's rows of every normalization but BatchNorm, framework by framework."""
     rows: list[LayerConvention] = []
     for f in framework_names():
-        module = importlib.import_module(module_name(f, "convention"))
-        rows.extend(getattr(module, "LAYER_CONVENTIONS", ()))
+        rows.extend(_rows(importlib.import_module(module_name(f, "convention")), "LAYER_CONVENTIONS", f))
     return tuple(rows)
 
 
@@ -239,6 +256,7 @@ def replica_convention(framework: str) -> ReplicaConvention:
     """`framework`'s cross-replica row (REPLICA_CONVENTION of its convention.py). Raises LookupError if it has none."""
     descriptor(framework)  # ValueError for an unknown framework
     row = getattr(importlib.import_module(module_name(framework, "convention")), "REPLICA_CONVENTION", None)
+    row = row.get(framework) if isinstance(row, Mapping) else row
     if row is None:
         raise LookupError(f"{framework} declares no cross-replica BatchNorm convention")
     return row

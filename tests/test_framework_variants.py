@@ -64,12 +64,26 @@ class BuiltinBatchNorm(LayerAdapter):
 '''
 
 
+CONVENTION = f'''
+"""Each variant's row: the baseline's under its own name (the variants differ here in ε only, to tell them apart)."""
+
+import dataclasses
+
+from bnparity.frameworks.conventions import convention
+from bnparity.frameworks.registry import baseline
+
+_BASE = convention(baseline().name)
+CONVENTION = {{f"{FOLDER}-{{b}}": dataclasses.replace(_BASE, framework=f"{FOLDER}-{{b}}", eps=eps)
+              for b, eps in (("a", 1e-3), ("b", 1e-5))}}
+'''
+
+
 @pytest.fixture
 def variants(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
     folder = tmp_path / "frameworks" / FOLDER
     folder.mkdir(parents=True)
     (folder / "__init__.py").write_text('"""A fabricated library with two backends."""\n')
-    for name, text in (("descriptor", DESCRIPTOR), ("batchnorm", BATCHNORM)):
+    for name, text in (("descriptor", DESCRIPTOR), ("batchnorm", BATCHNORM), ("convention", CONVENTION)):
         (folder / f"{name}.py").write_text(textwrap.dedent(text).lstrip())
     monkeypatch.setattr(bnparity.frameworks, "__path__", [*bnparity.frameworks.__path__, str(folder.parent)])
     monkeypatch.delenv(VARIABLE, raising=False)
@@ -131,3 +145,12 @@ def test_parity_workers_never_mix_two_backends_of_one_library(variants):
     assert {fw for _, parts in groups for p in parts for fw in p.frameworks} == {a, baseline, b}
     for env, parts in groups:
         assert all(registry.framework_environment(fw) == env for p in parts for fw in p.frameworks)
+
+
+def test_each_variant_reads_its_own_conventions_row(variants):
+    from bnparity.frameworks.conventions import all_conventions, convention
+
+    a, b = variants
+    assert (convention(a).framework, convention(a).eps) == (a, 1e-3)
+    assert (convention(b).framework, convention(b).eps) == (b, 1e-5)
+    assert [r.framework for r in all_conventions()][-2:] == [a, b]
