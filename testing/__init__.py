@@ -9,10 +9,13 @@ the eval-mode output with bnparity's float64 reference configured the same way, 
 tolerance. `compare_layer(a, x, other=b)` compares two layers (the original and its port) with each other, after
 moving the channel axis to each one's layout, and says which convention differs when they disagree.
 `assert_layer_parity(...)` raises AssertionError with the same message, for your own pytest suite.
+`audit_frozen(model, x)` runs one fine-tuning step on a copy of your model and says which "frozen" BatchNorm still
+changed (running statistics, γ/β, batch statistics in the output), by how much, and the fix in your framework.
 """
 
 from __future__ import annotations
 
+from .audit import FrozenAuditResult, audit_frozen
 from .layers import LayerParityResult, assert_layer_parity, compare_layer
 
-__all__ = ["LayerParityResult", "assert_layer_parity", "compare_layer"]
+__all__ = ["FrozenAuditResult", "LayerParityResult", "assert_layer_parity", "audit_frozen", "compare_layer"]
