@@ -13,6 +13,7 @@ from bnparity.suites.schema import to_dict
 
 from .document import Section
 from .figures import Figure, training_figures
+from .fold_sections import fold_section
 from .html import render_html
 from .load import RunData, load_run
 from .markdown import render_markdown
@@ -58,7 +59,7 @@ def sections(data: RunData, summary: dict[str, Any], figures: list[Figure]) -> l
                        else layer_conventions_section(data, summary, name))
         per_normalization += [layer_section(data, summary, name), conventions, hard_section(data, summary, name)]
     return [summary_section(data, summary), *per_normalization, model_section(data, summary),
-            replica_section(data, summary), convergence_section(data, figures),
+            replica_section(data, summary), *fold_section(data), convergence_section(data, figures),
             time_to_accuracy_section(data, summary), throughput_section(data, summary), environment_section(data)]
 
 

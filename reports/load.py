@@ -10,6 +10,7 @@ from typing import Any
 
 from bnparity.frameworks.conventions import Convention, LayerConvention
 from bnparity.suites.errors import UserError
+from bnparity.suites.fold.records import FoldDoc, load_fold
 from bnparity.suites.records import read_json
 from bnparity.suites.schema import (
     TRAIN_MANIFEST,
@@ -42,6 +43,7 @@ PARTS: dict[str, tuple[str, str | None]] = {
     "sync_parity": ("sync_parity.json", "sync-parity"),
     "dp_parity": ("dp_parity.json", "dp-parity"),
     "train": ("train", "train"),
+    "fold": ("fold.json", "fold"),
 }
 FINISHED_STEPS = ("done", "done-with-differences", "done-with-failed-runs")  # suites/main_job.py
 _TRAIN_PREFIX = format_string(TRAIN_MANIFEST, 0).removesuffix("0")  # "bnparity-train/": a training run manifest
@@ -83,6 +85,7 @@ class RunData:
     model_parity: ModelParityDoc | None = None
     sync_parity: SyncParityDoc | None = None
     dp_parity: DPParityDoc | None = None
+    fold: FoldDoc | None = None
     train_dir: Path | None = None
     train_manifest: TrainManifest | None = None
     train_records: dict[str, list[TrainEvent]] = field(default_factory=dict)
@@ -143,6 +146,13 @@ def _suite_part(data: RunData, part: str, loader: Any) -> None:
         data.parts[part] = PartStatus(part, "partial", f"{name}: the run's step {step} is {step_status}")
     else:
         data.parts[part] = PartStatus(part, "ok")
+
+
+def _fold_part(data: RunData) -> None:
+    """fold.json (bnparity fold), read as the suites' files are when it exists or the run asked for its step; a run
+    directory from before the fold step has no such part."""
+    if (data.run_dir / PARTS["fold"][0]).exists() or _step_status(data.manifest, "fold") not in (None, "not requested"):
+        _suite_part(data, "fold", load_fold)
 
 
 def _conventions_part(data: RunData) -> None:
@@ -248,6 +258,7 @@ def load_run(run_dir: Path) -> RunData:
     _suite_part(data, "model_parity", load_model_parity)
     _suite_part(data, "sync_parity", load_sync_parity)
     _suite_part(data, "dp_parity", load_dp_parity)
+    _fold_part(data)
     _train_part(data, run_dir / PARTS["train"][0])
     _conventions_part(data)
     suites = ("parity", "model_parity", "sync_parity", "dp_parity")

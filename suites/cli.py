@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pitfalls": ("bnparity.suites.pitfalls.command", "the seed tutorial's BN pitfalls, as eval accuracy"),
     "sync-parity": ("bnparity.suites.sync_parity.command", "BatchNorm across data-parallel replicas on real engines"),
     "dp-parity": ("bnparity.suites.dp_parity.command", "one data-parallel SGD step vs one device, per framework"),
+    "fold": ("bnparity.suites.fold.command", "fold eval-mode BN into the layer before it, per framework, verified"),
     "audit": ("bnparity.suites.audit.command", "does a \"frozen\" BN still change in a fine-tuning step?"),
     "report": ("bnparity.reports.command", "build report.html, report.md and summary.json from a run"),
 }

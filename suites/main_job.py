@@ -24,7 +24,7 @@ from .errors import UserError
 from .records import write_json
 from .schema import ConventionsDoc, Environment, RunManifest, from_dict, to_dict
 
-STEPS = ("parity", "model-parity", "sync-parity", "dp-parity", "train", "pitfalls", "report")
+STEPS = ("parity", "model-parity", "sync-parity", "dp-parity", "train", "fold", "pitfalls", "report")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,7 +60,7 @@ def new_run_dir(out: Path | None) -> Path:
 # What exit code 1 of a step's sub-command means: it finished, and found something.
 _EXIT_1 = {"parity": "done-with-differences", "model-parity": "done-with-differences",
            "sync-parity": "done-with-differences", "dp-parity": "done-with-differences",
-           "train": "done-with-failed-runs"}
+           "train": "done-with-failed-runs", "fold": "done-with-differences"}
 
 
 def _now() -> str:
@@ -116,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
         "train": ["train", "--preset", args.preset, *fw_args, "--jobs", str(args.jobs),
                   "--out", str(run_dir / "train"), *data_args,
                   *(["--seeds", str(args.seeds)] if args.seeds else [])],
+        "fold": ["fold", *fw_args, "--run", str(run_dir)],  # writes RUN_DIR/fold.json
         "pitfalls": ["pitfalls", str(run_dir)],
     }
     interrupted = False
