@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sync-parity": ("bnparity.suites.sync_parity.command", "BatchNorm across data-parallel replicas on real engines"),
     "dp-parity": ("bnparity.suites.dp_parity.command", "one data-parallel SGD step vs one device, per framework"),
     "fold": ("bnparity.suites.fold.command", "fold eval-mode BN into the layer before it, per framework, verified"),
+    "convert": ("bnparity.suites.convert.command", "convert BN state between frameworks' checkpoints, then verify"),
     "audit": ("bnparity.suites.audit.command", "does a \"frozen\" BN still change in a fine-tuning step?"),
     "report": ("bnparity.reports.command", "build report.html, report.md and summary.json from a run"),
 }
