@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .registry import Unavailable, descriptors, framework_module, import_failure
+from .registry import Unavailable, descriptors, load_class
 
 MODULE = "audit"
 CLASS = "FrozenAudit"
@@ -228,13 +228,9 @@ def load_audits() -> tuple[list[FrozenAudit], list[Unavailable]]:
     """Every installed framework's audit, and why the others are unavailable."""
     found, missing = [], []
     for d in descriptors():
-        try:
-            found.append(getattr(framework_module(d.name, MODULE), CLASS)())
-        except ModuleNotFoundError as e:
-            if e.name == f"bnparity.frameworks.{d.name}.{MODULE}":
-                missing.append(Unavailable(d.name, f"{d.name} has no frozen-BatchNorm audit"))
-            else:
-                missing.append(import_failure(d.name, e))
-        except Exception as e:  # noqa: BLE001 (installed but broken: reported, not raised)
-            missing.append(import_failure(d.name, e))
+        cls = load_class(d.name, MODULE, CLASS, f"{d.name} has no frozen-BatchNorm audit")
+        if isinstance(cls, Unavailable):
+            missing.append(cls)
+        else:
+            found.append(cls())
     return found, missing

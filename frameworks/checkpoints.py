@@ -23,7 +23,7 @@ import numpy as np
 
 from bnparity.reference.spec import BNSpec, MomentumWeighs, VarianceEstimator
 
-from .registry import Unavailable, framework_module, import_failure
+from .registry import Unavailable, load_class
 
 MODULE = "checkpoint"
 CLASS = "CheckpointFormat"
@@ -224,14 +224,9 @@ class CheckpointFormat(ABC):
 
 def load_format(framework: str) -> CheckpointFormat | Unavailable:
     """`framework`'s CheckpointFormat, or why it is unavailable here (one line)."""
-    try:
-        return getattr(framework_module(framework, MODULE), CLASS)()
-    except ModuleNotFoundError as e:
-        if e.name == f"bnparity.frameworks.{framework}.{MODULE}":
-            return Unavailable(framework, f"{framework} has no checkpoint format (frameworks/{framework}/{MODULE}.py)")
-        return import_failure(framework, e)
-    except Exception as e:  # noqa: BLE001 (installed but broken: reported, not raised)
-        return import_failure(framework, e)
+    cls = load_class(framework, MODULE, CLASS,
+                     f"{framework} has no checkpoint format (frameworks/{framework}/{MODULE}.py)")
+    return cls if isinstance(cls, Unavailable) else cls()
 
 
 def _shape(a: np.ndarray) -> tuple[int, ...]:

@@ -25,7 +25,7 @@ from typing import ClassVar, Literal
 import numpy as np
 
 from .base import Unsupported
-from .registry import Unavailable, framework_module, import_failure
+from .registry import Unavailable, load_class
 
 MODULE = "fold"
 CLASS = "Folds"
@@ -144,12 +144,5 @@ def check_impl(folds: Folds, impl: str) -> None:
 
 def load_folds(framework: str) -> Folds | Unavailable:
     """The `Folds` of `framework`, or why it cannot run here (not installed, broken, or no fold.py: one line)."""
-    try:
-        module = framework_module(framework, MODULE)
-    except ModuleNotFoundError as e:
-        if e.name == f"bnparity.frameworks.{framework}.{MODULE}":
-            return Unavailable(framework, f"{framework} has no {MODULE}.py (no BatchNorm folding)")
-        return import_failure(framework, e)
-    except Exception as e:  # noqa: BLE001 (installed but broken: reported, not raised)
-        return import_failure(framework, e)
-    return getattr(module, CLASS)()
+    cls = load_class(framework, MODULE, CLASS, f"{framework} has no {MODULE}.py (no BatchNorm folding)")
+    return cls if isinstance(cls, Unavailable) else cls()

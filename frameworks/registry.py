@@ -155,6 +155,19 @@ def framework_module(framework: str, name: str) -> ModuleType:
     return importlib.import_module(module_name(framework, name))
 
 
+def load_class(framework: str, module: str, cls: str, absent: str) -> type | Unavailable:
+    """Class `cls` of `framework`'s module `module`, or why it is unavailable here: `absent` (one line) when the
+    folder has no such module (a skip, not an error), else not installed, a process of its own, or broken."""
+    try:
+        return getattr(framework_module(framework, module), cls)
+    except ModuleNotFoundError as e:
+        if e.name == module_name(framework, module):
+            return Unavailable(framework, absent)
+        return import_failure(framework, e)
+    except Exception as e:  # noqa: BLE001 (a framework that is missing or broken is reported, not raised)
+        return import_failure(framework, e)
+
+
 def import_failure(framework: str, error: BaseException) -> Unavailable:
     """Why `framework` cannot be used: not installed (with the pip command), needing a process of its own, or
     installed but broken."""

@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from .registry import Unavailable, framework_module, import_failure, module_name
+from .registry import Unavailable, framework_module, import_failure, load_class
 
 
 @dataclass(frozen=True)
@@ -137,15 +137,8 @@ class DataParallelTrainer(Trainer):
 def load_data_parallel_trainer(framework: str) -> type[DataParallelTrainer] | Unavailable:
     """The DataParallelTrainer class of `framework`, or why it is unavailable here (a framework folder without
     ``data_parallel.py`` has none: a skip, not an error)."""
-    try:
-        return framework_module(framework, "data_parallel").DataParallelTrainer
-    except ModuleNotFoundError as e:
-        if e.name == module_name(framework, "data_parallel"):
-            return Unavailable(framework, f"{framework} has no data-parallel trainer (frameworks/{framework}/"
-                                          "data_parallel.py)")
-        return import_failure(framework, e)
-    except Exception as e:  # a framework that is missing, or installed but broken, is reported, not raised
-        return import_failure(framework, e)
+    return load_class(framework, "data_parallel", "DataParallelTrainer",
+                      f"{framework} has no data-parallel trainer (frameworks/{framework}/data_parallel.py)")
 
 
 def broken_frameworks(names: Iterable[str]) -> dict[str, str]:

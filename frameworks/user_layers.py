@@ -20,7 +20,7 @@ import numpy as np
 from bnparity.reference.spec import LayerSpec
 
 from .base import LayerSession
-from .registry import Unavailable, descriptors, framework_module, import_failure, module_name
+from .registry import Unavailable, descriptors, load_class
 
 MODULE = "user_layers"
 CLASS = "UserLayers"
@@ -76,13 +76,9 @@ def readers() -> tuple[list[UserLayers], list[Unavailable]]:
     """Every installed framework's reader, and why the others are unavailable."""
     found, missing = [], []
     for d in descriptors():
-        try:
-            found.append(getattr(framework_module(d.name, MODULE), CLASS)())
-        except ModuleNotFoundError as e:
-            if e.name == module_name(d.name, MODULE):
-                missing.append(Unavailable(d.name, f"{d.name} has no reader of user layers"))
-            else:
-                missing.append(import_failure(d.name, e))
-        except Exception as e:  # noqa: BLE001 (installed but broken: reported, not raised)
-            missing.append(import_failure(d.name, e))
+        cls = load_class(d.name, MODULE, CLASS, f"{d.name} has no reader of user layers")
+        if isinstance(cls, Unavailable):
+            missing.append(cls)
+        else:
+            found.append(cls())
     return found, missing

@@ -1486,7 +1486,7 @@ class SyncParityDoc:
         return [r for r in self.records if isinstance(r, SyncSkip)]
 
 
-def _by_status(data: object, where: str, ok: type[T], not_run: type) -> Any:
+def by_status(data: object, where: str, ok: type[T], not_run: type) -> Any:
     """A record of a two-class family: `ok` when its status is "ok", `not_run` when "skipped" or "error"."""
     if not isinstance(data, Mapping):
         raise FormatError(f"{where}: expected an object. Received: {type(data).__name__}")
@@ -1513,7 +1513,7 @@ def _records_doc(data: object, *, where: str, family: str, version: int, doc: ty
 
 def sync_record(data: object, *, where: str = "record") -> SyncRecord:
     """One record of a sync_parity.json (or of a worker's output line): by its status."""
-    return _by_status(data, where, SyncComparison, SyncSkip)
+    return by_status(data, where, SyncComparison, SyncSkip)
 
 
 def load_sync_parity(data: object, *, where: str = "sync_parity.json") -> SyncParityDoc:
@@ -1616,7 +1616,7 @@ class DPParityDoc:
 
 def dp_record(data: object, *, where: str = "record") -> DPRecord:
     """One record of a dp_parity.json (or of a worker's output line), by its status."""
-    return _by_status(data, where, DPComparison, DPNotRun)
+    return by_status(data, where, DPComparison, DPNotRun)
 
 
 def load_dp_parity(data: object, *, where: str = "dp_parity.json") -> DPParityDoc:

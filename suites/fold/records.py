@@ -10,9 +10,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
-from bnparity.suites.schema import Environment, FormatError, format_string, from_dict, parse_format
+from bnparity.suites.schema import Environment, FormatError, by_status, format_string, from_dict, parse_format
 
 FOLD = "fold"
 FOLD_VERSION = 1
@@ -167,17 +167,6 @@ class FoldDoc:
         return [r for r in self.alexnet if isinstance(r, AlexNetFoldRecord)]
 
 
-def _record(data: object, where: str, ok: type) -> Any:
-    if not isinstance(data, Mapping):
-        raise FormatError(f"{where}: expected an object. Received: {type(data).__name__}")
-    status = data.get("status")
-    if status == "ok":
-        return from_dict(ok, data, where=where)
-    if status in ("skipped", "error"):
-        return from_dict(FoldSkip, data, where=where)
-    raise FormatError(f"{where}: status must be 'ok', 'skipped' or 'error'. Received: {status!r}")
-
-
 def load_fold(data: object, *, where: str = FILENAME) -> FoldDoc:
     """A fold.json document. Raises FormatError (one line) for anything else."""
     if not isinstance(data, Mapping):
@@ -190,7 +179,7 @@ def load_fold(data: object, *, where: str = FILENAME) -> FoldDoc:
             raise FormatError(f"{where}: expected a list {key!r}. Received: {type(value).__name__}")
         lists[key] = value
     return FoldDoc(meta=from_dict(FoldMeta, data.get("meta") or {}, where=f"{where}: meta"),
-                   records=tuple(_record(r, f"{where}: records[{i}]", FoldComparison)
+                   records=tuple(by_status(r, f"{where}: records[{i}]", FoldComparison, FoldSkip)
                                  for i, r in enumerate(lists["records"])),
-                   alexnet=tuple(_record(r, f"{where}: alexnet[{i}]", AlexNetFoldRecord)
+                   alexnet=tuple(by_status(r, f"{where}: alexnet[{i}]", AlexNetFoldRecord, FoldSkip)
                                  for i, r in enumerate(lists["alexnet"])))
