@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .registry import Unavailable, descriptors, load_class
+from .registry import Unavailable, load_every
 
 MODULE = "audit"
 CLASS = "FrozenAudit"
@@ -226,11 +226,4 @@ class FrozenAudit(ABC):
 
 def load_audits() -> tuple[list[FrozenAudit], list[Unavailable]]:
     """Every installed framework's audit, and why the others are unavailable."""
-    found, missing = [], []
-    for d in descriptors():
-        cls = load_class(d.name, MODULE, CLASS, f"{d.name} has no frozen-BatchNorm audit")
-        if isinstance(cls, Unavailable):
-            missing.append(cls)
-        else:
-            found.append(cls())
-    return found, missing
+    return load_every(MODULE, CLASS, "{framework} has no frozen-BatchNorm audit")

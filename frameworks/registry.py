@@ -168,6 +168,19 @@ def load_class(framework: str, module: str, cls: str, absent: str) -> type | Una
         return import_failure(framework, e)
 
 
+def load_every(module: str, cls: str, absent: str) -> tuple[list, list[Unavailable]]:
+    """An instance of class `cls` of module `module` of every framework that has it here, and why the others are
+    unavailable (`absent`, a template of {framework}, for a folder without the module)."""
+    found, missing = [], []
+    for d in descriptors():
+        loaded = load_class(d.name, module, cls, absent.format(framework=d.name))
+        if isinstance(loaded, Unavailable):
+            missing.append(loaded)
+        else:
+            found.append(loaded())
+    return found, missing
+
+
 def import_failure(framework: str, error: BaseException) -> Unavailable:
     """Why `framework` cannot be used: not installed (with the pip command), needing a process of its own, or
     installed but broken."""

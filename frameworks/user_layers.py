@@ -20,7 +20,7 @@ import numpy as np
 from bnparity.reference.spec import LayerSpec
 
 from .base import LayerSession
-from .registry import Unavailable, descriptors, load_class
+from .registry import Unavailable, load_every
 
 MODULE = "user_layers"
 CLASS = "UserLayers"
@@ -74,11 +74,4 @@ class UserLayers(ABC):
 
 def readers() -> tuple[list[UserLayers], list[Unavailable]]:
     """Every installed framework's reader, and why the others are unavailable."""
-    found, missing = [], []
-    for d in descriptors():
-        cls = load_class(d.name, MODULE, CLASS, f"{d.name} has no reader of user layers")
-        if isinstance(cls, Unavailable):
-            missing.append(cls)
-        else:
-            found.append(cls())
-    return found, missing
+    return load_every(MODULE, CLASS, "{framework} has no reader of user layers")

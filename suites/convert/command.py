@@ -40,7 +40,7 @@ from bnparity.reference.conversion import convert_state
 from bnparity.suites.errors import UserError
 from bnparity.suites.output import JSON_TARGETS, check_output_file, output_file, write_json
 
-from .records import FORMAT, Agreement, BNConventionsRecord, BNLayerRecord, ConvertDoc, UnmappedRecord, as_json
+from .records import FORMAT, Agreement, BNConventionsRecord, BNLayerRecord, ConvertDoc, as_json
 from .verify import LayerCheck, verify_alexnet, verify_layer
 
 SIDECAR = ".bnparity.json"
@@ -246,7 +246,7 @@ def run(args: argparse.Namespace) -> int:
                      source_path=str(args.src), target_path=str(out), arch=args.arch, count=args.count,
                      steps=args.steps, bn_layers=tuple(records),
                      weights=tuple(la.name for la in converted if isinstance(la, WeightTensor)),
-                     unmapped=tuple(UnmappedRecord(u.name, u.reason) for u in unmapped),
+                     unmapped=tuple(unmapped),
                      approximations=tuple(approximations), agreement=tuple(agreement))
     write_json(sidecar, as_json(doc))
     if args.json is not None:

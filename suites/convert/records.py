@@ -8,6 +8,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from bnparity.frameworks.checkpoints import Unmapped
 from bnparity.suites.schema import format_string, from_dict, parse_format, to_dict
 
 FAMILY = "convert"
@@ -47,12 +48,6 @@ class BNLayerRecord:
     target: BNConventionsRecord
     constructor: str
     exact: bool
-
-
-@dataclass(frozen=True)
-class UnmappedRecord:
-    name: str
-    reason: str
 
 
 @dataclass(frozen=True)
@@ -103,7 +98,7 @@ class ConvertDoc:
     steps: int
     bn_layers: tuple[BNLayerRecord, ...]
     weights: tuple[str, ...]
-    unmapped: tuple[UnmappedRecord, ...]
+    unmapped: tuple[Unmapped, ...]
     approximations: tuple[str, ...]
     agreement: tuple[Agreement, ...]
 
