@@ -24,7 +24,7 @@ Nothing here imports a framework.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -224,6 +224,9 @@ class FrozenAudit(ABC):
         `x` NCHW, `dropout_masks` the NumPy masks of its Dropout layers (the same in every framework)."""
 
 
-def load_audits() -> tuple[list[FrozenAudit], list[Unavailable]]:
-    """Every installed framework's audit, and why the others are unavailable."""
-    return load_every(MODULE, CLASS, "{framework} has no frozen-BatchNorm audit")
+def load_audits(frameworks: Iterable[str] | None = None, *,
+                imported_only: bool = False) -> tuple[list[FrozenAudit], list[Unavailable]]:
+    """The audit of every framework (of `frameworks`, if given; with `imported_only`, of those this process has
+    imported: a user's model is one of theirs), and why the others are unavailable."""
+    return load_every(MODULE, CLASS, "{framework} has no frozen-BatchNorm audit", frameworks=frameworks,
+                      imported_only=imported_only)

@@ -102,6 +102,11 @@ class Framework:
             choice); the registry sets them before the folder's code is imported, and worker processes get them.
         fixed_at_import: the module whose import fixes `environment` for the rest of the process; once it is
             imported with other values, this framework cannot run in that process (registry.ProcessConflict).
+        imported_with: "module:function" that returns, once `fixed_at_import` is imported, the value its library
+            fixed for the first `environment` variable (Keras: "keras.config:backend"), so that the registry can tell
+            which variant an already imported library runs, whoever imported it and however it was configured.
+        main_job: whether `bnparity run` without --frameworks runs it. False for a variant that would take the
+            main job over its time budget; `--frameworks all` (or its name) runs it too.
     """
 
     name: str
@@ -121,6 +126,8 @@ class Framework:
     folder: str = ""
     environment: tuple[tuple[str, str], ...] = ()
     fixed_at_import: str = ""
+    imported_with: str = ""
+    main_job: bool = True
 
     @property
     def package(self) -> str:

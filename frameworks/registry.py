@@ -12,6 +12,7 @@ import importlib
 import os
 import pkgutil
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -136,11 +137,20 @@ def _prepare_environment(d: Framework) -> None:
     """Set `d.environment` in this process before its library is imported; ProcessConflict if it was imported with
     other values. The library reads these variables from the process environment, once: that is the only place a
     backend can be chosen, and it is the process's own state, not bnparity's."""
+    imported = bool(d.fixed_at_import) and d.fixed_at_import in sys.modules
+    if imported and d.imported_with and d.environment:
+        # the library says what it runs with (it may have read a configuration file, not the environment)
+        module, function = d.imported_with.split(":")
+        (variable, value), running = d.environment[0], str(getattr(importlib.import_module(module), function)())
+        if running != value:
+            raise ProcessConflict(f"{d.name} needs {variable}={value}, but this process imported "
+                                  f"{d.fixed_at_import} with {running}: run {d.name} in a process of its own")
+        return
     for variable, value in d.environment:
         current = os.environ.get(variable)
         if current == value:
             continue
-        if d.fixed_at_import and d.fixed_at_import in sys.modules:
+        if imported:
             raise ProcessConflict(f"{d.name} needs {variable}={value}, but this process imported "
                                   f"{d.fixed_at_import} with {variable}={current}: run {d.name} in a process of "
                                   "its own")
@@ -168,11 +178,27 @@ def load_class(framework: str, module: str, cls: str, absent: str) -> type | Una
         return import_failure(framework, e)
 
 
-def load_every(module: str, cls: str, absent: str) -> tuple[list, list[Unavailable]]:
-    """An instance of class `cls` of module `module` of every framework that has it here, and why the others are
-    unavailable (`absent`, a template of {framework}, for a folder without the module)."""
+def _has_environment(d: Framework) -> bool:
+    return bool(d.environment) and all(os.environ.get(variable) == value for variable, value in d.environment[:1])
+
+
+def load_every(module: str, cls: str, absent: str, *, frameworks: Iterable[str] | None = None,
+               imported_only: bool = False) -> tuple[list, list[Unavailable]]:
+    """An instance of class `cls` of module `module` of every framework (of `frameworks`, if given) that has it here,
+    and why the others are unavailable (`absent`, a template of {framework}, for a folder without the module).
+
+    With `imported_only`, a framework whose library this process has not imported is not loaded (it is unavailable,
+    with that reason): what reads or audits a user's object needs only the libraries that could have made it, and
+    importing the others would cost seconds (and, for a library with backends, fix one).
+    """
     found, missing = [], []
-    for d in descriptors():
+    chosen = descriptors() if frameworks is None else tuple(descriptor(name) for name in frameworks)
+    # variants whose environment this process already has go first: a user's KERAS_BACKEND chooses the backend
+    for d in sorted(chosen, key=lambda d: not _has_environment(d)):
+        if imported_only and d.distributions[0] not in sys.modules:
+            missing.append(Unavailable(d.name, f"{d.name}: {d.distributions[0]} is not imported in this process, so "
+                                               "the object cannot be one of its"))
+            continue
         loaded = load_class(d.name, module, cls, absent.format(framework=d.name))
         if isinstance(loaded, Unavailable):
             missing.append(loaded)

@@ -73,5 +73,6 @@ class UserLayers(ABC):
 
 
 def readers() -> tuple[list[UserLayers], list[Unavailable]]:
-    """Every installed framework's reader, and why the others are unavailable."""
-    return load_every(MODULE, CLASS, "{framework} has no reader of user layers")
+    """The reader of every framework this process has imported (a user's layer is one of theirs), and why the others
+    are unavailable."""
+    return load_every(MODULE, CLASS, "{framework} has no reader of user layers", imported_only=True)

@@ -55,7 +55,7 @@ class FrozenAuditResult:
 
 
 def _audit_of(model: object) -> FrozenAudit:
-    found, missing = load_audits()
+    found, missing = load_audits(imported_only=True)
     for audit in found:
         if audit.can_read(model):
             return audit

@@ -36,7 +36,7 @@ DESCRIPTORS = tuple(
               distributions=("numpy",), color="#CC79A7", native_axis=1,
               layers=(LayerImpl("batchnorm", "builtin", "batchnorm", "BuiltinBatchNorm"),),
               model_layout=_LAYOUT, folder="{FOLDER}", environment=(("{VARIABLE}", backend),),
-              fixed_at_import="{LIBRARY}")
+              fixed_at_import="{LIBRARY}", imported_with="{LIBRARY}:backend")
     for i, backend in enumerate(("a", "b")))
 '''
 
@@ -111,11 +111,51 @@ def test_the_variable_is_set_before_the_folder_is_imported(variants):
 def test_a_variant_whose_library_runs_another_backend_here_is_a_skip(variants, monkeypatch):
     a, b = variants
     registry.load_adapter(a, "builtin")
-    monkeypatch.setitem(sys.modules, LIBRARY, types.ModuleType(LIBRARY))  # the library is imported, backend a
+    monkeypatch.setitem(sys.modules, LIBRARY, _library("a"))  # the library is imported, backend a
     other = registry.load_adapter(b, "builtin")
     assert isinstance(other, registry.Unavailable) and not other.installed
     assert f"needs {VARIABLE}=b" in other.reason and "process of its own" in other.reason
     assert os.environ[VARIABLE] == "a"  # not switched under a library that already read it
+
+
+def _library(backend: str) -> types.ModuleType:
+    """The stand-in library, imported, running `backend` (what it says it runs: `backend()`, as keras.config's)."""
+    library = types.ModuleType(LIBRARY)
+    library.backend = lambda: backend
+    return library
+
+
+def test_an_imported_library_is_asked_which_backend_it_runs_not_the_environment(variants, monkeypatch):
+    # a user imported the library configured otherwise (a file, not the variable): the variant it runs is usable,
+    # the other is a skip, and the variable never decides
+    a, b = variants
+    monkeypatch.setitem(sys.modules, LIBRARY, _library("b"))
+    monkeypatch.setenv(VARIABLE, "a")
+    assert not isinstance(registry.load_adapter(b, "builtin"), registry.Unavailable)
+    other = registry.load_adapter(a, "builtin")
+    assert isinstance(other, registry.Unavailable) and "imported bnparity_test_fake_library with b" in other.reason
+
+
+def test_load_every_tries_the_variant_of_the_users_environment_first(variants, monkeypatch):
+    # the user chose backend b; nothing imported the library yet: b is loaded (and a is the skip), not the first one
+    a, b = variants
+    monkeypatch.setenv(VARIABLE, "b")
+
+    def load_class(framework, module, cls, absent):
+        if framework in (a, b):  # as the real one: the environment set, then the library imported
+            try:
+                registry._prepare_environment(registry.descriptor(framework))
+            except registry.ProcessConflict as e:
+                return registry.import_failure(framework, e)
+            sys.modules.setdefault(LIBRARY, _library(os.environ[VARIABLE]))
+            return type("Reader", (), {"framework": framework})
+        return registry.Unavailable(framework, absent)
+
+    monkeypatch.setattr(registry, "load_class", load_class)
+    monkeypatch.delitem(sys.modules, LIBRARY, raising=False)
+    found, missing = registry.load_every("reader", "Reader", "{framework} has none")
+    assert [r.framework for r in found] == [b] and os.environ[VARIABLE] == "b"
+    assert any(u.framework == a and "process of its own" in u.reason for u in missing)
 
 
 def test_worker_processes_get_their_variant_s_variable(variants):
@@ -154,3 +194,23 @@ def test_each_variant_reads_its_own_conventions_row(variants):
     assert (convention(a).framework, convention(a).eps) == (a, 1e-3)
     assert (convention(b).framework, convention(b).eps) == (b, 1e-5)
     assert [r.framework for r in all_conventions()][-2:] == [a, b]
+
+
+def test_what_reads_a_users_object_loads_only_the_libraries_this_process_imported(variants, monkeypatch):
+    # a user's object was made by a library already imported; the others are never imported to ask them
+    import dataclasses
+    import functools
+
+    a, b = variants
+    absent = "bnparity_test_library_nobody_imported"
+    real = registry.descriptors()
+    monkeypatch.setattr(registry, "descriptors", functools.cache(lambda: tuple(
+        dataclasses.replace(d, distributions=(absent,)) if d.name == b else d for d in real)))
+    loaded = []
+    monkeypatch.setattr(registry, "load_class", lambda framework, *args: loaded.append(framework) or
+                        type("Reader", (), {"framework": framework}))
+    found, missing = registry.load_every("reader", "Reader", "{framework} has none", frameworks=(a, b),
+                                         imported_only=True)
+    assert loaded == [a] and [r.framework for r in found] == [a]
+    assert [(u.framework, f"{absent} is not imported" in u.reason) for u in missing] == [(b, True)]
+    assert len(registry.load_every("reader", "Reader", "{framework} has none", frameworks=(a, b))[0]) == 2

@@ -95,7 +95,7 @@ def _run_cases(run_dir: Path, frameworks: tuple[str, ...], images: int
     n = min(images, len(test.labels))
     x, labels = test.images[:n], test.labels[:n]
     masks = dropout_masks(dropout_shapes(arch), batch=n, rng=mask_rng(seed=0, epoch=0))
-    found, missing = load_audits()
+    found, missing = load_audits(frameworks)
     audits = {a.framework: a for a in found}
     cases, skipped = {}, [AuditSkip(u.framework, u.reason) for u in missing if u.framework in frameworks]
     for framework in frameworks:
@@ -120,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     records: list[AuditRecord] = []
     epochs: dict[str, int] = {}
     if args.run is None:
-        found, missing = load_audits()
+        found, missing = load_audits(frameworks)
         skipped = [AuditSkip(u.framework, u.reason) for u in missing if u.framework in frameworks]
         images = 0
         for audit in found:
@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
         by_framework, skipped, images = _run_cases(args.run, frameworks, args.images)
         for framework, (cases, epoch) in by_framework.items():
             epochs[framework] = epoch
-            records.extend(_record(next(a for a in load_audits()[0] if a.framework == framework), c) for c in cases)
+            records.extend(_record(next(a for a in load_audits([framework])[0]), c) for c in cases)
         source, run_dir = str(args.run), str(args.run)
     _table(records, skipped, out)
     path = args.json if args.json is not None else (Path(args.run) / FILENAME if args.run is not None else None)
