@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bnparity.frameworks.conventions import all_conventions, all_layer_conventions
-from bnparity.frameworks.registry import frameworks_help, named_frameworks, parse_frameworks
+from bnparity.frameworks.registry import descriptors, frameworks_help, named_frameworks, parse_frameworks
 
 from .environment import environment
 from .errors import UserError
@@ -28,7 +28,8 @@ STEPS = ("parity", "model-parity", "sync-parity", "dp-parity", "train", "fold", 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--frameworks", help=frameworks_help("every installed one"))
+    parser.add_argument("--frameworks", help=frameworks_help("every installed one whose descriptor is in the main "
+                                                             "job; 'all' adds the opt-in ones"))
     parser.add_argument("--preset", default="cpu", help="training preset (default: cpu; see bnparity train)")
     parser.add_argument("--model-preset", default="cpu", help="AlexNet preset of the model-parity step")
     parser.add_argument("--seeds", type=int, help="seeds per configuration (default: the preset's)")
@@ -63,6 +64,20 @@ _EXIT_1 = {"parity": "done-with-differences", "model-parity": "done-with-differe
            "train": "done-with-failed-runs", "fold": "done-with-differences"}
 
 
+def frameworks_argument(text: str | None) -> list[str]:
+    """The --frameworks argument the steps get: the user's list as given; without one, the frameworks whose
+    descriptor is in the main job (`Framework.main_job`), or nothing (every framework) when that is all of them."""
+    try:
+        chosen = parse_frameworks(text)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if text is None:
+        default = tuple(d.name for d in descriptors() if d.main_job)
+        return [] if default == chosen else ["--frameworks", ",".join(default)]
+    # Passed on only when the user named frameworks: a step exits 1 for a broken framework it was asked for.
+    return ["--frameworks", ",".join(chosen)] if named_frameworks(text) else []
+
+
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -79,12 +94,7 @@ def run(args: argparse.Namespace) -> int:
     steps = [s for s in args.steps.split(",") if s]
     if not steps or any(s not in STEPS for s in steps):
         raise UserError(f"--steps takes some of {', '.join(STEPS)}. Received: {args.steps!r}")
-    try:
-        frameworks = ",".join(parse_frameworks(args.frameworks))
-    except ValueError as e:
-        raise UserError(str(e)) from None
-    # Passed on only when the user named frameworks: a step exits 1 for a broken framework it was asked for.
-    fw_args = ["--frameworks", frameworks] if named_frameworks(args.frameworks) else []
+    fw_args = frameworks_argument(args.frameworks)
     data_args = (["--data-dir", str(args.data_dir)] if args.data_dir else []) + \
         (["--no-verify-data"] if args.no_verify_data else [])
     if "train" in steps:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -125,3 +126,19 @@ def test_the_recorded_commit_says_whether_the_checkout_had_uncommitted_changes()
     assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", environment()["git_commit"])
     assert short_commit("ab" * 20 + "-dirty") == "abababababab-dirty"
     assert short_commit("ab" * 20) == "abababababab" and short_commit(None) == "unknown"
+
+
+def test_without_frameworks_the_main_job_runs_the_frameworks_its_descriptors_put_in_it(monkeypatch):
+    from bnparity.frameworks import registry
+
+    every = registry.descriptors()
+    assert main_job.frameworks_argument(None) == (
+        [] if all(d.main_job for d in every) else ["--frameworks", ",".join(d.name for d in every if d.main_job)])
+    opt_in = every[-1].name
+    monkeypatch.setattr(main_job, "descriptors", lambda: tuple(
+        dataclasses.replace(d, main_job=d.name != opt_in) for d in every))
+    assert main_job.frameworks_argument(None) == ["--frameworks", ",".join(d.name for d in every[:-1])]
+    assert main_job.frameworks_argument("all") == []  # every framework, the opt-in one too
+    assert main_job.frameworks_argument(opt_in) == ["--frameworks", opt_in]
+    with pytest.raises(main_job.UserError, match="unknown framework"):
+        main_job.frameworks_argument("nope")
