@@ -13,17 +13,22 @@ _PACKAGES = ("bnparity", "numpy", "matplotlib")
 
 
 def package_versions() -> dict[str, str | None]:
-    """Installed versions of bnparity, numpy, matplotlib and every framework's distributions, read from package
-    metadata (nothing is imported)."""
+    """Installed versions of bnparity, numpy, matplotlib and every module a framework's descriptor imports, read from
+    package metadata (nothing is imported)."""
     from bnparity.frameworks.registry import descriptors
 
     names = [*_PACKAGES, *(dist for d in descriptors() for dist in d.distributions)]
+    # a descriptor names what its folder imports; the distribution that installs it may be named otherwise
+    # (tensorflow is installed by tensorflow-cpu here)
+    installers = metadata.packages_distributions()
     versions: dict[str, str | None] = {}
     for name in dict.fromkeys(names):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
+        for dist in (name, *installers.get(name, ())):
+            try:
+                versions[name] = metadata.version(dist)
+                break
+            except metadata.PackageNotFoundError:
+                versions[name] = None
     return versions
 
 
