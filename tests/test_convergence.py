@@ -15,7 +15,7 @@ import pytest
 from conftest import framework_installed, write_fake_fashion_mnist
 from fabricate import event
 
-from bnparity.frameworks.registry import framework_names
+from bnparity.frameworks.registry import descriptor, framework_names
 from bnparity.frameworks.training import StepStats, Trainer
 from bnparity.suites.cli import main
 from bnparity.suites.convergence import conclusions as concl
@@ -42,7 +42,8 @@ RunId = rec.RunId
 
 
 def _trainable(framework: str) -> bool:
-    return framework_installed(framework) and importlib.util.find_spec(f"bnparity.frameworks.{framework}.train")
+    return framework_installed(framework) and \
+        importlib.util.find_spec(f"bnparity.frameworks.{descriptor(framework).package}.train")
 
 
 TRAINABLE = [f for f in framework_names() if _trainable(f)]
@@ -463,3 +464,11 @@ def test_ctrl_c_stops_every_run_and_keeps_its_records(tmp_path, fake_data):
         assert isinstance(records[-1], InterruptedEvent) and records[-1].iteration >= 8
     c = _conclusions(out)
     assert {i.status for i in c.incomplete} == {"interrupted"} and not c.complete
+
+
+@pytest.mark.parametrize("run", [RunId("keras-tensorflow", "bn", 0), RunId("keras-jax", "nobn", 3, 8),
+                                 RunId("keras-torch", "gn", 1, replicas=4, bn_sync="sync"), RunId("torch", "bn", 2)],
+                         ids=lambda r: r.name)
+def test_a_run_name_round_trips_whatever_hyphens_its_framework_has(run):
+    # a framework named with a hyphen (one Keras backend) must not be cut at its first hyphen
+    assert RunId.parse(run.name) == run

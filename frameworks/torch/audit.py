@@ -36,6 +36,7 @@ from bnparity.reference.alexnet import layer_shapes
 from .alexnet import from_canonical
 from .convert import to_numpy
 from .descriptor import DESCRIPTOR
+from .user_layers import _built_on_torch_elsewhere
 
 _BatchNorm = torch.nn.modules.batchnorm._BatchNorm
 FIX = "call .eval() on the BatchNorm modules after model.train() (requires_grad=False alone does not freeze them)"
@@ -79,7 +80,7 @@ class FrozenAudit(_FrozenAuditBase):
     fix = FIX
 
     def can_read(self, obj: object) -> bool:
-        return isinstance(obj, torch.nn.Module)
+        return isinstance(obj, torch.nn.Module) and not _built_on_torch_elsewhere(obj)
 
     def audit(self, model: object, x: object, *, variables: object | None = None, labels: object | None = None,
               frozen: Callable[[str], bool] | None = None, call_kwargs: Mapping[str, Any] | None = None,

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from bnparity.frameworks.training import BN_SYNC
+from bnparity.reference.alexnet import VARIANT_NORMS
 from bnparity.suites.output import replacing, write_output
 from bnparity.suites.records import read_json, read_jsonl, write_json
 from bnparity.suites.schema import (
@@ -54,7 +55,9 @@ KEEP_CHECKPOINTS = 2
 _META_KEY = "__meta__"
 SINGLE = "single"  # the BN_SYNC mode of a run on one device
 DP_MODES = tuple(m for m in BN_SYNC if m != SINGLE)  # a data-parallel run's: per-replica or synchronized statistics
-_NAME = re.compile(r"^(?P<framework>[a-z0-9]+)-(?P<variant>[a-z0-9]+)(?:-b(?P<batch>[1-9]\d*))?"
+# a framework's name may itself have hyphens (keras-jax): the variant is the last part before the options
+_NAME = re.compile(rf"^(?P<framework>[a-z0-9]+(?:-[a-z0-9]+)*?)-(?P<variant>{'|'.join(VARIANT_NORMS)})"
+                   r"(?:-b(?P<batch>[1-9]\d*))?"
                    rf"(?:-r(?P<replicas>[1-9]\d*)(?P<bn_sync>{'|'.join(DP_MODES)}))?-seed(?P<seed>\d+)$")
 
 

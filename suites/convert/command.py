@@ -171,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--out: {path} exists; bnparity convert never overwrites a file")
     check_output_file(out)
     src, tgt = _format(args.source), _format(args.target)
-    if out.suffix not in tgt.suffixes:
+    if not out.name.endswith(tuple(tgt.suffixes)):  # a suffix may have two parts (.weights.h5)
         raise UserError(f"--out must end in {' or '.join(tgt.suffixes)} for {display_name(args.target)}. "
                         f"Received: {out.name}")
     arch = _arch(args.arch)

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bnparity.frameworks.base import Unsupported
 from bnparity.frameworks.conventions import convention
 from bnparity.frameworks.registry import Unavailable, baseline, sort_key
 from bnparity.frameworks.training import Gradients, SGDConfig, Trainer, load_trainer
@@ -335,6 +336,10 @@ def run_model_parity(*, configs: Iterable[ParityConfig], frameworks: Iterable[st
         for fw, cls in trainers.items():
             try:
                 run = run_framework(cls, spec=spec, params=params, data=data, sgd=cfg.sgd, dtype=cfg.dtype)
+            except Unsupported as e:  # the framework cannot run this configuration (a dtype): a skip, with why
+                result.records.append(ModelNotRun(**cfg.labels(), framework=fw, status="skipped", gate=False,
+                                                  passed=None, reason=_one_line(e)))
+                continue
             except Exception as e:  # a framework that crashes is recorded, and the others still run
                 result.records.append(ModelNotRun(**cfg.labels(), framework=fw, status="error", gate=True,
                                                   passed=False, reason=_one_line(e)))
