@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,16 +12,44 @@ import pytest
 from bnparity.frameworks.registry import descriptor
 from bnparity.suites.data.idx import write_idx
 
+# Set by tests/test_framework_processes.py in the pytest process it starts for one framework that needs an
+# environment of its own (one Keras backend): only that framework's tests run there.
+ONLY = "BNPARITY_TESTS_FRAMEWORK"
+# The environment this pytest process started with (the registry sets a variant's variables when a test loads it;
+# that must not make the variant's tests run here).
+STARTED_WITH = dict(os.environ)
+
+
+def runs_elsewhere(name: str) -> str | None:
+    """Why framework `name`'s tests do not run in this pytest process, or None if they do.
+
+    A framework whose library fixes an environment at import (Keras' backend) is tested in a pytest process of its
+    own, started by tests/test_framework_processes.py with that environment set; this process runs only the
+    frameworks whose environment it already has (all of them when it holds none).
+    """
+    only = STARTED_WITH.get(ONLY)
+    if only:
+        return None if name == only else f"{name} is tested in the main pytest process, not in {only}'s"
+    wanted = descriptor(name).environment
+    if wanted and any(STARTED_WITH.get(variable) != value for variable, value in wanted[:1]):
+        return f"{name} runs in a pytest process of its own (tests/test_framework_processes.py)"
+    return None
+
 
 def framework_installed(name: str) -> bool:
-    """Whether every distribution framework `name`'s descriptor needs can be found (nothing is imported)."""
-    return all(importlib.util.find_spec(dist) is not None for dist in descriptor(name).distributions)
+    """Whether every distribution framework `name`'s descriptor needs can be found (nothing is imported) and its
+    tests run in this pytest process (`runs_elsewhere`)."""
+    return runs_elsewhere(name) is None and \
+        all(importlib.util.find_spec(dist) is not None for dist in descriptor(name).distributions)
 
 
 def require(name: str) -> None:
-    """Skip the calling test when framework `name` is not installed."""
+    """Skip the calling test (or, called at import, the test module) when framework `name` is not installed, or is
+    tested in another pytest process."""
+    if reason := runs_elsewhere(name):
+        pytest.skip(reason, allow_module_level=True)
     if not framework_installed(name):
-        pytest.skip(f"{name} is not installed ({descriptor(name).install_hint})")
+        pytest.skip(f"{name} is not installed ({descriptor(name).install_hint})", allow_module_level=True)
 
 
 def write_fake_fashion_mnist(root: Path) -> Path:

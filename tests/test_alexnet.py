@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from conftest import require
 
+from bnparity.frameworks.registry import descriptors
 from bnparity.reference import alexnet_numpy as anp
 from bnparity.reference.alexnet import (
     ARCH_PRESETS,
@@ -163,7 +164,7 @@ def test_masks_and_running_statistics_closed_form() -> None:
         anp.forward(spec, params, x, train=True)
 
 
-FRAMEWORKS = ["torch", "mxnet", "jax"]
+FRAMEWORKS = [d.name for d in descriptors()]
 
 
 def _trainer(framework: str, spec, params, **kw):

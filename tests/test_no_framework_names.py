@@ -15,7 +15,7 @@ from bnparity.frameworks.registry import descriptors
 
 ROOT = Path(__file__).resolve().parents[1]
 EXEMPT = ("frameworks", "tests", "benchmarks")
-EXTRA_NAMES = ("flax", "gluon")  # the libraries a framework folder drives, not descriptor names
+EXTRA_NAMES = ("flax", "gluon", "keras", "tensorflow")  # libraries a framework folder drives, not descriptor names
 
 
 def framework_names() -> tuple[str, ...]:

@@ -264,7 +264,7 @@ def test_matched_mode_passes_every_standard_case_for_every_installed_framework(t
     # every normalization ran, and a layer a framework lacks is one skip with the descriptor's reason
     assert {r["normalization"] for r in records if r["status"] == "ok"} == set(case_normalizations())
     for d in registry.descriptors():
-        for lack in d.lacks:
+        for lack in (x for x in d.lacks if x.normalization in case_normalizations()):
             assert any(r["case"] is None and r["framework"] == d.name and r["impl"] == lack.impl
                        and r["normalization"] == lack.normalization and r["reason"] == lack.reason for r in records)
 

@@ -41,11 +41,12 @@ def public_api(folder: Path) -> dict[str, frozenset[str]]:
 
 
 def declared_lacks(name: str) -> set[tuple[str, str]]:
-    """(module, class) pairs framework `name`'s descriptor declares it does not have (a `Lack`, with its reason)."""
+    """(module, class) pairs the descriptors of framework folder `name` declare it does not have (a `Lack`, with
+    its reason); a folder with several variants lacks what every variant lacks."""
     modules = {norm: (module, suffix) for norm, module, suffix in NORMALIZATION_MODULES}
-    d = next((d for d in descriptors() if d.name == name), None)
-    return {(modules[x.normalization][0], f"{x.impl.capitalize()}{modules[x.normalization][1]}")
-            for x in (d.lacks if d else ())}
+    lacks = [{(modules[x.normalization][0], f"{x.impl.capitalize()}{modules[x.normalization][1]}") for x in d.lacks
+              if x.normalization in modules} for d in descriptors() if d.package == name]
+    return set.intersection(*lacks) if lacks else set()
 
 
 def asymmetries(folders: dict[str, Path]) -> list[str]:
@@ -68,7 +69,8 @@ def asymmetries(folders: dict[str, Path]) -> list[str]:
 
 
 def real_folders() -> dict[str, Path]:
-    return {d.name: framework_folder(d.name) for d in descriptors()}
+    """Each framework folder once (a folder of several variants, one per backend, is one folder)."""
+    return {d.package: framework_folder(d.package) for d in descriptors()}
 
 
 def test_the_framework_folders_are_symmetric() -> None:
