@@ -20,7 +20,7 @@ import numpy as np
 from bnparity.reference.spec import LayerSpec
 
 from .base import LayerSession
-from .registry import Unavailable, load_every
+from .registry import Unavailable, descriptor, descriptors, load_every
 
 MODULE = "user_layers"
 CLASS = "UserLayers"
@@ -70,6 +70,15 @@ class UserLayers(ABC):
     @abstractmethod
     def to_numpy(self, value: object) -> np.ndarray | None:
         """`value` as a NumPy array if it is one of this framework's tensors, else None."""
+
+
+def another_frameworks_object(obj: object, framework: str) -> bool:
+    """Whether `obj`'s class (or a base of it) comes from the library of a framework folder other than
+    `framework`'s: that folder reads it. A library may build its layers on another's (Keras 3's layers are torch
+    Modules on its torch backend): the torch folder must not claim them."""
+    own = descriptor(framework).package
+    others = {d.distributions[0] for d in descriptors() if d.package != own}
+    return any(cls.__module__.split(".")[0] in others for cls in type(obj).__mro__)
 
 
 def readers() -> tuple[list[UserLayers], list[Unavailable]]:

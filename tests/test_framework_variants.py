@@ -214,3 +214,16 @@ def test_what_reads_a_users_object_loads_only_the_libraries_this_process_importe
     assert loaded == [a] and [r.framework for r in found] == [a]
     assert [(u.framework, f"{absent} is not imported" in u.reason) for u in missing] == [(b, True)]
     assert len(registry.load_every("reader", "Reader", "{framework} has none", frameworks=(a, b))[0]) == 2
+
+
+def test_an_object_of_another_frameworks_library_is_that_frameworks_to_read():
+    # a library that builds its layers on another's (Keras 3's are torch Modules on its torch backend) keeps them
+    from bnparity.frameworks.user_layers import another_frameworks_object
+
+    first, second = registry.descriptors()[0], next(d for d in registry.descriptors()[1:]
+                                                      if d.package != registry.descriptors()[0].package)
+    foreign = type("Layer", (), {"__module__": f"{second.distributions[0]}.layers"})
+    mine = type("Layer", (), {"__module__": f"{first.distributions[0]}.nn"})
+    built_on_mine = type("Layer", (mine, foreign), {"__module__": "users_model"})
+    assert another_frameworks_object(foreign(), first.name) and another_frameworks_object(built_on_mine(), first.name)
+    assert not another_frameworks_object(mine(), first.name) and not another_frameworks_object(object(), first.name)

@@ -31,12 +31,12 @@ import torch.nn.functional as F
 
 from bnparity.frameworks.audit import AuditCase, LayerAudit, ModelAudit, max_abs_change, relative_change
 from bnparity.frameworks.audit import FrozenAudit as _FrozenAuditBase
+from bnparity.frameworks.user_layers import another_frameworks_object
 from bnparity.reference.alexnet import layer_shapes
 
 from .alexnet import from_canonical
 from .convert import to_numpy
 from .descriptor import DESCRIPTOR
-from .user_layers import _built_on_torch_elsewhere
 
 _BatchNorm = torch.nn.modules.batchnorm._BatchNorm
 FIX = "call .eval() on the BatchNorm modules after model.train() (requires_grad=False alone does not freeze them)"
@@ -80,7 +80,7 @@ class FrozenAudit(_FrozenAuditBase):
     fix = FIX
 
     def can_read(self, obj: object) -> bool:
-        return isinstance(obj, torch.nn.Module) and not _built_on_torch_elsewhere(obj)
+        return isinstance(obj, torch.nn.Module) and not another_frameworks_object(obj, self.framework)
 
     def audit(self, model: object, x: object, *, variables: object | None = None, labels: object | None = None,
               frozen: Callable[[str], bool] | None = None, call_kwargs: Mapping[str, Any] | None = None,

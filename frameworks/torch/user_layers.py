@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from bnparity.frameworks.base import LayerSession
-from bnparity.frameworks.user_layers import UserLayer
+from bnparity.frameworks.user_layers import UserLayer, another_frameworks_object
 from bnparity.frameworks.user_layers import UserLayers as _UserLayersBase
 from bnparity.reference.spec import BNSpec, GNSpec, INSpec, LayerSpec, LNSpec, RMSSpec
 
@@ -121,12 +121,6 @@ def _running(layer: torch.nn.Module, *, instance: bool) -> tuple[dict[str, objec
     return fields, words
 
 
-def _built_on_torch_elsewhere(obj: object) -> bool:
-    """Whether `obj` is a torch.nn.Module only because another library's layer runs on torch: Keras 3's layers are
-    torch Modules on its torch backend (keras/src/backend/torch/layer.py:7), and the Keras folder reads them."""
-    return any(cls.__module__.split(".")[0] == "keras" for cls in type(obj).__mro__)
-
-
 class UserLayers(_UserLayersBase):
     """Reads torch.nn normalization modules: their spec, γ and β, running statistics, and a session on a copy."""
 
@@ -142,7 +136,7 @@ class UserLayers(_UserLayersBase):
                 raise TypeError(f"torch: a {type(layer).__name__} is not a normalization layer; expected one of "
                                 f"{', '.join(self.supported)}")
             return None
-        if _built_on_torch_elsewhere(layer):
+        if another_frameworks_object(layer, self.framework):  # Keras 3's layers are torch Modules on its torch backend
             return None
         if isinstance(layer, torch.nn.modules.lazy.LazyModuleMixin) and layer.has_uninitialized_params():
             raise TypeError(f"torch: {type(layer).__name__} is not initialized yet: run one forward pass first")
