@@ -64,15 +64,16 @@ _EXIT_1 = {"parity": "done-with-differences", "model-parity": "done-with-differe
            "train": "done-with-failed-runs", "fold": "done-with-differences"}
 
 
-def frameworks_argument(text: str | None) -> list[str]:
-    """The --frameworks argument the steps get: the user's list as given; without one, the frameworks whose
-    descriptor is in the main job (`Framework.main_job`), or nothing (every framework) when that is all of them."""
+def frameworks_argument(text: str | None, *, training: bool = False) -> list[str]:
+    """The --frameworks argument the steps get (with `training`, the training step): the user's list as given;
+    without one, the frameworks whose descriptor is in the main job (`Framework.main_job`, and for the training step
+    `main_job_training`), or nothing (every framework) when that is all of them."""
     try:
         chosen = parse_frameworks(text)
     except ValueError as e:
         raise UserError(str(e)) from None
     if text is None:
-        default = tuple(d.name for d in descriptors() if d.main_job)
+        default = tuple(d.name for d in descriptors() if d.main_job and (d.main_job_training or not training))
         return [] if default == chosen else ["--frameworks", ",".join(default)]
     # Passed on only when the user named frameworks: a step exits 1 for a broken framework it was asked for.
     return ["--frameworks", ",".join(chosen)] if named_frameworks(text) else []
@@ -95,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
     if not steps or any(s not in STEPS for s in steps):
         raise UserError(f"--steps takes some of {', '.join(STEPS)}. Received: {args.steps!r}")
     fw_args = frameworks_argument(args.frameworks)
+    train_fw_args = frameworks_argument(args.frameworks, training=True)
     data_args = (["--data-dir", str(args.data_dir)] if args.data_dir else []) + \
         (["--no-verify-data"] if args.no_verify_data else [])
     if "train" in steps:
@@ -123,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
                          "--json", str(run_dir / "model_parity.json")],
         "sync-parity": ["sync-parity", *fw_args, "--json", str(run_dir / "sync_parity.json")],
         "dp-parity": ["dp-parity", *fw_args, "--json", str(run_dir / "dp_parity.json")],
-        "train": ["train", "--preset", args.preset, *fw_args, "--jobs", str(args.jobs),
+        "train": ["train", "--preset", args.preset, *train_fw_args, "--jobs", str(args.jobs),
                   "--out", str(run_dir / "train"), *data_args,
                   *(["--seeds", str(args.seeds)] if args.seeds else [])],
         "fold": ["fold", *fw_args, "--run", str(run_dir)],  # writes RUN_DIR/fold.json
