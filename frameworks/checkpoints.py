@@ -148,6 +148,24 @@ class ConvertedCheckpoint:
     approximations: tuple[str, ...]
 
 
+def channels_last_weight_to_canonical(weight: np.ndarray) -> np.ndarray:
+    """A channels-last framework's weight (conv kernel (*S, I, O), e.g. HWIO; dense kernel (in, out)) in the canonical
+    layout ((O, I, *S), e.g. OIHW; (out, in)): Flax's and Keras' layout."""
+    w = np.asarray(weight)
+    if w.ndim == 2:
+        return np.ascontiguousarray(w.T)  # (in, out) -> (out, in)
+    n = w.ndim
+    return np.ascontiguousarray(w.transpose(n - 1, n - 2, *range(n - 2)))  # (*S, I, O) -> (O, I, *S)
+
+
+def channels_last_weight_from_canonical(weight: np.ndarray) -> np.ndarray:
+    """A canonical weight in a channels-last framework's layout (the inverse of channels_last_weight_to_canonical)."""
+    w = np.asarray(weight)
+    if w.ndim == 2:
+        return np.ascontiguousarray(w.T)  # (out, in) -> (in, out)
+    return np.ascontiguousarray(w.transpose(*range(2, w.ndim), 1, 0))  # (O, I, *S) -> (*S, I, O)
+
+
 class CheckpointFormat(ABC):
     """One framework's native checkpoint files and tensor naming.
 

@@ -107,8 +107,8 @@ class Framework:
             which variant an already imported library runs, whoever imported it and however it was configured.
         main_job: whether `bnparity run` without --frameworks runs it. False for a variant that would take the
             main job over its time budget; `--frameworks all` (or its name) runs it too.
-        main_job_training: whether, run by `bnparity run` without --frameworks, its convergence runs are in the
-            training step too (the step that takes most of the main job's time); its checks run either way.
+        main_job_sits_out: the steps of `bnparity run` (without --frameworks) it sits out, because they would take
+            the main job over its budget (e.g. ("train",): its convergence runs); it runs the others.
     """
 
     name: str
@@ -130,7 +130,7 @@ class Framework:
     fixed_at_import: str = ""
     imported_with: str = ""
     main_job: bool = True
-    main_job_training: bool = True
+    main_job_sits_out: tuple[str, ...] = ()
 
     @property
     def package(self) -> str:

@@ -64,16 +64,16 @@ _EXIT_1 = {"parity": "done-with-differences", "model-parity": "done-with-differe
            "train": "done-with-failed-runs", "fold": "done-with-differences"}
 
 
-def frameworks_argument(text: str | None, *, training: bool = False) -> list[str]:
-    """The --frameworks argument the steps get (with `training`, the training step): the user's list as given;
-    without one, the frameworks whose descriptor is in the main job (`Framework.main_job`, and for the training step
-    `main_job_training`), or nothing (every framework) when that is all of them."""
+def frameworks_argument(text: str | None, *, step: str = "") -> list[str]:
+    """The --frameworks argument `step` gets: the user's list as given; without one, the frameworks whose descriptor
+    is in the main job (`Framework.main_job`) and does not sit that step out (`main_job_sits_out`), or nothing (every
+    framework) when that is all of them."""
     try:
         chosen = parse_frameworks(text)
     except ValueError as e:
         raise UserError(str(e)) from None
     if text is None:
-        default = tuple(d.name for d in descriptors() if d.main_job and (d.main_job_training or not training))
+        default = tuple(d.name for d in descriptors() if d.main_job and step not in d.main_job_sits_out)
         return [] if default == chosen else ["--frameworks", ",".join(default)]
     # Passed on only when the user named frameworks: a step exits 1 for a broken framework it was asked for.
     return ["--frameworks", ",".join(chosen)] if named_frameworks(text) else []
@@ -95,8 +95,7 @@ def run(args: argparse.Namespace) -> int:
     steps = [s for s in args.steps.split(",") if s]
     if not steps or any(s not in STEPS for s in steps):
         raise UserError(f"--steps takes some of {', '.join(STEPS)}. Received: {args.steps!r}")
-    fw_args = frameworks_argument(args.frameworks)
-    train_fw_args = frameworks_argument(args.frameworks, training=True)
+    fw = {step: frameworks_argument(args.frameworks, step=step) for step in STEPS}  # each step's --frameworks
     data_args = (["--data-dir", str(args.data_dir)] if args.data_dir else []) + \
         (["--no-verify-data"] if args.no_verify_data else [])
     if "train" in steps:
@@ -120,15 +119,15 @@ def run(args: argparse.Namespace) -> int:
     write_json(run_dir / "conventions.json", to_dict(ConventionsDoc(conventions=all_conventions(),
                                                                           layers=all_layer_conventions())))
     commands = {
-        "parity": ["parity", *fw_args, "--json", str(run_dir / "parity.json")],
-        "model-parity": ["model-parity", "--preset", args.model_preset, *fw_args,
+        "parity": ["parity", *fw["parity"], "--json", str(run_dir / "parity.json")],
+        "model-parity": ["model-parity", "--preset", args.model_preset, *fw["model-parity"],
                          "--json", str(run_dir / "model_parity.json")],
-        "sync-parity": ["sync-parity", *fw_args, "--json", str(run_dir / "sync_parity.json")],
-        "dp-parity": ["dp-parity", *fw_args, "--json", str(run_dir / "dp_parity.json")],
-        "train": ["train", "--preset", args.preset, *train_fw_args, "--jobs", str(args.jobs),
+        "sync-parity": ["sync-parity", *fw["sync-parity"], "--json", str(run_dir / "sync_parity.json")],
+        "dp-parity": ["dp-parity", *fw["dp-parity"], "--json", str(run_dir / "dp_parity.json")],
+        "train": ["train", "--preset", args.preset, *fw["train"], "--jobs", str(args.jobs),
                   "--out", str(run_dir / "train"), *data_args,
                   *(["--seeds", str(args.seeds)] if args.seeds else [])],
-        "fold": ["fold", *fw_args, "--run", str(run_dir)],  # writes RUN_DIR/fold.json
+        "fold": ["fold", *fw["fold"], "--run", str(run_dir)],  # writes RUN_DIR/fold.json
         "pitfalls": ["pitfalls", str(run_dir)],
     }
     interrupted = False

@@ -15,7 +15,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from conftest import framework_installed
+from conftest import framework_installed, require
 
 from bnparity.frameworks.base import LayerAdapter, Unsupported
 from bnparity.frameworks.conventions import convention
@@ -29,8 +29,7 @@ from bnparity.suites.parity.tolerance import scale_of, tolerance
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 def _adapter_class(framework: str, normalization_name: str, impl: str) -> type[LayerAdapter]:
-    if not framework_installed(framework):
-        pytest.skip(f"{framework} is not installed")
+    require(framework)
     layer = next(x for x in descriptors() if x.name == framework).layer(normalization_name, impl)
     return getattr(framework_module(framework, layer.module), layer.cls)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import framework_installed
+from conftest import framework_installed, runs_elsewhere
 
 from bnparity.frameworks.checkpoints import BNConventions, BNState, CheckpointError, CheckpointFormat, load_format
 from bnparity.frameworks.registry import framework_module, framework_names
@@ -20,7 +20,8 @@ ARCH = alexnet_spec("tiny", norm="bn")
 def _formats() -> list:
     params = []
     for name in framework_names():
-        mark = pytest.mark.skipif(not framework_installed(name), reason=f"{name} is not installed")
+        reason = runs_elsewhere(name) or f"{name} is not installed"
+        mark = pytest.mark.skipif(not framework_installed(name), reason=reason)
         params.append(pytest.param(name, id=name, marks=mark))
     return params
 

@@ -139,12 +139,13 @@ def test_without_frameworks_the_main_job_runs_the_frameworks_its_descriptors_put
         dataclasses.replace(d, main_job=d.name != opt_in) for d in every))
     assert main_job.frameworks_argument(None) == ["--frameworks", ",".join(d.name for d in every[:-1])]
     assert main_job.frameworks_argument("all") == []  # every framework, the opt-in one too
-    checked_only = every[0].name  # in the main job's checks, not in its training step
+    sits_out = every[0].name  # in the main job's other steps, not in its training step
     monkeypatch.setattr(main_job, "descriptors", lambda: tuple(
-        dataclasses.replace(d, main_job=True, main_job_training=d.name != checked_only) for d in every))
-    assert main_job.frameworks_argument(None) == []
-    assert main_job.frameworks_argument(None, training=True) == ["--frameworks", ",".join(d.name for d in every[1:])]
-    assert main_job.frameworks_argument("all", training=True) == []
+        dataclasses.replace(d, main_job=True, main_job_sits_out=("train",) if d.name == sits_out else ())
+        for d in every))
+    assert main_job.frameworks_argument(None, step="parity") == []
+    assert main_job.frameworks_argument(None, step="train") == ["--frameworks", ",".join(d.name for d in every[1:])]
+    assert main_job.frameworks_argument("all", step="train") == []
     assert main_job.frameworks_argument(opt_in) == ["--frameworks", opt_in]
     with pytest.raises(main_job.UserError, match="unknown framework"):
         main_job.frameworks_argument("nope")

@@ -286,10 +286,7 @@ def test_defaults_mode_proves_each_registry_row_and_measures_the_porting_differe
 @pytest.mark.parametrize("framework", registry.framework_names())
 def test_a_1d_batch_of_one_raises_or_normalizes_to_beta_as_registered(framework):
     """What the registry's `batch_of_one` says: the layer as shipped raises, or normalizes every value to β."""
-    from conftest import framework_installed
-
-    if not framework_installed(framework):
-        pytest.skip(f"{framework} is not installed")
+    require(framework)
     adapter = registry.load_adapter(framework, "builtin")
     case = next(c for c in hard_cases(["batchnorm"]) if c.shape == (1, 16))
     inputs = make_inputs(case)

@@ -19,7 +19,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
-from bnparity.frameworks.checkpoints import BNState, CheckpointError, check_tensors
+from bnparity.frameworks.checkpoints import (
+    BNState,
+    CheckpointError,
+    channels_last_weight_from_canonical,
+    channels_last_weight_to_canonical,
+    check_tensors,
+)
 from bnparity.frameworks.checkpoints import CheckpointFormat as _CheckpointFormat
 from bnparity.reference.alexnet import AlexNetSpec, param_shapes
 
@@ -103,17 +109,10 @@ class CheckpointFormat(_CheckpointFormat):
         return f"{collection}/{layer.replace('.', '/')}/{name}"
 
     def weight_to_canonical(self, weight: np.ndarray) -> np.ndarray:
-        w = np.asarray(weight)
-        if w.ndim == 2:
-            return np.ascontiguousarray(w.T)  # (in, out) -> (out, in)
-        n = w.ndim
-        return np.ascontiguousarray(w.transpose(n - 1, n - 2, *range(n - 2)))  # (*S, I, O) -> (O, I, *S)
+        return channels_last_weight_to_canonical(weight)
 
     def weight_from_canonical(self, weight: np.ndarray) -> np.ndarray:
-        w = np.asarray(weight)
-        if w.ndim == 2:
-            return np.ascontiguousarray(w.T)  # (out, in) -> (in, out)
-        return np.ascontiguousarray(w.transpose(*range(2, w.ndim), 1, 0))  # (O, I, *S) -> (*S, I, O)
+        return channels_last_weight_from_canonical(weight)
 
     def bn_layer(self, state: BNState, ndim: int) -> tuple[nn.BatchNorm, dict[str, dict[str, jax.Array]]]:
         c = state.conventions

@@ -20,6 +20,7 @@ import keras
 import numpy as np
 
 from bnparity.frameworks.base import LayerAdapter, Unsupported
+from bnparity.frameworks.conventions import convention
 from bnparity.reference.spec import BNSpec, LayerSpec
 
 from ._backend import BACKEND, DESCRIPTOR
@@ -27,8 +28,10 @@ from ._session import KerasLayerSession, _mean_and_variance, scratch_session
 from ._x64 import dtype_scope
 from .convert import framework_dtype, framework_momentum, to_tensor
 
-# The variance algorithm of the backend's ops.moments, which BatchNormalization (and GroupNormalization) call.
-_MOMENTS = {"tensorflow": "two-pass", "jax": "two-pass", "torch": "fast"}
+
+def _moments_algorithm() -> str:
+    """How the backend's ops.moments computes σ² (BatchNormalization's and GroupNormalization's): its convention row."""
+    return convention(DESCRIPTOR.name).variance_algorithm
 
 
 def _refuse_float64(layer: str, dtype: np.dtype, line: str) -> None:
@@ -59,7 +62,7 @@ class BuiltinBatchNorm(LayerAdapter):
             raise Unsupported(f"{DESCRIPTOR.name}: keras.layers.BatchNormalization has a fixed momentum; it has no "
                               "cumulative average. Received: momentum=None")
         # Not configurable: the moving variance is the σ²_B that normalizes; σ²_B is the backend's ops.moments.
-        return spec.replace(running_var="biased", variance=_MOMENTS[BACKEND])
+        return spec.replace(running_var="biased", variance=_moments_algorithm())
 
     def build(self, spec: BNSpec, *, shape: tuple[int, ...], dtype: np.dtype, gamma: np.ndarray,
               beta: np.ndarray, use_defaults: bool) -> KerasLayerSession:

@@ -17,10 +17,10 @@ import numpy as np
 from bnparity.frameworks.base import LayerAdapter, Unsupported
 from bnparity.reference.spec import GNSpec
 
-from ._backend import BACKEND, DESCRIPTOR
+from ._backend import DESCRIPTOR
 from ._session import KerasLayerSession, _mean_and_variance, scratch_session
 from ._x64 import dtype_scope
-from .batchnorm import _MOMENTS, _refuse_float64
+from .batchnorm import _moments_algorithm, _refuse_float64
 from .convert import framework_dtype
 from .layernorm import _assign
 
@@ -61,7 +61,7 @@ class BuiltinGroupNorm(LayerAdapter):
         _refuse_float64("GroupNormalization", dtype, f"{_GN}:181")
         _refuse_group_params(spec)
         # Not configurable: σ² is the backend's ops.moments.
-        return spec.replace(variance=_MOMENTS[BACKEND])
+        return spec.replace(variance=_moments_algorithm())
 
     def build(self, spec: GNSpec, *, shape: tuple[int, ...], dtype: np.dtype, gamma: np.ndarray,
               beta: np.ndarray, use_defaults: bool) -> KerasLayerSession:

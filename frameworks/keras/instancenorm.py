@@ -21,9 +21,9 @@ import numpy as np
 from bnparity.frameworks.base import LayerAdapter, Unsupported
 from bnparity.reference.spec import INSpec
 
-from ._backend import BACKEND, DESCRIPTOR
+from ._backend import DESCRIPTOR
 from ._session import KerasLayerSession, _mean, _mean_and_variance
-from .batchnorm import _MOMENTS, _refuse_float64, _scratch_session
+from .batchnorm import _moments_algorithm, _refuse_float64, _scratch_session
 from .convert import framework_dtype
 from .groupnorm import _GN, _layer
 
@@ -44,7 +44,7 @@ class BuiltinInstanceNorm(LayerAdapter):
                               f"only variables are gamma and beta, {_GN}:133-151; call() normalizes with "
                               f"ops.moments of its input, {_GN}:192). Received: track_running_stats=True")
         # Not configurable: σ² is the backend's ops.moments.
-        return spec.replace(variance=_MOMENTS[BACKEND])
+        return spec.replace(variance=_moments_algorithm())
 
     def build(self, spec: INSpec, *, shape: tuple[int, ...], dtype: np.dtype, gamma: np.ndarray,
               beta: np.ndarray, use_defaults: bool) -> KerasLayerSession:

@@ -99,7 +99,8 @@ def run_dp_parity(*, frameworks: tuple[str, ...], replicas: tuple[int, ...], dty
 
 def format_table(records: list[DPRecord]) -> str:
     """One line per framework × dtype × R × BN mode: the worst rel_err per kind and the verdict."""
-    lines = [f"{'framework':<12} {'dtype':<8} {'R':>2} {'BN':<6} {'loss':>9} {'grad':>9} {'param':>9} "
+    width = max([len("framework"), *(len(display_name(r.framework)) for r in records)])
+    lines = [f"{'framework':<{width}} {'dtype':<8} {'R':>2} {'BN':<6} {'loss':>9} {'grad':>9} {'param':>9} "
              f"{'running':>9}  verdict"]
     groups: dict[tuple, list[DPRecord]] = {}
     for r in records:
@@ -107,14 +108,14 @@ def format_table(records: list[DPRecord]) -> str:
     for (fw, dtype, replicas, mode), mine in groups.items():
         errors = [r for r in mine if isinstance(r, DPNotRun)]
         if errors:
-            lines.extend(f"{display_name(fw):<12} {dtype:<8} {replicas:>2} {mode:<6} {e.status}: {e.reason}"
+            lines.extend(f"{display_name(fw):<{width}} {dtype:<8} {replicas:>2} {mode:<6} {e.status}: {e.reason}"
                          for e in errors)
             continue
         worst = {k: max((r.rel_err if r.rel_err is not None else float("inf")) for r in mine if r.kind == k)
                  for k in DP_KINDS}
         gated = [r for r in mine if r.gate]
         verdict = ("pass" if all(r.passed for r in gated) else "FAIL") if gated else "finding"
-        lines.append(f"{display_name(fw):<12} {dtype:<8} {replicas:>2} {mode:<6} " +
+        lines.append(f"{display_name(fw):<{width}} {dtype:<8} {replicas:>2} {mode:<6} " +
                      " ".join(f"{v:>9.2e}" for v in worst.values()) + f"  {verdict}")
     return "\n".join(lines)
 
