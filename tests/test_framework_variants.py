@@ -199,13 +199,13 @@ def test_each_variant_reads_its_own_conventions_row(variants):
 def test_what_reads_a_users_object_loads_only_the_libraries_this_process_imported(variants, monkeypatch):
     # a user's object was made by a library already imported; the others are never imported to ask them
     import dataclasses
-    import functools
 
     a, b = variants
     absent = "bnparity_test_library_nobody_imported"
-    real = registry.descriptors()
-    monkeypatch.setattr(registry, "descriptors", functools.cache(lambda: tuple(
-        dataclasses.replace(d, distributions=(absent,)) if d.name == b else d for d in real)))
+    real = registry.descriptor
+    unimported = dataclasses.replace(real(b), distributions=(absent,))
+    # not registry.descriptors: its cache would outlive the patch and leak the fabricated folder into other tests
+    monkeypatch.setattr(registry, "descriptor", lambda name: unimported if name == b else real(name))
     loaded = []
     monkeypatch.setattr(registry, "load_class", lambda framework, *args: loaded.append(framework) or
                         type("Reader", (), {"framework": framework}))
