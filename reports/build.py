@@ -27,6 +27,7 @@ from .parity_sections import (
     section_normalizations,
 )
 from .replica_sections import replica_section
+from .seed_sections import seed_figures
 from .summary import build_summary
 from .train_sections import (
     convergence_section,
@@ -35,6 +36,7 @@ from .train_sections import (
     throughput_section,
     time_to_accuracy_section,
 )
+from .verdict import verdict_section
 
 TITLE = "BatchNorm parity report"
 FIGURE_DIR = "figures"
@@ -58,7 +60,8 @@ def sections(data: RunData, summary: dict[str, Any], figures: list[Figure]) -> l
         conventions = (conventions_section(data, summary) if name == FIRST_NORMALIZATION
                        else layer_conventions_section(data, summary, name))
         per_normalization += [layer_section(data, summary, name), conventions, hard_section(data, summary, name)]
-    return [summary_section(data, summary), *per_normalization, model_section(data, summary),
+    return [verdict_section(summary["verdict"]),  # the verdict at a glance, before the summary
+            summary_section(data, summary), *per_normalization, model_section(data, summary),
             replica_section(data, summary), *fold_section(data), convergence_section(data, figures),
             time_to_accuracy_section(data, summary), throughput_section(data, summary), environment_section(data)]
 
@@ -76,6 +79,7 @@ def build_report(run_dir: Path, *, out_dir: Path | None = None) -> Report:
     summary = build_summary(data)
     epochs = data.conclusions.epochs if data.conclusions is not None else None  # the planned length
     figures = training_figures(data.train_records, epochs=epochs) if data.train_records else []
+    figures += seed_figures(data)  # the seed blog's curves (convergence section)
     parts = sections(data, summary, figures)
     summary["sections"] = [s.id for s in parts]
     summary["figures"] = [f"{FIGURE_DIR}/{f.name}.png" for f in figures]

@@ -18,11 +18,13 @@ STATUS_MEANING = {
 
 @dataclass(frozen=True)
 class Cell:
-    """One table cell: its text, an optional status (colour) and an optional title (hover text, a note in Markdown)."""
+    """One table cell: its text, an optional status (colour), an optional title (hover text, a note in Markdown) and
+    an optional link (`href`, e.g. "#layer-parity": a section of the same report)."""
 
     text: str
     status: str | None = None
     title: str | None = None
+    href: str | None = None
 
 
 @dataclass(frozen=True)

@@ -449,3 +449,74 @@ def training_figures(train_records: dict[str, list[TrainEvent]], *, epochs: floa
     else:
         figures = (curves_figure(groups, order, epochs), overlay_figure(groups, order, epochs))
     return [f for f in figures if f is not None]
+
+
+SEED_COLOR = "#000000"  # the seed blog's lines: black, thin, with crosses, beside the frameworks' colours
+SEED_LABEL = "seed blog"
+
+
+@dataclass(frozen=True)
+class SeedCurve:
+    """One variant of a published run, per epoch (epochs count from 1): test accuracy and train loss."""
+
+    variant: str
+    epochs: tuple[int, ...]
+    test_accuracy: tuple[float, ...]
+    train_loss: tuple[float, ...]
+
+
+def _seed_metric(c: SeedCurve, metric: Metric) -> tuple[float, ...]:
+    return c.test_accuracy if metric.name == "test_accuracy" else c.train_loss
+
+
+def _plot_seed(ax: plt.Axes, c: SeedCurve, metric: Metric, *, label: str) -> Series:
+    values = _seed_metric(c, metric)
+    ax.plot(c.epochs, values, VARIANT_STYLE.get(c.variant, "-"), color=SEED_COLOR, marker="x", markersize=3.5,
+            linewidth=1.0, label=label)
+    return Series(figure="", framework="seed", variant=c.variant, metric=metric.name, label=label,
+                  epochs=tuple(float(e) for e in c.epochs), values=tuple(float(v) for v in values))
+
+
+def seed_figure(seed: list[SeedCurve], *, caption: str) -> Figure | None:
+    """The published run alone (its own panel): test accuracy and train loss per epoch, with BN (solid) and without
+    (dashed)."""
+    if not seed:
+        return None
+    series = []
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.3), squeeze=False)
+    last = max(e for c in seed for e in c.epochs)
+    for ax, metric in zip(axes[0], (PANELS[1], PANELS[0]), strict=True):
+        for c in seed:
+            s = _plot_seed(ax, c, metric, label=f"{SEED_LABEL} {VARIANT_LABEL.get(c.variant, c.variant)}")
+            series.append(dataclasses.replace(s, figure="seed-blog"))
+        _finish(ax, metric, f"{SEED_LABEL}: {metric.label.split(' (')[0]}", last)
+        ax.set_xlabel("epochs (passes over the blog's training images)")
+        if metric.name == "test_accuracy":  # the blog's curves lie above 0.7: zoom in so that ±BN can be told apart
+            ax.set_ylim(max(0.0, min(min(c.test_accuracy) for c in seed) - 0.05), 1.0)
+    fig.tight_layout()
+    return Figure("seed-blog", caption, _png(fig), tuple(series))
+
+
+def seed_overlay_figure(groups: Runs, order: list[str], seed: list[SeedCurve], epochs: float | None, *,
+                        caption: str) -> Figure | None:
+    """Our curves and the published run's on the same axes (x: epochs), one panel per metric: the frameworks in
+    their colours, the published run in black with crosses; with BN solid, without dashed."""
+    if not seed and not groups:
+        return None
+    series = []
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), squeeze=False)
+    last = max([e for c in seed for e in c.epochs] + [epochs or 0])
+    for ax, metric in zip(axes[0], (PANELS[1], PANELS[0]), strict=True):
+        for fw in order:
+            for variant in VARIANT_STYLE:
+                c = curve(groups.get((fw, variant), []), metric)
+                if c is not None:
+                    label = f"{display_name(fw)} {VARIANT_LABEL[variant]}"
+                    _plot(ax, c, color=color(fw), style=VARIANT_STYLE[variant], label=label)
+                    series.append(_series("seed-overlay", fw, variant, metric, label, c))
+        for c in seed:
+            s = _plot_seed(ax, c, metric, label=f"{SEED_LABEL} {VARIANT_LABEL.get(c.variant, c.variant)}")
+            series.append(dataclasses.replace(s, figure="seed-overlay"))
+        _finish(ax, metric, f"this run and the {SEED_LABEL}: {metric.label.split(' (')[0]}", last or None)
+    fig.tight_layout()
+    return Figure("seed-overlay", caption, _png(fig), tuple(series))

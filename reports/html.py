@@ -29,6 +29,10 @@ th, td { border: 1px solid var(--rule); padding: .22rem .45rem; text-align: left
 th { background: #f1f3f4; position: sticky; top: 0; }
 table.data td:not(:first-child) { white-space: nowrap; }
 table.kv td:first-child { font-weight: 600; min-width: 9em; max-width: 22em; }
+table.verdict { font-size: .9rem; }
+table.verdict td { white-space: normal; min-width: 5.5em; }
+table.verdict td:first-child { font-weight: 600; white-space: nowrap; }
+table.verdict td a { color: inherit; text-decoration: underline dotted; }
 ul.verdicts { padding-left: 1.2rem; }
 ul.verdicts li { margin: .4rem 0; max-width: 75em; }
 td.pass { background: #e6f4e3; }
@@ -67,7 +71,8 @@ def attr(text: str) -> str:
 def _cell(c: Cell, tag: str = "td") -> str:
     cls = f' class="{attr(c.status)}"' if c.status else ""
     title = f' title="{attr(c.title)}"' if c.title else ""
-    return f"<{tag}{cls}{title}>{escape(c.text)}</{tag}>"
+    text = escape(c.text) if c.href is None else f'<a href="{attr(c.href)}">{escape(c.text)}</a>'
+    return f"<{tag}{cls}{title}>{text}</{tag}>"
 
 
 def render_table(t: Table) -> str:

@@ -19,7 +19,8 @@ def render_table(t: Table) -> list[str]:
     notes: list[str] = []
 
     def cell(c: Cell) -> str:
-        text = _escape(c.text) + MARKERS.get(c.status or "", "")
+        text = _escape(c.text) if c.href is None else f"[{_escape(c.text)}]({c.href})"  # a link: [text](#id)
+        text += MARKERS.get(c.status or "", "")
         if c.status in ("skipped", "error") and c.title:
             if c.title not in notes:
                 notes.append(c.title)

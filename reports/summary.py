@@ -36,6 +36,8 @@ from .layer_summary import (
 )
 from .load import RunData, unreadable_note
 from .replica_summary import dp_summary, dp_verdict, sync_summary, sync_verdict
+from .seed_sections import seed_comparison
+from .verdict import build_verdict
 
 FORMAT = "bnparity-report/1"
 # registry fields a porter must change, in the order the conventions table shows them
@@ -455,6 +457,8 @@ def build_summary(data: RunData) -> dict[str, Any]:
     if data.conclusions is not None:
         summary["training"] = training(data)
         verdicts.extend(training_verdicts(summary["training"]))
+    summary["verdict"] = build_verdict(data, summary)  # (from the parts computed above)
+    summary["seed_comparison"] = seed_comparison(data)
     if data.incomplete:
         verdicts.insert(0, "INCOMPLETE: " + "; ".join(f"{p.part} {p.status} ({p.detail})" for p in data.incomplete))
     return summary

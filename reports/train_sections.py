@@ -30,6 +30,7 @@ from bnparity.suites.schema import (
 from .document import STATUS_MEANING, Bullets, Cell, Section, Table, key_value_table, text_cell
 from .figures import Figure
 from .load import RunData, unreadable_note
+from .seed_sections import SEED_FIGURES, seed_blocks
 from .summary import MODE_NAME, VARIANT_NAME, ConfigRow, ReplicaConfigRow, TrainingSummary, digest_verdict
 
 
@@ -192,7 +193,9 @@ def convergence_section(data: RunData, figures: list[Figure]) -> Section:
     if data.train_unreadable:
         section.blocks.append(unreadable_note(data.train_unreadable) + ": each such line is left out, the rest of "
                               "its run is shown.")
-    section.blocks.extend(figures or ["No run has an evaluation record yet."])
+    ours = [f for f in figures if f.name not in SEED_FIGURES]
+    section.blocks.extend(ours or ["No run has an evaluation record yet."])
+    section.blocks.extend(seed_blocks(data, figures))  # the seed blog's curves and numbers beside ours
     return section
 
 

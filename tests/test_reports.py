@@ -41,12 +41,12 @@ from bnparity.suites.schema import (
 
 ROOT = Path(__file__).resolve().parents[1]
 # BatchNorm's sections keep the first release's ids; every other normalization gets the same three, by name
-SECTIONS = ("summary", "layer-parity", "conventions", "hard-inputs", "layer-parity-groupnorm", "conventions-groupnorm",
-            "hard-inputs-groupnorm", "model-parity", "cross-replica", "convergence", "time-to-accuracy", "throughput",
-            "environment")
+SECTIONS = ("verdict", "summary", "layer-parity", "conventions", "hard-inputs", "layer-parity-groupnorm",
+            "conventions-groupnorm", "hard-inputs-groupnorm", "model-parity", "cross-replica", "convergence",
+            "time-to-accuracy", "throughput", "environment")
 SUMMARY_KEYS = {"format", "run_dir", "generated", "complete", "incomplete", "verdicts", "layer_parity", "hard_inputs",
                 "hard_inputs_defaults", "normalizations", "conventions", "model_parity", "sync_parity", "dp_parity",
-                "training", "sections",
+                "training", "verdict", "seed_comparison", "sections",
                 "figures"}
 # test accuracy of each evaluation point (iterations 0, 4, ..., 16 of the smoke preset's 2 epochs of 8)
 ACCURACY = {"bn": (0.10, 0.40, 0.55, 0.60, 0.62), "nobn": (0.10, 0.20, 0.35, 0.52, 0.58)}
@@ -102,9 +102,10 @@ def _model_parity(path: Path) -> None:
     write_json(path, to_dict(ModelParityDoc(meta=meta, records=records)))
 
 
-def _train(train_dir: Path, *, finished: bool) -> None:
-    """Two frameworks × bn/nobn × 2 seeds of synthetic records; the last run stops early unless `finished`."""
-    preset = PRESETS["smoke"]
+def _train(train_dir: Path, *, finished: bool, preset: str = "smoke") -> None:
+    """Two frameworks × bn/nobn × 2 seeds of synthetic records (8 iterations an epoch) under the manifest of
+    `preset`; the last run stops early unless `finished`."""
+    preset = PRESETS[preset]
     runs = [RunId(f, v, s) for f in ("torch", "jax") for v in ("bn", "nobn") for s in (0, 1)]
     write_manifest(train_dir, TrainManifest(preset=preset, runs=tuple(r.name for r in runs), seeds=(0, 1),
                                             device="cpu", jobs=2, threads_per_job=1))
@@ -126,8 +127,9 @@ def _train(train_dir: Path, *, finished: bool) -> None:
                 out.write("done", epoch=2, iteration=16, **fields("done", test_accuracy=acc))
 
 
-def make_run(tmp_path: Path, *, finished: bool = True, parity: Path | None = None) -> Path:
-    """A small but complete run directory, laid out as `bnparity run` writes it (`parity`: a parity.json to copy)."""
+def make_run(tmp_path: Path, *, finished: bool = True, parity: Path | None = None, preset: str = "smoke") -> Path:
+    """A small but complete run directory, laid out as `bnparity run` writes it (`parity`: a parity.json to copy;
+    `preset`: the training manifest's, e.g. "paper" for the seed blog's setup)."""
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     if parity is None:
@@ -135,7 +137,7 @@ def make_run(tmp_path: Path, *, finished: bool = True, parity: Path | None = Non
     else:
         shutil.copyfile(parity, run_dir / "parity.json")
     _model_parity(run_dir / "model_parity.json")
-    _train(run_dir / "train", finished=finished)
+    _train(run_dir / "train", finished=finished, preset=preset)
     write_json(run_dir / "conventions.json", {"format": "bnparity-conventions/2",
                                               "conventions": [c.to_dict() for c in all_conventions()],
                                               "layers": [r.to_dict() for r in all_layer_conventions()]})
@@ -173,7 +175,7 @@ def test_every_section_is_present_and_nothing_is_fetched(built) -> None:
         assert f'<section id="{section}">' in html and f'href="#{section}"' in html
     assert "http://" not in html and "https://" not in html and "<script" not in html and "<link" not in html
     sources = re.findall(r'\bsrc="([^"]*)"', html)
-    assert len(sources) == 2 and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert len(sources) == 3 and all(s.startswith("data:image/png;base64,") for s in sources)  # + the seed blog's
     assert "@media print" in html and "INCOMPLETE" not in html
 
 
@@ -204,8 +206,8 @@ def test_summary_json_counts_what_the_records_say(built) -> None:
     assert [c["column"] for c in summary["layer_parity"]["columns"]] == ["torch/builtin", "torch/scratch"]
     assert summary["model_parity"]["skipped"] == {"mxnet": UNAVAILABLE}
     assert report.summary["model_parity"].skipped == {"mxnet": UNAVAILABLE}
-    assert summary["figures"] == ["figures/curves.png", "figures/overlay.png"]
-    for name in ("curves", "overlay"):
+    assert summary["figures"] == ["figures/curves.png", "figures/overlay.png", "figures/seed-blog.png"]
+    for name in ("curves", "overlay", "seed-blog"):
         assert (run_dir / "figures" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert '<img src="data:image/png;base64,' in _section(report.html.read_text(), "convergence")
 
@@ -231,7 +233,7 @@ def test_markdown_has_the_tables_and_links_the_figures(built) -> None:
     md = report.markdown.read_text()
     for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
         assert (run_dir / link).exists()
-    assert md.count("](figures/") == 2
+    assert md.count("](figures/") == 3
     standard = [c["name"] for c in read_json(run_dir / "parity.json")["meta"]["cases"] if c["gate"]]
     for case in standard:
         assert re.search(rf"^\| {re.escape(case)} \|", md, re.M)
