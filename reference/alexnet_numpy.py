@@ -297,3 +297,31 @@ def dropout_masks(spec: AlexNetSpec, *, batch: int, rng: np.random.Generator) ->
     rate = spec.dropout
     return [((rng.random((batch, *s.in_shape)) >= rate) / (1.0 - rate)).astype(np.float32)
             for s in layer_shapes(spec) if isinstance(s.layer, Dropout)]
+
+
+def sgd_step(params: dict[str, np.ndarray], grads: dict[str, np.ndarray], *, lr: float, momentum: float = 0.0,
+             weight_decay: float = 0.0, buffers: dict[str, np.ndarray] | None = None,
+             ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """One SGD step on the parameters named in `grads`, in float64 (PyTorch's formulation, frameworks.training's
+    SGDConfig): v ← μ·v + (g + λ·p),  p ← p − lr·v, with v = 0 before the first step.
+
+    Args:
+        params: canonical parameters (others, e.g. BN running statistics, are passed through unchanged).
+        grads: dL/dp of the parameters to update.
+        lr: the learning rate.
+        momentum: μ (0: plain SGD, p ← p − lr·(g + λ·p)).
+        weight_decay: λ.
+        buffers: v of the previous step, by parameter name (None: the first step).
+
+    Returns:
+        (parameters after the step, v after the step).
+    """
+    new = dict(params)
+    velocity: dict[str, np.ndarray] = {}
+    for name, g in grads.items():
+        p = np.asarray(params[name], dtype=np.float64)
+        d = np.asarray(g, dtype=np.float64) + weight_decay * p  # g + λ·p
+        v = d if buffers is None or name not in buffers else momentum * buffers[name] + d
+        velocity[name] = v
+        new[name] = p - lr * v
+    return new, velocity

@@ -26,6 +26,7 @@ from .parity_sections import (
     model_section,
     section_normalizations,
 )
+from .pitfall_sections import pitfall_section
 from .replica_sections import replica_section
 from .seed_sections import seed_figures
 from .summary import build_summary
@@ -62,7 +63,8 @@ def sections(data: RunData, summary: dict[str, Any], figures: list[Figure]) -> l
         per_normalization += [layer_section(data, summary, name), conventions, hard_section(data, summary, name)]
     return [verdict_section(summary["verdict"]),  # the verdict at a glance, before the summary
             summary_section(data, summary), *per_normalization, model_section(data, summary),
-            replica_section(data, summary), *fold_section(data), convergence_section(data, figures),
+            replica_section(data, summary), *fold_section(data), pitfall_section(data),
+            convergence_section(data, figures),
             time_to_accuracy_section(data, summary), throughput_section(data, summary), environment_section(data)]
 
 

@@ -20,18 +20,22 @@ from bnparity.suites.schema import (
     FormatError,
     ModelParityDoc,
     ParityDoc,
+    PitfallsDoc,
     RunManifest,
     SyncParityDoc,
     TrainEvent,
     TrainManifest,
+    TutorialMLPDoc,
     format_string,
     load_conventions,
     load_dp_parity,
     load_model_parity,
     load_parity,
+    load_pitfalls,
     load_run_manifest,
     load_sync_parity,
     load_train_manifest,
+    load_tutorial_mlp,
 )
 
 # part -> (file or folder in the run directory, the `bnparity run` step that writes it)
@@ -44,6 +48,8 @@ PARTS: dict[str, tuple[str, str | None]] = {
     "dp_parity": ("dp_parity.json", "dp-parity"),
     "train": ("train", "train"),
     "fold": ("fold.json", "fold"),
+    "pitfalls": ("pitfalls.json", "pitfalls"),
+    "tutorial_mlp": ("tutorial_mlp.json", "pitfalls"),
 }
 FINISHED_STEPS = ("done", "done-with-differences", "done-with-failed-runs")  # suites/main_job.py
 _TRAIN_PREFIX = format_string(TRAIN_MANIFEST, 0).removesuffix("0")  # "bnparity-train/": a training run manifest
@@ -86,6 +92,8 @@ class RunData:
     sync_parity: SyncParityDoc | None = None
     dp_parity: DPParityDoc | None = None
     fold: FoldDoc | None = None
+    pitfalls: PitfallsDoc | None = None
+    tutorial_mlp: TutorialMLPDoc | None = None
     train_dir: Path | None = None
     train_manifest: TrainManifest | None = None
     train_records: dict[str, list[TrainEvent]] = field(default_factory=dict)
@@ -153,6 +161,19 @@ def _fold_part(data: RunData) -> None:
     directory from before the fold step has no such part."""
     if (data.run_dir / PARTS["fold"][0]).exists() or _step_status(data.manifest, "fold") not in (None, "not requested"):
         _suite_part(data, "fold", load_fold)
+
+
+def _pitfalls_part(data: RunData, part: str, loader: Any) -> None:
+    """pitfalls.json or tutorial_mlp.json (bnparity pitfalls), read as the suites' files are when it exists. Absent, it
+    is missing only when the run's step pitfalls did not finish; a run that never asked for the step, or one whose
+    step finished without the file (a run from before the tutorial experiment, or --no-tutorial), lacks nothing."""
+    name, step = PARTS[part]
+    step_status = _step_status(data.manifest, step)
+    if (data.run_dir / name).exists() or step_status not in (None, "not requested", *FINISHED_STEPS):
+        _suite_part(data, part, loader)
+        return
+    why = f"the run's step {step} finished without it" if step_status in FINISHED_STEPS else "no such file"
+    data.parts[part] = PartStatus(part, "not requested", f"{name}: {why}")
 
 
 def _conventions_part(data: RunData) -> None:
@@ -259,6 +280,8 @@ def load_run(run_dir: Path) -> RunData:
     _suite_part(data, "sync_parity", load_sync_parity)
     _suite_part(data, "dp_parity", load_dp_parity)
     _fold_part(data)
+    _pitfalls_part(data, "pitfalls", load_pitfalls)
+    _pitfalls_part(data, "tutorial_mlp", load_tutorial_mlp)
     _train_part(data, run_dir / PARTS["train"][0])
     _conventions_part(data)
     suites = ("parity", "model_parity", "sync_parity", "dp_parity")

@@ -128,7 +128,7 @@ def run(args: argparse.Namespace) -> int:
                   "--out", str(run_dir / "train"), *data_args,
                   *(["--seeds", str(args.seeds)] if args.seeds else [])],
         "fold": ["fold", *fw["fold"], "--run", str(run_dir)],  # writes RUN_DIR/fold.json
-        "pitfalls": ["pitfalls", str(run_dir)],
+        "pitfalls": ["pitfalls", str(run_dir), *fw["pitfalls"]],  # + RUN_DIR/tutorial_mlp.json, per framework
     }
     interrupted = False
     for step in steps:

@@ -1326,6 +1326,121 @@ def load_pitfalls(data: object, *, where: str = "pitfalls.json") -> PitfallsDoc:
                                      for i, r in enumerate(data.get("records") or [])))
 
 
+# The seed tutorial's own MLP experiment (bnparity pitfalls; suites/pitfalls/tutorial.py), a file of its own because
+# it needs no trained run: tutorial_mlp.json, format "bnparity-tutorial-mlp/1": {"format", "meta": TutorialMLPMeta,
+# "records": [TutorialMLPRecord | TutorialMLPSkip, ...]}.
+
+TUTORIAL_MLP = "tutorial-mlp"
+TUTORIAL_MLP_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TutorialMLPRow:
+    """One row of the MLP experiment: its name in the records and what it trains and evaluates."""
+
+    name: str
+    description: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class TutorialMLPMeta:
+    """What was run: the network, the data actually used (and the tutorial's, for comparison), the rows, the time.
+
+    Attributes:
+        environment: the environment manifest.
+        network, inputs: the tutorial's (bnparity.seeds.facts.TUTORIAL_SETUP).
+        dataset: the data used ("Fashion-MNIST": MNIST is not shipped).
+        train_images: the class-balanced training subset used (the tutorial: `published_train_images`).
+        test_images: the test images every epoch is evaluated on.
+        epochs, batch_size, lr, seed: the training used (seed: initial weights, γ/β draw, subset, batch order).
+        frameworks: the frameworks asked for (one "builtin" row each), in order.
+        rows: every row, in the report's order.
+        published_dataset, published_epochs, published_train_images: what the tutorial trained on and for how long.
+        wall_time_s: seconds the experiment took (None: not measured).
+        complete: False when it was interrupted (the records hold what finished).
+    """
+
+    environment: Environment = dataclasses.field(default_factory=Environment)
+    network: str
+    dataset: str
+    inputs: str
+    train_images: int
+    test_images: int
+    epochs: int
+    batch_size: int
+    lr: float
+    seed: int
+    frameworks: tuple[str, ...]
+    rows: tuple[TutorialMLPRow, ...]
+    published_dataset: str
+    published_epochs: int
+    published_train_images: int
+    wall_time_s: float | None = None
+    complete: bool
+
+
+@dataclass(frozen=True)
+class TutorialMLPRecord:
+    """One row after one epoch (epochs count from 0, as the tutorial's log does), evaluated on the test images.
+
+    Attributes:
+        row: a TutorialMLPRow name.
+        framework: the framework whose Trainer ran it; None for the float64 NumPy reference.
+        epoch: 0-based.
+        test_accuracy, test_loss: eval mode (moving statistics), mean cross-entropy.
+        train_loss: the mean training-mode loss over the epoch's batches.
+        seconds: wall seconds of the row's worker so far (imports excluded).
+    """
+
+    row: str
+    framework: str | None
+    epoch: int
+    test_accuracy: float
+    test_loss: float
+    train_loss: float
+    seconds: float
+    status: Literal["ok"] = "ok"
+
+
+@dataclass(frozen=True)
+class TutorialMLPSkip:
+    """A row that was not measured: "skipped" (a framework not installed) or "error" (it raised, crashed or hung),
+    with the one-line reason."""
+
+    row: str
+    framework: str | None
+    status: Literal["skipped", "error"]
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class TutorialMLPDoc:
+    """tutorial_mlp.json: meta and every record, row by row, epoch by epoch."""
+
+    format: str = format_string(TUTORIAL_MLP, TUTORIAL_MLP_VERSION)
+    meta: TutorialMLPMeta
+    records: tuple[TutorialMLPRecord | TutorialMLPSkip, ...] = ()
+
+    @property
+    def measured(self) -> list[TutorialMLPRecord]:
+        return [r for r in self.records if isinstance(r, TutorialMLPRecord)]
+
+    @property
+    def not_run(self) -> list[TutorialMLPSkip]:
+        return [r for r in self.records if isinstance(r, TutorialMLPSkip)]
+
+
+def tutorial_mlp_record(data: object, *, where: str = "record") -> TutorialMLPRecord | TutorialMLPSkip:
+    """One record of a tutorial_mlp.json (or of a worker's output line): by its status."""
+    return by_status(data, where, TutorialMLPRecord, TutorialMLPSkip)
+
+
+def load_tutorial_mlp(data: object, *, where: str = "tutorial_mlp.json") -> TutorialMLPDoc:
+    """A tutorial_mlp.json document. Raises FormatError (one line) for anything else."""
+    return _records_doc(data, where=where, family=TUTORIAL_MLP, version=TUTORIAL_MLP_VERSION, doc=TutorialMLPDoc,
+                        meta=TutorialMLPMeta, record=tutorial_mlp_record)
+
+
 # --- cross-replica parity -------------------------------------------------------------------------------------------
 # sync_parity.json (bnparity sync-parity --json), format "bnparity-sync-parity/1": {"format", "meta":
 # SyncParityMeta, "records": [SyncComparison | SyncSkip, ...]}.

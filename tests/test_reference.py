@@ -196,3 +196,22 @@ def test_evaluate_is_the_eval_pass_of_a_layer_whose_state_did_not_move(name):
     if name == "batchnorm":  # and it does use the state: other initial statistics, another output
         moved = spec.replace(init_running_mean=0.0)
         assert np.abs(evaluate(moved, x, gamma, beta) - evaluate(spec, x, gamma, beta)).max() > 1e-2
+
+
+def test_sgd_step_two_steps_with_momentum_and_weight_decay_by_hand():
+    """v ← μ·v + (g + λ·p), p ← p − lr·v (v = g + λ·p on the first step), worked by hand with lr 0.1, μ 0.9, λ 0.01;
+    a parameter without a gradient (a running statistic) passes through untouched."""
+    from bnparity.reference.alexnet_numpy import sgd_step
+
+    params = {"w": np.array([1.0, -2.0]), "bn.running_var": np.array([3.0])}
+    p1, v1 = sgd_step(params, {"w": np.array([0.5, 0.5])}, lr=0.1, momentum=0.9, weight_decay=0.01)
+    np.testing.assert_allclose(v1["w"], [0.51, 0.48], rtol=1e-14)  # g + λ·p
+    np.testing.assert_allclose(p1["w"], [0.949, -2.048], rtol=1e-14)
+    p2, v2 = sgd_step(p1, {"w": np.array([-1.0, 2.0])}, lr=0.1, momentum=0.9, weight_decay=0.01, buffers=v1)
+    np.testing.assert_allclose(v2["w"], [0.9 * 0.51 - 1.0 + 0.00949, 0.9 * 0.48 + 2.0 - 0.02048], rtol=1e-14)
+    np.testing.assert_allclose(p2["w"], [1.002151, -2.289152], rtol=1e-14)
+    assert set(v2) == {"w"} and p2["bn.running_var"] is params["bn.running_var"]
+    assert params["w"].tolist() == [1.0, -2.0]  # the input is not changed in place
+    plain, _ = sgd_step(params, {"w": np.array([0.5, 0.5])}, lr=0.1, momentum=0.9, buffers=v1)  # λ = 0
+    np.testing.assert_allclose(plain["w"], [1.0 - 0.1 * (0.9 * 0.51 + 0.5), -2.0 - 0.1 * (0.9 * 0.48 + 0.5)],
+                               rtol=1e-14)

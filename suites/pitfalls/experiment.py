@@ -1,16 +1,20 @@
 """What the seed tutorial's moving-average pitfalls do to a trained network's eval accuracy.
 
-The tutorial (d2l, MXNet edition) writes BN from scratch with ``moving_mean = momentum * moving_mean +
-(1 - momentum) * mean`` (momentum 0.9 weighs the *old* value) and starts ``moving_var`` at ``nd.zeros``.
-Copied into another framework, two things go wrong: the variance starts at 0 instead of 1, and the
-momentum 0.9 is given to the *new* batch (PyTorch's meaning of ``momentum``).
+The tutorial (the PyTorch one of the seed material, bnparity.seeds.facts.TUTORIAL_LAYER) writes a 1-D BatchNorm
+by hand for an MLP on MNIST. Its faults, as bnparity.seeds.facts.TUTORIAL_FAULTS states them: the moving averages
+are updated as ``moving = m·moving + (1 − m)·batch`` with m = 0.1, so the *new* batch gets weight 0.9 (PyTorch's
+momentum=0.1 gives it 0.1); moving_var (and moving_mean) start at zeros, not ones; γ and β are initialised from
+N(0, 1). Its variance is the two-pass biased one, and eval mode normalizes with the moving statistics.
 
 Running statistics never change what training computes (training normalizes with batch statistics), so
 the weights a run learns are the same whichever rule its running statistics follow. This experiment takes
 the weights of a finished BN run, re-estimates every BN layer's running statistics from the run's own
 first training batches (same order, same dropout masks) under each rule with the float64 NumPy AlexNet,
 and measures the test accuracy in eval mode after k steps; beside them, the accuracy with the running
-statistics the framework itself accumulated during training.
+statistics the framework itself accumulated during training. The rules (RULES): the network's own convention
+("correct"), each moving-average fault alone ("zero-start", "swapped") and the tutorial's layer as written
+("tutorial", whose spec is TUTORIAL_LAYER.spec). The γ and β fault acts on training, not on the running
+statistics: tutorial.py measures it by training the tutorial's own MLP.
 """
 
 from __future__ import annotations
@@ -24,26 +28,51 @@ import numpy as np
 from bnparity.reference import alexnet_numpy as anp
 from bnparity.reference.alexnet import AlexNetSpec, param_shapes, running_names
 from bnparity.reference.spec import BNSpec
+from bnparity.seeds.facts import TUTORIAL_FAULTS, TUTORIAL_LAYER
 from bnparity.suites.schema import PitfallRecord
 
 
 @dataclass(frozen=True)
 class Rule:
-    """A moving-average rule: the network's BN convention with some fields changed."""
+    """A moving-average rule: the network's BN convention with some fields changed, or a fixed convention.
+
+    Attributes:
+        name: the rule's name in the records (stable: old pitfalls.json files name the same rules).
+        description: what the rule does, in the seed facts' words where it is one of the tutorial's faults.
+        changes: the fields of the network's BNSpec the rule changes (ignored when `fixed` is given).
+        fixed: the rule's whole convention, whatever the network's (the tutorial's layer as written).
+    """
 
     name: str
     description: str
-    changes: dict[str, float]
+    changes: dict[str, float | str]
+    fixed: BNSpec | None = None
 
     def spec(self, base: BNSpec) -> BNSpec:
-        return dataclasses.replace(base, **self.changes)
+        return self.fixed if self.fixed is not None else dataclasses.replace(base, **self.changes)
 
+    def changes_from(self, base: BNSpec) -> dict[str, float | str]:
+        """What a record states: `changes`, or for a fixed convention the fields in which it differs from `base`."""
+        if self.fixed is None:
+            return dict(self.changes)
+        spec = self.fixed
+        return {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)
+                if getattr(spec, f.name) != getattr(base, f.name)}
+
+
+_SWAPPED, _ZERO_START = TUTORIAL_FAULTS[0], TUTORIAL_FAULTS[1]
+_CORRECT = BNSpec()  # PyTorch's BatchNorm1d semantics: the convention the faults are stated against
 
 RULES = (
-    Rule("correct", "new batch weight 0.1 (MXNet's momentum 0.9, PyTorch's 0.1), moving_var starts at 1", {}),
-    Rule("zero-start", "as correct, but moving_var starts at 0", {"init_running_var": 0.0}),
-    Rule("swapped", "new batch weight 0.9 (momentum 0.9 in the other meaning)",
-         {"momentum": 0.9, "momentum_weighs": "new"}),
+    Rule("correct", f"new batch weight {_CORRECT.new_weight:g} (PyTorch's BatchNorm1d semantics, the network's own "
+                    f"convention), moving_var starts at {_CORRECT.init_running_var:g}", {}),
+    Rule("zero-start", f"as correct, but moving_var starts at {TUTORIAL_LAYER.spec.init_running_var:g}: "
+                       f"{_ZERO_START.statement}", {"init_running_var": TUTORIAL_LAYER.spec.init_running_var}),
+    Rule("swapped", f"new batch weight {TUTORIAL_LAYER.new_batch_weight:g}: {_SWAPPED.statement}",
+         {"momentum": TUTORIAL_LAYER.new_batch_weight, "momentum_weighs": "new"}),
+    Rule("tutorial", f"the tutorial's layer as written: `{TUTORIAL_LAYER.update}` with m = {TUTORIAL_LAYER.m:g} "
+                     f"(new batch weight {TUTORIAL_LAYER.new_batch_weight:g}), moving statistics start at "
+                     f"{TUTORIAL_LAYER.moving_start}, {TUTORIAL_LAYER.variance}", {}, fixed=TUTORIAL_LAYER.spec),
 )
 
 
