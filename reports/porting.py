@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from bnparity.frameworks.conventions import (
@@ -23,6 +23,7 @@ from bnparity.frameworks.conventions import (
 )
 from bnparity.frameworks.registry import baseline, descriptors, display_name
 from bnparity.reference.normalization import normalization as plugin
+from bnparity.seeds.facts import TUTORIAL_FAULTS, TUTORIAL_LAYER
 from bnparity.suites.environment import short_commit
 from bnparity.suites.errors import UserError
 from bnparity.suites.output import write_output
@@ -43,20 +44,26 @@ from bnparity.suites.schema import (
     load_sync_parity,
 )
 
-from .layer_summary import MEASURED_DEFAULTS, layer_parity, measured_defaults
+from .layer_summary import MEASURED, MEASURED_DEFAULTS, layer_parity, measured_defaults
 from .porting_facts import ROOT, ProofRef, all_proofs, missing_tests, proof_refs, tutorial_pitfalls, variance_gap
-from .porting_pairs import pair_section
+from .porting_pairs import Side, argument, cell, layer_value, pair_section, sides
 from .porting_replicas import replica_section
 
 # (ModelLayout attribute, row label) of the model-level table
 MODEL_ROWS = (("conv_kernel", "convolution kernel"), ("dense_weight", "Dense/Linear weight"), ("bn_params", "BN γ, β"),
               ("bn_stats", "BN running statistics"), ("activations", "activations"))
+CONVENTIONS_HEADING = "## Conventions"
 
 
-def proof(key: str, frameworks: tuple[str, ...] | None = None) -> str:
+def proof(key: str, frameworks: Sequence[str] | None = None) -> str:
     """'Proved by <links>.' for statement `key`; with `frameworks`, only their own tests and the shared ones."""
     refs = proof_refs(key, all_conventions(), frameworks)
-    return "Proved by " + ", ".join(ref.link() for ref in refs) + "."
+    return "Proved by " + ", ".join(ref.link() for ref in _unique(refs)) + "."
+
+
+def _unique(refs: Iterable[ProofRef]) -> list[ProofRef]:
+    """`refs` without repeats of the same test (several frameworks of one folder cite the same ones)."""
+    return list({(r.file, r.name): r for r in refs}.values())
 
 
 def _and(names: Sequence[str]) -> str:
@@ -67,111 +74,174 @@ def _g(x: float) -> str:
     return f"{x:.2g}"
 
 
-def overview(rows: Sequence[Convention]) -> list[str]:
-    fields = [("layer", "layer"), ("momentum", "momentum (default)"), ("momentum_weighs", "momentum weighs"),
-              ("eps", "ε"), ("running_var", "running variance stored"), ("channel_axis", "channel axis"),
-              ("variance_algorithm", "σ²_B algorithm"), ("running_stats_written", "running statistics written")]
-    lines = ["| | " + " | ".join(display_name(r.framework) for r in rows) + " |", "|---|" + "---|" * len(rows)]
-    for key, label in fields:
-        lines.append(f"| {label} | " + " | ".join(str(getattr(r, key)).replace("|", "\\|") for r in rows) + " |")
+def _grouped(rows: Sequence[Convention | LayerConvention], text: Callable[[object], str],
+             refs: Callable[[object], list[ProofRef]] | None = None) -> str:
+    """'A, B: text [proofs]. C: other text [proofs].': the rows' texts, each said once for every framework it fits."""
+    by: dict[str, list] = {}
+    for r in rows:
+        if text(r):
+            by.setdefault(text(r), []).append(r)
+    parts = []
+    for said, members in by.items():
+        links = _unique(ref for m in members for ref in refs(m)) if refs else []
+        parts.append(f"{', '.join(display_name(m.framework) for m in members)}: {said.rstrip('.')}."
+                     + (f" Proved by {', '.join(r.link() for r in links)}." if links else ""))
+    return " ".join(parts)
+
+
+def _own(key: str) -> Callable[[object], list[ProofRef]]:
+    return lambda row: [ProofRef.parse(t, framework=row.framework) for t in row.proofs.get(key, ())]
+
+
+def _layout(axis: int) -> str:
+    return {1: "1 (NCHW)", -1: "-1 (NHWC)"}.get(axis, str(axis))
+
+
+BN_ROWS: tuple[tuple[str, Callable[[Convention], str]], ...] = (
+    ("momentum (what it weighs)", lambda c: f"{c.momentum:g} ({c.momentum_weighs})"),
+    ("new-batch weight", lambda c: f"{c.new_weight:g}"),
+    ("ε", lambda c: f"{c.eps:g}"),
+    ("running variance stored", lambda c: c.running_var + (" (configurable)" if c.running_var_configurable else "")),
+    ("channel axis", lambda c: _layout(c.channel_axis)),
+    ("σ²_B algorithm", lambda c: c.variance_algorithm),
+    ("running statistics written", lambda c: c.running_stats_written.split()[0] + " pass"),
+    ("1-D batch of one", lambda c: c.batch_of_one),
+)
+
+
+def conventions_table(rows: Sequence[Convention], layer_rows: Sequence[LayerConvention]) -> list[str]:
+    """The one conventions table: columns the frameworks, rows BatchNorm's conventions, then each other
+    normalization's defaults (– where a framework has no such layer or default)."""
+    frameworks = [r.framework for r in rows]
+    lines = ["| | " + " | ".join(display_name(f) for f in frameworks) + " |", "|---|" + "---|" * len(frameworks),
+             "| **BatchNorm** | " + " | ".join(f"`{cell(r.layer)}`" for r in rows) + " |"]
+    lines += [f"| {label} | " + " | ".join(cell(value(r)) for r in rows) + " |" for label, value in BN_ROWS]
+    for name in dict.fromkeys(r.normalization for r in layer_rows):
+        mine = {r.framework: r for r in layer_rows if r.normalization == name}
+        lines.append(f"| **{plugin(name).title}** | "
+                     + " | ".join(f"`{cell(mine[f].layer)}`" if f in mine else "–" for f in frameworks) + " |")
+        keys = list(dict.fromkeys(k for r in mine.values() for k in r.defaults))
+        single = [k for k in keys if sum(layer_value(r, k) is not None for r in mine.values()) == 1]
+        for key in (k for k in keys if k not in single):
+            lines.append(f"| {key} | " + " | ".join(cell(layer_value(mine[f], key)) if f in mine else "–"
+                                                   for f in frameworks) + " |")
+        if single:  # defaults only one framework's layer has, in one row
+            lines.append("| its own defaults | " + " | ".join(
+                ", ".join(f"{k}={cell(mine[f].defaults[k])}" for k in single if f in mine and k in mine[f].defaults)
+                or "–" for f in frameworks) + " |")
     return lines
 
 
-def measured(doc: ParityDoc) -> list[str]:
-    """What the parity run measured: matched mode agrees; defaults mode differs from the baseline's convention by ..."""
-    lp, dm = layer_parity(doc), measured_defaults(doc)
+def batchnorm_notes(rows: Sequence[Convention]) -> list[str]:
+    """BatchNorm's conventions explained once for every pair, each with the tests that prove it."""
+    fixed = [display_name(r.framework) for r in rows if not r.running_var_configurable]
+    fast = [display_name(r.framework) for r in rows if r.variance_algorithm == "fast"]
+    return [
+        "- **BatchNorm momentum**: every framework applies r ← (1 − w)·r + w·batch; w is the momentum where it weighs "
+        f"the new value and 1 − momentum where it weighs the old, so the same number means different layers. "
+        f"{proof('momentum')}",
+        f"- **BatchNorm ε**: as in the table, added to σ²_B inside the square root. {proof('eps')}",
+        "- **BatchNorm running variance**: the normalization uses the biased σ²_B everywhere (training outputs "
+        "agree); only the stored estimator differs" + (f", and no argument changes it in {_and(fixed)}" if fixed
+                                                        else "")
+        + ". After k steps of batches with m values per channel (N for a Dense layer, N·H·W after a convolution), "
+        "new-batch weight w and initial value r₀ = 1: r' = a + (r − a)·factor with a = (1 − w)^k·r₀ (exact when "
+        "every batch has the same m; once (1 − w)^k is negligible, r' = r·factor); the factor is (m−1)/m from "
+        f"unbiased to biased, m/(m−1) back. {proof('running_var')}",
+        f"- **BatchNorm channel axis**: a layout difference is a transpose of the input and back. "
+        f"{proof('channel_axis')}",
+        "- **BatchNorm σ²_B algorithm**: the fast E[x²] − E[x]²" + (f" ({_and(fast)})" if fast else "")
+        + " equals the two-pass E[(x − μ)²] in exact arithmetic and loses precision where it cancels: data far "
+        f"from zero relative to its spread (Measured). {proof('variance_algorithm')}",
+        "- **BatchNorm running statistics written**: "
+        + _grouped(rows, lambda r: r.running_stats_written, _own("running_stats_written")),
+        "- **BatchNorm train/eval**: " + _grouped(rows, lambda r: r.train_eval_switch, _own("train_eval_switch")),
+        "- **BatchNorm turning γ off**: " + _grouped(rows, lambda r: r.scale_switch, _own("scale_switch"))
+        + f" {proof('scale_switch', ())}",
+        f"- **BatchNorm 1-D batch of one**: σ²_B = 0 and m − 1 = 0. {proof('batch_of_one')}",
+    ]
+
+
+def layer_notes(layer_rows: Sequence[LayerConvention]) -> list[str]:
+    """Each other normalization's facts, one line per fact, each text said once for every framework it fits."""
+    lines = []
+    for name in dict.fromkeys(r.normalization for r in layer_rows):
+        mine = [r for r in layer_rows if r.normalization == name]
+        lines.append(f"- **{plugin(name).title}**, as shipped: "
+                     + _grouped(mine, lambda r: f"`{r.constructor}`" if r.constructor else ""))
+        for key in dict.fromkeys(k for r in mine for k in r.facts):
+            lines.append(f"- **{plugin(name).title} {key}**: "
+                         + _grouped(mine, lambda r, k=key: r.facts.get(k, ""), _own(key)))
+    return lines
+
+
+def conventions_section(rows: Sequence[Convention], layer_rows: Sequence[LayerConvention],
+                        groups: Sequence[Side]) -> list[str]:
+    same = [g.name for g in groups if len(g.rows) > 1]
+    return [CONVENTIONS_HEADING, "", *conventions_table(rows, layer_rows), "",
+            *(["Identical conventions (every field of every normalization), so one pair section speaks for them: "
+               + "; ".join(same) + ".", ""] if same else []),
+            *batchnorm_notes(rows), *layer_notes(layer_rows)]
+
+
+def _matched(column: dict) -> str:
+    n = len(column["skipped_cases"])
+    return f"{column['passed']}/{column['cases']}" + (f" ({n} not configurable)" if n else "")
+
+
+def measured(doc: ParityDoc, conventions: Sequence[Convention]) -> list[str]:
+    """What the parity run measured, every normalization in one table: configured alike (matched mode), and left
+    at its defaults against the reference in the baseline's convention."""
     meta = doc.meta
     anchor = display_name(meta.baseline or baseline().name)
+    quantities = MEASURED_DEFAULTS
     lines = [f"From the parity run of {meta.environment.time} (commit {short_commit(meta.environment.git_commit)}, "
-             f"frameworks {', '.join(meta.frameworks)}).", "",
-             "**Configured as in this guide** (matched mode), every builtin layer agrees with the float64 reference: "
-             + "; ".join(f"{c['column']} {c['passed']}/{c['cases']} standard cases"
-                         + (f" ({len(c['skipped_cases'])} not configurable)" if c["skipped_cases"] else "")
-                         for c in lp["columns"] if c["column"].endswith("/builtin"))
-             + f". {proof('matched')}", "",
-             "**Left at their defaults** (defaults mode, after the case's training steps), against the reference in "
-             f"{anchor}'s convention; max |Δ| / max |ref| over the standard cases:", "",
-             "| framework | running_mean | running_var | y_eval | its own registry row reproduced |",
-             "|---|---|---|---|---|"]
-    for fw, m in dm.items():
-        cells = [("–" if m["vs_baseline"][q] is None or m["vs_baseline"][q]["scaled_err"] is None
-                  else _g(m["vs_baseline"][q]["scaled_err"])) for q in ("running_mean", "running_var", "y_eval")]
-        own = m["own_convention"]
-        lines.append(f"| {display_name(fw)} | " + " | ".join(cells) + f" | {own['passed']}/{own['of']} |")
-    return lines + far_from_zero(doc)
+             f"frameworks {', '.join(meta.frameworks)}). *Configured*: standard cases passed with each layer "
+             f"configured as in this guide (matched mode). *Defaults*: each layer as shipped against the reference "
+             f"in {anchor}'s convention, max |Δ| / max |ref| over the standard cases (– not compared); the last "
+             f"column counts the comparisons that reproduce the framework's own registry row. {proof('matched')}", "",
+             "| normalization | framework | configured | " + " | ".join(quantities) + " | own row reproduced |",
+             "|---|---|---|" + "---|" * (len(quantities) + 1)]
+    for name in doc.normalizations():
+        part = doc.of_normalization(name)
+        if not part.case_names(gate=True):
+            continue
+        columns = {c["column"].split("/")[0]: c for c in layer_parity(part)["columns"]
+                   if c["column"].endswith("/builtin")}
+        shown = MEASURED if name == Convention.normalization else quantities
+        for fw, m in measured_defaults(part, shown).items():
+            values = ["–" if (w := m["vs_baseline"].get(q)) is None or w["scaled_err"] is None else _g(w["scaled_err"])
+                      for q in quantities]
+            own = m["own_convention"]
+            matched = _matched(columns[fw]) if fw in columns else "–"
+            lines.append(f"| {plugin(name).title} | {display_name(fw)} | {matched} | " + " | ".join(values)
+                         + f" | {own['passed']}/{own['of']} |")
+    return lines + far_from_zero(doc.of_normalization(Convention.normalization), conventions)
 
 
-def _cell_text(value: object) -> str:
-    return (f"{value:g}" if isinstance(value, float) else str(value)).replace("|", "\\|")
-
-
-def normalization_section(doc: ParityDoc | None, rows: Sequence[LayerConvention]) -> list[str]:
-    """One normalization (other than BatchNorm): its defaults side by side, each fact with its proof, how to
-    configure each layer alike, and what the parity run measured. The same template for every normalization."""
-    if not rows:
-        return []
-    names = [display_name(r.framework) for r in rows]
-    fields = list(dict.fromkeys(k for r in rows for k in r.defaults))
-    lines = ["| | " + " | ".join(names) + " |", "|---|" + "---|" * len(rows),
-             "| layer | " + " | ".join(f"`{r.layer}`" for r in rows) + " |"]
-    for key in fields:
-        values = ["machine epsilon of the dtype" if key == "eps" and r.eps_rule == "machine-epsilon"
-                  else _cell_text(r.defaults[key]) if key in r.defaults else "required" if key in r.facts else "–"
-                  for r in rows]
-        lines.append(f"| {key} (default) | " + " | ".join(values) + " |")
-    lines.append("")
-    for r in rows:
-        if r.constructor:
-            lines.append(f"- {display_name(r.framework)}: `{r.constructor}`")
-        for key, fact in r.facts.items():
-            refs = [ProofRef.parse(t, framework=r.framework).link() for t in r.proofs.get(key, ())]
-            lines.append(f"  - {key}: {fact}" + (f" Proved by {', '.join(refs)}." if refs else ""))
-    if doc is None or not doc.case_names(gate=True):
-        return lines
-    lp, dm = layer_parity(doc), measured_defaults(doc, MEASURED_DEFAULTS)
-    anchor = display_name(doc.meta.baseline or baseline().name)
-    quantities = [q for q in ("y", "dx", "running_mean", "running_var", "y_eval")
-                  if any(m["vs_baseline"].get(q) for m in dm.values())]
-    lines += ["", "**Configured alike** (matched mode): " + "; ".join(
-        f"{c['column']} {c['passed']}/{c['cases']} standard cases"
-        + (f" ({len(c['skipped_cases'])} not configurable: {next(iter(c['skipped_cases'].values()))})"
-           if c["skipped_cases"] else "") for c in lp["columns"] if c["column"].endswith("/builtin")) + ".", "",
-        f"**Left at their defaults** (defaults mode) against the reference in {anchor}'s convention; max |Δ| / "
-        "max |ref| over the standard cases (the structure — layout, groups, normalized axes — as the case's):", "",
-        "| framework | " + " | ".join(quantities) + " | its own registry row reproduced |",
-        "|---|" + "---|" * (len(quantities) + 1)]
-    for fw, m in dm.items():
-        cells_ = []
-        for q in quantities:
-            w = m["vs_baseline"].get(q)
-            cells_.append("–" if w is None or w["scaled_err"] is None else _g(w["scaled_err"]))
-        own = m["own_convention"]
-        lines.append(f"| {display_name(fw)} | " + " | ".join(cells_) + f" | {own['passed']}/{own['of']} |")
-    return lines
-
-
-def far_from_zero(doc: ParityDoc) -> list[str]:
-    """The builtin layers on the offset hard cases, configured (matched) and at their defaults."""
+def far_from_zero(doc: ParityDoc, conventions: Sequence[Convention]) -> list[str]:
+    """The builtin BatchNorm layers on the offset hard cases, configured (matched) and at their defaults."""
     cases = [c for c in doc.case_names(gate=False) if "offset" in c]
     records = [r for r in doc.records if r.case in cases and r.impl == "builtin"
                and r.reference in ("matched", "own-convention")]
     if not records:
         return []
+    switch = [f"`{argument(c.constructor, 'fast', '')}=False` in {display_name(c.framework)}" for c in conventions
+              if c.variance_algorithm == "fast" and "{fast}" in c.constructor]
     columns = [(c, mode) for c in cases for mode in ("matched", "defaults")]
-    lines = ["", "**Data far from zero** (hard cases, float32; a cell: largest error of the worst quantity, and its "
-             "multiple of the allowed error; defaults = each layer as shipped, matched = configured as in this "
-             "guide, which for Flax means `use_fast_variance=False`):", "",
+    lines = ["", "**BatchNorm on data far from zero** (hard cases, float32; a cell: largest error of the worst "
+             "quantity, and its multiple of the allowed error; matched = configured as in this guide"
+             + (f", i.e. {_and(switch)}" if switch else "") + "):", "",
              "| framework | " + " | ".join(f"{c.split('-')[-1]} {mode}" for c, mode in columns) + " |",
              "|---|" + "---|" * len(columns)]
     for fw in dict.fromkeys(r.framework for r in records):
         row = []
         for case, mode in columns:
-            cell = cells([r for r in records if r.framework == fw and r.mode == mode]).get(
-                (case, f"{fw}/builtin"))
-            if cell is None or cell.status in ("skipped", "error"):
-                row.append("–" if cell is None else cell.status)
+            found = cells([r for r in records if r.framework == fw and r.mode == mode]).get((case, f"{fw}/builtin"))
+            if found is None or found.status in ("skipped", "error"):
+                row.append("–" if found is None else found.status)
             else:
-                row.append(f"{_g(cell.max_abs_err or float('inf'))} ({_g(cell.worst_ratio or float('inf'))}×)")
+                row.append(f"{_g(found.max_abs_err or float('inf'))} ({_g(found.worst_ratio or float('inf'))}×)")
         lines.append(f"| {display_name(fw)} | " + " | ".join(row) + " |")
     return lines + ["", proof("variance_algorithm")]
 
@@ -190,47 +260,38 @@ def model_level() -> list[str]:
         "first Dense layer after the flatten needs its input columns permuted (`dense_columns_chw_to_hwc` in "
         "`reference/alexnet.py`), or the model is silently different while every shape still fits. "
         + proof("flatten"),
-        "- Weight decay: PyTorch's `SGD(weight_decay=...)` decays every parameter, BN's γ and β included; a port that "
+        "- Weight decay: an SGD `weight_decay` that decays every parameter decays BN's γ and β too; a port that "
         "exempts them (a common recipe) trains a different model. " + proof("weight_decay")]
 
 
-def tutorial_section() -> list[str]:
-    rows = tutorial_pitfalls()
-    gap = variance_gap()
-    lines = [
-        "The seed tutorial writes BN from scratch, and its moving averages have two faults. In code they look "
-        "like this:", "",
-        "```python",
-        "momentum = 0.9",
-        "moving_mean = (1.0 - momentum) * moving_mean + momentum * mean   # the new batch gets 0.9",
-        "moving_var = (1.0 - momentum) * moving_var + momentum * var",
-        "moving_var = nd.zeros(shape)                                      # its initial value",
-        "```", "",
-        "1. **Swapped weights**: 0.9 is the weight MXNet gives the *old* estimate (PyTorch's 0.1 for the new "
-        "batch); given to the new batch, as here or by passing `momentum=0.9` to `torch.nn.BatchNorm2d`, it makes "
-        "the running statistics those of the last batch or two, and eval outputs carry that batch's sampling "
-        "noise.",
-        "2. **moving_var starts at 0**, where every framework starts it at 1. Until the start is forgotten the "
-        "running variance is too small, and eval-mode outputs are too large.", "",
-        "Measured with the float64 reference (`reference/`), BN after a Dense layer, batches of 256, 8 features each "
-        "N(μ_c, σ_c²) with μ_c ~ U(−2, 2), σ_c ~ U(0.5, 3), the same batches for every variant. Errors are "
-        "max |Δ| / max |reference|; *running var* is the worst channel's |r − σ²| / σ²:", "",
-        "| variant | steps | running var vs σ² | eval output vs correct | eval output vs true-statistics output |",
-        "|---|---|---|---|---|"]
+def tutorial_section(conventions: Sequence[Convention]) -> list[str]:
+    """The seed tutorial's faults as bnparity.seeds.facts states them, measured with the float64 reference."""
+    rows, gap, layer = tutorial_pitfalls(), variance_gap(), TUTORIAL_LAYER
+    lines = [f"The seed tutorial writes BN by hand (statistics {layer.statistics}, ε = {layer.eps:g}, "
+             f"{layer.variance}; eval mode {layer.eval_mode}). Its faults:", ""]
+    lines += [f"{i}. **{fault.name}**: {fault.statement}." for i, fault in enumerate(TUTORIAL_FAULTS, 1)]
+    lines += ["", "The first two measured with the float64 reference (`reference/`), one fault at a time, BN after a "
+              "Dense layer, batches of 256, 8 features each N(μ_c, σ_c²) with μ_c ~ U(−2, 2), σ_c ~ U(0.5, 3), the "
+              "same batches for every variant; errors max |Δ| / max |reference|, *running var* the worst channel's "
+              "|r − σ²| / σ²:", "",
+              "| variant | steps | running var vs σ² | eval output vs correct | eval output vs true-statistics "
+              "output |",
+              "|---|---|---|---|---|"]
     lines += [f"| {r.variant} | {r.steps} | {_g(r.running_var_err)} | {_g(r.eval_vs_correct)} | "
               f"{_g(r.eval_vs_population)} |" for r in rows]
-    by = {(r.variant.split(" (")[0], r.steps): r for r in rows}
-    zero = [r for r in rows if "starts at 0" in r.variant]
-    swapped = [r for r in rows if "swapped" in r.variant]
+    by = {(r.variant.split(" ")[0], r.steps): r for r in rows}
+    zero = [r for r in rows if r.variant.startswith("moving_var")]
+    swapped = [r for r in rows if r.variant.startswith("momentum")]
     lines += ["", f"The zero start is a transient: eval outputs are {_g(zero[0].eval_vs_correct)} off the correct "
               f"ones after {zero[0].steps} step, {_g(zero[-1].eval_vs_correct)} after {zero[-1].steps}. The swapped "
               f"weights never settle: {_g(swapped[-1].eval_vs_population)} off the true-statistics output after "
               f"{swapped[-1].steps} steps, against {_g(by[('correct', swapped[-1].steps)].eval_vs_population)} for the "
-              "correct update. " + proof("momentum"), "",
-              "### The running-variance estimator, quantified", "",
-              "PyTorch stores σ²_B · m/(m−1) in its running variance, MXNet and Flax σ²_B (m = values per channel "
-              "in a batch: N for a Dense layer, N·H·W after a convolution). Same data, same momentum (0.1), "
-              "reference only:", "",
+              "correct update. " + proof("momentum"), ""]
+    unbiased = [display_name(c.framework) for c in conventions if c.running_var == "unbiased"]
+    biased = [display_name(c.framework) for c in conventions if c.running_var == "biased"]
+    lines += ["### The running-variance estimator, quantified", "",
+              f"Unbiased σ²_B · m/(m−1) ({_and(unbiased) if unbiased else 'none'}) against biased σ²_B "
+              f"({_and(biased) if biased else 'none'}), same data, new-batch weight 0.1, reference only:", "",
               "| m | steps | running var, unbiased vs biased | eval output difference |", "|---|---|---|---|"]
     lines += [f"| {r.m} | {r.steps} | {_g(r.running_var_gap)} | {_g(r.eval_gap)} |" for r in gap]
     lines += ["", "The gap tends to 1/(m−1): negligible after a convolution with a large batch, a few percent after a "
@@ -281,27 +342,25 @@ def guide(*, parity: ParityDoc, conventions: Sequence[Convention], pitfalls: Pit
           layer_conventions: Sequence[LayerConvention] = (), replica_conventions: Sequence[ReplicaConvention] = (),
           sync_parity: SyncParityDoc | None = None, dp_parity: DPParityDoc | None = None,
           dp_training: Conclusions | None = None) -> str:
-    """The whole guide as Markdown: BatchNorm first, then one section per other normalization, then BatchNorm across
-    data-parallel replicas."""
-    batchnorm = parity.of_normalization(Convention.normalization)
+    """The whole guide as Markdown: the one conventions table (and what it means, said once), one section per pair
+    of frameworks with only what differs, whole models, what the runs measured, the seed tutorial's pitfalls and
+    BatchNorm across data-parallel replicas."""
+    groups = sides(conventions, layer_conventions)
+    normalizations = list(dict.fromkeys(r.normalization for r in layer_conventions))
     lines = ["<!-- Generated by `python -m bnparity.reports.porting` from the conventions registry and a parity run. "
              "Do not edit by hand: regenerate. -->", "",
              f"# Porting normalization layers between {_and([display_name(c.framework) for c in conventions])}", "",
-             "BatchNorm first (the defaults side by side, each pair of frameworks, whole models, what the parity run "
-             "measured, the seed tutorial's pitfalls), then one section per other normalization.", "",
-             f"Generated from the conventions registry (`frameworks/*/convention.py`) and the parity records of "
-             f"{parity.meta.environment.time}. Every statement links the test that proves it; run those tests with "
-             "`.venv/bin/pytest tests/<file> -k <name>`.", "", "## The defaults side by side", ""]
-    lines += overview(conventions)
-    for a, b in itertools.combinations(conventions, 2):
-        lines += ["", *pair_section(a, b, proof=proof)]
+             "One table of every framework's defaults and what each convention means, then per pair of frameworks "
+             "only what differs, each as one line: what differs — the fix. Every statement links the test that "
+             "proves it (`.venv/bin/pytest tests/<file> -k <name>`). Generated from the conventions registry "
+             f"(`frameworks/*/convention.py`) and the parity records of {parity.meta.environment.time}.", "",
+             *conventions_section(conventions, layer_conventions, groups)]
+    for a, b in itertools.combinations(groups, 2):
+        lines += ["", *pair_section(a, b, cite=proof, normalizations=normalizations)]
     lines += ["", "## Whole models: weights, names, layout, flatten order", "", *model_level(),
-              "", "## Measured", "", *measured(batchnorm),
-              "", "## Pitfalls of the seed tutorial", "", *tutorial_section(), "", *trained_network_section(pitfalls)]
-    for name in dict.fromkeys(r.normalization for r in layer_conventions):
-        rows = [r for r in layer_conventions if r.normalization == name]
-        part = parity.of_normalization(name) if name in parity.normalizations() else None
-        lines += ["", f"## {plugin(name).title}", "", *normalization_section(part, rows)]
+              "", "## Measured", "", *measured(parity, conventions),
+              "", "## Pitfalls of the seed tutorial", "", *tutorial_section(conventions), "",
+              *trained_network_section(pitfalls)]
     if replica_conventions:
         lines += ["", "## BatchNorm across data-parallel replicas", "",
                   *replica_section(replica_conventions, sync_parity, dp_parity,

@@ -13,6 +13,7 @@ from bnparity.frameworks.conventions import Convention, LayerConvention
 from bnparity.reference.normalization import run_reference
 from bnparity.reference.spec import BNSpec
 from bnparity.reference.steps import LayerInputs
+from bnparity.seeds.facts import TUTORIAL_LAYER
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -116,14 +117,18 @@ class PitfallRow:
     eval_vs_population: float  # eval output vs normalizing with the data's true mean and variance
 
 
-PITFALL_SPECS = {
-    "correct (momentum 0.9 weighs the old value, moving_var starts at 1)":
-        BNSpec(axis=1, momentum=0.9, momentum_weighs="old", running_var="biased"),
-    "moving_var starts at 0 (the tutorial's nd.zeros)":
-        BNSpec(axis=1, momentum=0.9, momentum_weighs="old", running_var="biased", init_running_var=0.0),
-    "momentum 0.9 weighs the new batch (swapped)":
-        BNSpec(axis=1, momentum=0.9, momentum_weighs="new", running_var="biased"),
-}
+def _pitfall_specs() -> dict[str, BNSpec]:
+    """The seed tutorial's layer (bnparity.seeds.facts) with one fault at a time: variant name -> reference spec."""
+    tutorial, wrong = TUTORIAL_LAYER.spec, TUTORIAL_LAYER.new_batch_weight
+    correct = tutorial.replace(momentum=round(1.0 - tutorial.momentum, 12), init_running_var=1.0)
+    return {
+        f"correct (new batch weight {1.0 - wrong:g}, moving_var starts at 1)": correct,
+        "moving_var starts at 0 (the tutorial's zero start)": correct.replace(init_running_var=0.0),
+        f"momentum swapped (the tutorial's update: new batch weight {wrong:g})": tutorial.replace(init_running_var=1.0),
+    }
+
+
+PITFALL_SPECS = _pitfall_specs()
 
 
 def tutorial_pitfalls(*, steps: tuple[int, ...] = (1, 10, 100), batch: int = 256, channels: int = 8,

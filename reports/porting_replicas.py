@@ -38,11 +38,9 @@ def unequal_findings(doc: SyncParityDoc) -> dict[str, float]:
 def replica_section(rows: Sequence[ReplicaConvention], sync: SyncParityDoc | None = None,
                     dp: DPParityDoc | None = None, training: Sequence[DataParallelComparison] = ()) -> list[str]:
     """The section's Markdown lines (`training`: a data-parallel training directory's conclusions, when given)."""
-    lines = ["With data parallelism each replica runs BatchNorm on its own shard of the global batch. Unless told "
-             "otherwise it normalizes with that shard's statistics (per-replica BN: what PyTorch's DDP, a Flax model "
-             "under `shard_map`/`pmap` without `axis_name`, and a Gluon block on several contexts give). "
-             "Synchronized BN all-reduces the statistics, so that every replica normalizes with the global "
-             "batch's.", "",
+    lines = ["With data parallelism each replica runs BatchNorm on its own shard of the global batch and, unless "
+             "the layer is synchronized, normalizes with that shard's statistics (per-replica BN). Synchronized BN "
+             "all-reduces the statistics, so that every replica normalizes with the global batch's.", "",
              "| | synchronized layer | switch | unequal shards | a saved per-replica model holds | on CPU |",
              "|---|---|---|---|---|---|"]
     for row in rows:
@@ -50,33 +48,35 @@ def replica_section(rows: Sequence[ReplicaConvention], sync: SyncParityDoc | Non
                      f"{WEIGHTING[row.shard_weighting]} {_proofs(row, 'shard_weighting')} | "
                      f"{SAVED[row.saved_running]} {_proofs(row, 'saved_running')} | {_cell(row.cpu)} |")
     lines.append("")
-    for row in rows:
-        for fact in row.facts:
-            lines.append(f"- {display_name(row.framework)}: {fact}")
+    lines += [f"- {display_name(row.framework)}: " + " ".join(f.rstrip(".") + "." for f in row.facts)
+              for row in rows if row.facts]
     if sync is not None:
         gated = [r for r in sync.comparisons if r.gate]
         passed = sum(r.passed for r in gated)
         lines += ["", f"Measured by `bnparity sync-parity` ({sync.meta.environment.time}, R = "
                       f"{', '.join(map(str, sync.meta.replicas))}, every framework on its real engine on the CPU): "
                       f"{passed}/{len(gated)} gated comparisons with the float64 reference pass."]
-        for fw, err in unequal_findings(sync).items():
-            lines.append(f"- {display_name(fw)}'s synchronized layer with unequal shards (a global batch that R does "
-                         f"not divide): y is up to {err:.2g} of its scale away from the global batch's BatchNorm. "
-                         "Padding the last shard does not help (a masked mean is still averaged with weight 1/R): "
-                         "drop the remainder so that every shard has as many samples, or all-reduce counts and "
-                         "sums yourself (bnparity's scratch layers do).")
+        unequal = unequal_findings(sync)
+        if unequal:
+            lines.append("- A synchronized layer with unequal shards (a global batch that R does not divide): y is up "
+                         "to " + ", ".join(f"{err:.2g} ({display_name(fw)})" for fw, err in unequal.items())
+                         + " of its scale away from the global batch's BatchNorm. Padding the last shard does not help "
+                         "(a masked mean is still averaged with weight 1/R): drop the remainder so that every shard "
+                         "has as many samples, or all-reduce counts and sums yourself (bnparity's scratch layers do).")
     if dp is not None:
         local = [r for r in dp.comparisons if r.bn_sync == "local" and r.dtype == "float64"]
         synced = [r for r in dp.comparisons if r.bn_sync == "sync" and r.dtype == "float64"]
+        step = []
         for fw in dict.fromkeys(r.framework for r in dp.comparisons):
             worst_sync = max((r.rel_err or 0.0 for r in synced if r.framework == fw), default=None)
             worst_local = max((r.rel_err or 0.0 for r in local if r.framework == fw and r.kind == "grad"), default=None)
-            if worst_sync is None or worst_local is None:
-                continue
-            lines.append(f"- {display_name(fw)}, one SGD step of the {dp.meta.preset} AlexNet on a global batch of "
-                         f"{dp.meta.batch} (float64): synchronized BN on R replicas equals one device to "
-                         f"{worst_sync:.1g} (relative); per-replica BN changes the gradients by up to "
-                         f"{worst_local:.2g} of their layer's magnitude.")
+            if worst_sync is not None and worst_local is not None:
+                step.append(f"| {display_name(fw)} | {worst_sync:.1g} | {worst_local:.2g} |")
+        if step:
+            lines += ["", f"One SGD step of the {dp.meta.preset} AlexNet on a global batch of {dp.meta.batch} "
+                          "(float64, relative errors):", "",
+                      "| framework | synchronized BN on R replicas vs one device | per-replica BN: largest change of a "
+                      "layer's gradients |", "|---|---|---|", *step]
     if training:
         lines += ["", "Trained data-parallel (`bnparity train --preset dp-cpu`: the same global batch, initial weights "
                       "and data order in every mode), final test accuracy:", "",

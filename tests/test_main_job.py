@@ -14,6 +14,8 @@ from bnparity.suites import main_job
 from bnparity.suites.cli import main
 from bnparity.suites.convergence import command as train_command
 from bnparity.suites.environment import environment, short_commit
+from bnparity.suites.pitfalls.experiment import RULES
+from bnparity.suites.pitfalls.tutorial import ROWS as TUTORIAL_ROWS
 from bnparity.suites.records import read_json
 from bnparity.suites.schema import load_run_manifest, to_dict
 
@@ -39,12 +41,16 @@ def test_run_writes_every_step_and_the_report_and_never_overwrites(tmp_path, fak
     assert manifest["finished"] and set(manifest["step_seconds"]) == set(main_job.STEPS)
     for name in ("parity.json", "model_parity.json", "sync_parity.json", "dp_parity.json", "conventions.json",
                  "train/manifest.json",
-                 "train/torch-bn-seed0.jsonl", "pitfalls.json", "report.html", "report.md", "summary.json",
-                 "porting.md"):
+                 "train/torch-bn-seed0.jsonl", "pitfalls.json", "tutorial_mlp.json", "report.html", "report.md",
+                 "summary.json", "porting.md"):
         assert (out / name).is_file(), name
     pitfalls = read_json(out / "pitfalls.json")
     assert pitfalls["meta"]["complete"] and pitfalls["meta"]["run"] == "torch-bn-seed0"
-    assert len(pitfalls["records"]) == 1 + 3 * 3  # as trained, then 3 rules after 1, 10 and 100 batches
+    assert len(pitfalls["records"]) == 1 + len(RULES) * 3  # as trained, then each rule after 1, 10 and 100 batches
+    tutorial = read_json(out / "tutorial_mlp.json")  # the tutorial's MLP: each reference row and torch's builtin
+    assert tutorial["meta"]["complete"] and tutorial["meta"]["frameworks"] == ["torch"]
+    rows = {(r["row"], r["framework"]) for r in tutorial["records"] if r["status"] == "ok"}
+    assert rows == {(r.name, "torch" if r.training == "framework" else None) for r in TUTORIAL_ROWS}
     guide = (out / "porting.md").read_text()
     assert "### On a trained network" in guide and "| swapped: new batch weight 0.9" in guide
     assert "## BatchNorm across data-parallel replicas" in guide and "Measured by `bnparity sync-parity`" in guide
