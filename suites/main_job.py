@@ -18,6 +18,7 @@ from pathlib import Path
 
 from bnparity.frameworks.conventions import all_conventions, all_layer_conventions
 from bnparity.frameworks.registry import descriptors, frameworks_help, named_frameworks, parse_frameworks
+from bnparity.frameworks.training import DEVICES, canonical_device
 
 from .environment import environment
 from .errors import UserError
@@ -39,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-verify-data", action="store_true",
                         help="skip the sha256 check of the data (for a copy you made yourself; see bnparity train)")
     parser.add_argument("--steps", default=",".join(STEPS), help=f"some of {','.join(STEPS)} (default: all)")
+    parser.add_argument("--device", choices=DEVICES, default="cpu",
+                        help="where the model-parity and train steps run: cpu (default) or gpu (= cuda); the other "
+                             "steps are CPU comparisons. Without a GPU, stops before anything runs")
 
 
 def new_run_dir(out: Path | None) -> Path:
@@ -98,10 +102,18 @@ def run(args: argparse.Namespace) -> int:
     fw = {step: frameworks_argument(args.frameworks, step=step) for step in STEPS}  # each step's --frameworks
     data_args = (["--data-dir", str(args.data_dir)] if args.data_dir else []) + \
         (["--no-verify-data"] if args.no_verify_data else [])
+    if canonical_device(args.device) != "cpu" and {"train", "model-parity"} & set(steps):
+        from .convergence.command import on_device
+
+        asked = [name for step in ("model-parity", "train") if step in steps
+                 for name in (fw[step][1].split(",") if fw[step] else parse_frameworks(args.frameworks))]
+        on_device(tuple(dict.fromkeys(asked)), args.device, args.frameworks)  # a UserError (one line), before the
+        # run directory exists; the steps then skip the frameworks that cannot use the device, as they say
     if "train" in steps:
         from .data.fashion_mnist import locate
 
         print(f"Fashion-MNIST: {locate(args.data_dir)}")  # or a UserError saying how to get it
+    device_args = [] if canonical_device(args.device) == "cpu" else ["--device", args.device]
     run_dir = new_run_dir(args.out)
     manifest = RunManifest(environment=from_dict(Environment, environment(), where="environment"),
                            command=("bnparity", *sys.argv[1:]), started=_now(), finished=None,
@@ -120,11 +132,11 @@ def run(args: argparse.Namespace) -> int:
                                                                           layers=all_layer_conventions())))
     commands = {
         "parity": ["parity", *fw["parity"], "--json", str(run_dir / "parity.json")],
-        "model-parity": ["model-parity", "--preset", args.model_preset, *fw["model-parity"],
+        "model-parity": ["model-parity", "--preset", args.model_preset, *fw["model-parity"], *device_args,
                          "--json", str(run_dir / "model_parity.json")],
         "sync-parity": ["sync-parity", *fw["sync-parity"], "--json", str(run_dir / "sync_parity.json")],
         "dp-parity": ["dp-parity", *fw["dp-parity"], "--json", str(run_dir / "dp_parity.json")],
-        "train": ["train", "--preset", args.preset, *fw["train"], "--jobs", str(args.jobs),
+        "train": ["train", "--preset", args.preset, *fw["train"], *device_args, "--jobs", str(args.jobs),
                   "--out", str(run_dir / "train"), *data_args,
                   *(["--seeds", str(args.seeds)] if args.seeds else [])],
         "fold": ["fold", *fw["fold"], "--run", str(run_dir)],  # writes RUN_DIR/fold.json

@@ -73,6 +73,22 @@ def framework_device(device: str) -> jax.Device:
     return jax.devices("cpu" if device == "cpu" else "gpu")[0]
 
 
+def check_device(device: str) -> str | None:
+    """None when `device` ('cpu', 'gpu' or 'cuda') can be used here, else why not, in one line. Raises ValueError for
+    another name."""
+    if device not in ("cpu", "gpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'gpu'. Received: {device!r}")
+    if device == "cpu":
+        return None
+    try:
+        jax.devices("gpu")
+    except RuntimeError:
+        platforms = ", ".join(sorted({d.platform for d in jax.devices()}))
+        return (f"JAX {jax.__version__} sees no GPU (jax.devices('gpu') fails; platforms here: {platforms}); its "
+                "CUDA build is jax[cuda12]: see constraints-gpu.txt")
+    return None
+
+
 def to_tensor(a: np.ndarray, dtype: np.dtype) -> jax.Array:
     """A new framework array holding `a` rounded to `dtype` (exact when `a` already has that dtype).
 

@@ -51,6 +51,38 @@ def framework_device(device: str) -> str:
     return _DEVICES[device]
 
 
+def check_device(device: str) -> str | None:
+    """None when `device` ('cpu', 'gpu' or 'cuda') can be used here, else why not, in one line: asked of the backend
+    this process runs (TensorFlow's physical devices, JAX's devices, torch.cuda). Raises ValueError for another name."""
+    if framework_device(device).startswith("cpu"):
+        return None
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        if tf.config.list_physical_devices("GPU"):
+            return None
+        build = "" if tf.test.is_built_with_cuda() else "; tensorflow-cpu, the keras extra's, is installed"
+        return (f"Keras on TensorFlow {tf.__version__} sees no GPU (tf.config.list_physical_devices('GPU') is empty"
+                f"{build}: see constraints-gpu.txt)")
+    if BACKEND == "jax":
+        import jax
+
+        try:
+            jax.devices("gpu")
+        except RuntimeError:
+            platforms = ", ".join(sorted({d.platform for d in jax.devices()}))
+            return (f"Keras on JAX {jax.__version__} sees no GPU (jax.devices('gpu') fails; platforms here: "
+                    f"{platforms}); its CUDA build is jax[cuda12]: see constraints-gpu.txt")
+        return None
+    import torch
+
+    if torch.cuda.is_available():
+        return None
+    build = "a CUDA build, but no GPU or driver is visible" if torch.version.cuda else "the CPU wheel: see " \
+        "constraints-gpu.txt"
+    return f"Keras on PyTorch {torch.__version__} sees no CUDA device (torch.cuda.is_available() is False; {build})"
+
+
 def to_tensor(a: np.ndarray, dtype: np.dtype) -> Any:
     """A new backend tensor holding `a` rounded to `dtype` (exact when `a` already has that dtype).
 

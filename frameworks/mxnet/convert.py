@@ -70,6 +70,19 @@ def framework_device(device: str) -> mx.Context:
     raise ValueError(f"device must be 'cpu' or 'gpu'. Received: {device!r}")
 
 
+def check_device(device: str) -> str | None:
+    """None when `device` ('cpu', 'gpu' or 'cuda') can be used here, else why not, in one line. Raises ValueError for
+    another name."""
+    if framework_device(device).device_type == "cpu":
+        return None
+    if not mx.runtime.Features().is_enabled("CUDA"):
+        return (f"MXNet {mx.__version__} is its CPU build (CUDA off in mx.runtime.Features); its CUDA build "
+                "mxnet-cu112 needs the system's CUDA 11.2 and cuDNN 8: see constraints-gpu.txt")
+    if mx.context.num_gpus() == 0:
+        return f"MXNet {mx.__version__} (a CUDA build) sees no GPU (mx.context.num_gpus() is 0)"
+    return None
+
+
 def to_tensor(a: np.ndarray, dtype: np.dtype) -> nd.NDArray:
     """A new framework array holding `a` rounded to `dtype` (exact when `a` already has that dtype).
 

@@ -41,6 +41,17 @@ def framework_device(device: str) -> torch.device:
     return torch.device(_DEVICES[device])
 
 
+def check_device(device: str) -> str | None:
+    """None when `device` ('cpu', 'gpu' or 'cuda') can be used here, else why not, in one line. Raises ValueError for
+    another name."""
+    if framework_device(device).type == "cpu" or torch.cuda.is_available():
+        return None
+    version = torch.__version__
+    build = (f"the CUDA {torch.version.cuda} build torch {version} is installed: no GPU or driver is visible"
+             if torch.version.cuda else f"the CPU wheel torch {version} is installed: see constraints-gpu.txt")
+    return f"PyTorch sees no CUDA device (torch.cuda.is_available() is False; {build})"
+
+
 def to_tensor(a: np.ndarray, dtype: np.dtype, *, requires_grad: bool = False) -> torch.Tensor:
     """A new framework array holding `a` rounded to `dtype` (exact when `a` already has that dtype).
 

@@ -3,6 +3,11 @@ preset (small-batch), one run per batch size too; with a data-parallel preset (d
 BatchNorm mode too: on R replicas with per-replica ("local") or synchronized ("sync") statistics, and on one device
 ("single"), all on the same global batches.
 
+With --device gpu (or cuda), each framework is first asked, in a process of its own, whether it sees a GPU: one that
+does not is left out with its reason, and when none does (or one named in --frameworks does not) the command stops
+at once with that one line and exit code 2, before any data is read. --dry-run builds the preset's AlexNet in every
+framework and runs one SGD step on synthetic images (dry_run.py): no data, no run directory.
+
 Exit code 0 when every run that could start completed, 1 when a run failed (or none could start, or a framework
 named in --frameworks is installed but fails to import), 2 for bad input, 130 when interrupted (every record
 written so far stays; `--resume` continues).
@@ -17,7 +22,14 @@ import sys
 from pathlib import Path
 
 from bnparity.frameworks.registry import frameworks_help, named_frameworks, parse_frameworks
-from bnparity.frameworks.training import BN_SYNC, broken_frameworks
+from bnparity.frameworks.training import (
+    BN_SYNC,
+    DEVICES,
+    broken_frameworks,
+    canonical_device,
+    device_plan,
+    probe_devices,
+)
 from bnparity.suites.environment import environment
 from bnparity.suites.errors import UserError
 from bnparity.suites.schema import (
@@ -31,6 +43,7 @@ from bnparity.suites.schema import (
     from_dict,
 )
 
+from . import dry_run
 from .conclusions import format_conclusions, write_conclusions
 from .orchestrate import run_all, run_threads, threads_per_job
 from .presets import (
@@ -68,11 +81,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="run directory (default: ./bnparity-runs/train-<timestamp>)")
     parser.add_argument("--resume", action="store_true",
                         help="continue the runs of --out from their last completed epoch")
-    parser.add_argument("--device", choices=("cpu", "gpu"), default=None, help="passed to every trainer (default cpu)")
+    parser.add_argument("--device", choices=DEVICES, default=None,
+                        help="passed to every trainer; cuda is another name of gpu (default cpu)")
     parser.add_argument("--data-dir", type=Path, help="folder with the Fashion-MNIST files (else BNPARITY_DATA, ...)")
     parser.add_argument("--no-verify-data", action="store_true",
                         help="skip the checksum check of the data files (small test datasets)")
     parser.add_argument("--epochs", type=int, help="override the preset's number of epochs")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="build the preset's AlexNet in every framework and run one SGD step on "
+                             f"{dry_run.BATCH} synthetic images per variant; reads no data, writes nothing")
 
 
 def _positive(name: str, value: int | None) -> None:
@@ -143,11 +160,30 @@ def _spanned(runs: list[RunId]) -> dict[str, object]:
             "replicas": dp[0].replicas if dp else None, "bn_sync": tuple(m for m in BN_SYNC if m in modes)}
 
 
+def on_device(frameworks: tuple[str, ...], device: str, frameworks_text: str | None) -> tuple[str, ...]:
+    """The frameworks of `frameworks` that can use `device` (as the user spelled it), each asked in a process of its
+    own; those that cannot are printed as skipped. Raises UserError (one line) when one named in --frameworks
+    cannot, or none can. On the CPU: `frameworks`, nothing started."""
+    if canonical_device(device) == "cpu":
+        return frameworks
+    plan = device_plan(probe_devices(frameworks, device), device, named_frameworks(frameworks_text))
+    if plan.error is not None:
+        raise UserError(plan.error)
+    for framework, reason in plan.skipped.items():
+        print(f"skipped on {device}: {framework}: {reason}", flush=True)
+    return tuple(f for f in frameworks if f not in plan.skipped)
+
+
+def _on_device(runs: list[RunId], device: str, frameworks_text: str | None) -> list[RunId]:
+    usable = on_device(tuple(dict.fromkeys(r.framework for r in runs)), device, frameworks_text)
+    return [r for r in runs if r.framework in usable]
+
+
 def _new_manifest(args: argparse.Namespace) -> tuple[Path, TrainManifest, list[RunId]]:
     preset = with_replicas(get_preset(args.preset or DEFAULT_PRESET), args.replicas)
     if args.epochs is not None:
         preset = preset.replace(epochs=args.epochs)
-    runs = _select(args, preset, seeds_default=preset.seeds)
+    runs = _on_device(_select(args, preset, seeds_default=preset.seeds), args.device or "cpu", args.frameworks)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = args.out or Path("bnparity-runs") / f"train-{stamp}"
     k = 1
@@ -159,7 +195,7 @@ def _new_manifest(args: argparse.Namespace) -> tuple[Path, TrainManifest, list[R
     manifest = TrainManifest(preset=preset, runs=tuple(r.name for r in runs),
                              frameworks=tuple(dict.fromkeys(r.framework for r in runs)),
                              variants=tuple(dict.fromkeys(r.variant for r in runs)), **_spanned(runs),
-                             device=args.device or "cpu",
+                             device=canonical_device(args.device or "cpu"),
                              verify_data=not args.no_verify_data)
     return run_dir, manifest, runs
 
@@ -178,12 +214,13 @@ def _resumed_manifest(args: argparse.Namespace) -> tuple[Path, TrainManifest, li
     if args.replicas is not None and args.replicas != preset.replicas:
         raise UserError(f"--replicas must match the run's replicas on --resume. Received: {args.replicas}, "
                         f"run has {preset.replicas if preset.data_parallel else 'none (one device)'}")
-    if args.device is not None and args.device != manifest.device:
+    if args.device is not None and canonical_device(args.device) != manifest.device:
         raise UserError(f"--device must match the run's device on --resume. Received: {args.device}, "
                         f"run has {manifest.device}")
     recorded = [RunId.parse(n) for n in manifest.runs]
     chosen = (_select(args, preset, seeds_default=len(manifest.seeds))
               if args.frameworks or args.variants or args.seeds or args.batch_sizes or args.bn_sync else recorded)
+    chosen = _on_device(chosen, args.device or manifest.device, args.frameworks)
     names = tuple(r.name for r in recorded) + tuple(r.name for r in chosen if r not in recorded)
     every = [RunId.parse(n) for n in names]
     manifest = dataclasses.replace(manifest, runs=names, **_spanned(every))
@@ -198,6 +235,8 @@ def run(args: argparse.Namespace) -> int:
     _positive("seeds", args.seeds)
     _positive("jobs", args.jobs)
     _positive("epochs", args.epochs)
+    if getattr(args, "dry_run", False):
+        return dry_run.run(args, default_preset=DEFAULT_PRESET)
     run_dir, manifest, runs = _resumed_manifest(args) if args.resume else _new_manifest(args)
     recorded_data = Path(manifest.data_dir) if manifest.data_dir is not None else None
     given = args.data_dir if args.data_dir is not None or not args.resume else recorded_data

@@ -1,5 +1,9 @@
 """`bnparity model-parity`: the same AlexNet in every framework, a per-parameter table, JSON, the exit code.
 
+With --device gpu (or cuda) every framework's trainer runs on the GPU (the float64 reference stays in NumPy); each
+framework is asked first whether it sees one: one that does not is left out with its reason, and when none does (or
+one named in --frameworks does not) the command stops at once with that one line and exit code 2.
+
 Exit code 0 when every gated comparison passes (skipped frameworks aside), 1 on any mismatch or crash, or when
 a framework named in --frameworks is installed but fails to import (after running the others), 2 for bad input.
 """
@@ -11,7 +15,7 @@ import sys
 import time
 
 from bnparity.frameworks.registry import frameworks_help, named_frameworks, parse_frameworks
-from bnparity.frameworks.training import broken_frameworks
+from bnparity.frameworks.training import DEVICES, broken_frameworks, canonical_device, device_plan, probe_devices
 from bnparity.suites.environment import environment
 from bnparity.suites.errors import UserError
 from bnparity.suites.output import JSON_TARGETS, output_file, write_json
@@ -57,6 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtypes", default=",".join(DTYPES), help="comma-separated: float32,float64 (default: both)")
     parser.add_argument("--batch", type=int, help=f"batch size, a power of two (default: {BATCH})")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and data (default: 0)")
+    parser.add_argument("--device", choices=DEVICES, default="cpu",
+                        help="where every framework's trainer runs; cuda is another name of gpu (default: cpu)")
     parser.add_argument("--json", type=output_file, metavar="PATH",
                         help=f"write the records here (format {FORMAT})" + JSON_TARGETS)
 
@@ -88,6 +94,20 @@ def _meta(args: argparse.Namespace, cfgs: list[ParityConfig], frameworks: tuple[
         compile_counts=dict(result.compile_counts) if result else {}, wall_time_s=round(wall, 3), complete=complete)
 
 
+def _on_device(frameworks: tuple[str, ...], device: str, frameworks_text: str | None) -> tuple[str, ...]:
+    """The frameworks that can use `device`, each asked in a process of its own (before this one imports any: a
+    library's start-up lines stay out of the one-line error); those that cannot are printed as skipped. Raises
+    UserError when one named in --frameworks cannot, or none can."""
+    if canonical_device(device) == "cpu":
+        return frameworks
+    plan = device_plan(probe_devices(frameworks, device), device, named_frameworks(frameworks_text))
+    if plan.error is not None:
+        raise UserError(plan.error)
+    for fw, reason in plan.skipped.items():
+        print(f"skipped on {device}: {fw}: {reason}", flush=True)
+    return tuple(fw for fw in frameworks if fw not in plan.skipped)
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         frameworks = parse_frameworks(args.frameworks)
@@ -99,11 +119,13 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--batch must be a power of two >= 2 (MXNet rescales by 1/batch in float32). "
                         f"Received: {args.batch}")
     cfgs = configs(preset=args.preset, variants=variants, dtypes=dtypes, batch=args.batch, seed=args.seed)
+    frameworks = _on_device(frameworks, args.device, args.frameworks)
     start, result, complete = time.perf_counter(), None, False
     try:
         result = run_model_parity(configs=cfgs, frameworks=frameworks,
                                   on_config=lambda c: print(f"  {c.preset} {c.variant} dropout={c.dropout} {c.dtype}",
-                                                            file=sys.stderr, flush=True))
+                                                            file=sys.stderr, flush=True),
+                                  device=canonical_device(args.device))
         complete = True
     finally:
         wall = time.perf_counter() - start

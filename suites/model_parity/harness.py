@@ -141,10 +141,10 @@ class FrameworkRun:
 
 
 def run_framework(trainer_cls: type[Trainer], *, spec: AlexNetSpec, params: dict[str, np.ndarray],
-                  data: ParityData, sgd: SGDConfig, dtype: str) -> FrameworkRun:
-    """The protocol of the module docstring on one framework."""
+                  data: ParityData, sgd: SGDConfig, dtype: str, device: str = "cpu") -> FrameworkRun:
+    """The protocol of the module docstring on one framework, its trainer on `device` ("cpu" or "gpu")."""
     start = time.perf_counter()
-    trainer = trainer_cls(arch=spec, params=params, sgd=sgd, dtype=dtype)
+    trainer = trainer_cls(arch=spec, params=params, sgd=sgd, dtype=dtype, device=device)
     s0 = trainer.state()
     grads = trainer.gradients(data.xs[0], data.ys[0], dropout_masks=data.masks[0])
     trainer.load_state(s0)  # gradients() moved the running statistics
@@ -303,8 +303,9 @@ def configs(*, preset: str, variants: Iterable[str] = VARIANTS, dropout_modes: I
 
 
 def run_model_parity(*, configs: Iterable[ParityConfig], frameworks: Iterable[str],
-                     on_config: Callable[[ParityConfig], None] | None = None) -> ParityResult:
-    """Run every config on every framework; a framework that is not installed yields "skipped" records."""
+                     on_config: Callable[[ParityConfig], None] | None = None, device: str = "cpu") -> ParityResult:
+    """Run every config on every framework, its trainers on `device` ("cpu" or "gpu"; the reference runs in NumPy);
+    a framework that is not installed yields "skipped" records."""
     trainers: dict[str, type[Trainer]] = {}
     unavailable: dict[str, str] = {}
     anchor_name = baseline().name
@@ -335,7 +336,8 @@ def run_model_parity(*, configs: Iterable[ParityConfig], frameworks: Iterable[st
         runs: list[FrameworkRun] = []
         for fw, cls in trainers.items():
             try:
-                run = run_framework(cls, spec=spec, params=params, data=data, sgd=cfg.sgd, dtype=cfg.dtype)
+                run = run_framework(cls, spec=spec, params=params, data=data, sgd=cfg.sgd, dtype=cfg.dtype,
+                                    device=device)
             except Unsupported as e:  # the framework cannot run this configuration (a dtype): a skip, with why
                 result.records.append(ModelNotRun(**cfg.labels(), framework=fw, status="skipped", gate=False,
                                                   passed=None, reason=_one_line(e)))
