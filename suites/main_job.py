@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     data_args = (["--data-dir", str(args.data_dir)] if args.data_dir else []) + \
         (["--no-verify-data"] if args.no_verify_data else [])
     if canonical_device(args.device) != "cpu" and {"train", "model-parity"} & set(steps):
-        from .convergence.command import on_device
+        from .devices import on_device
 
         asked = [name for step in ("model-parity", "train") if step in steps
                  for name in (fw[step][1].split(",") if fw[step] else parse_frameworks(args.frameworks))]

@@ -27,9 +27,8 @@ from bnparity.frameworks.training import (
     DEVICES,
     broken_frameworks,
     canonical_device,
-    device_plan,
-    probe_devices,
 )
+from bnparity.suites.devices import on_device
 from bnparity.suites.environment import environment
 from bnparity.suites.errors import UserError
 from bnparity.suites.schema import (
@@ -159,19 +158,6 @@ def _spanned(runs: list[RunId]) -> dict[str, object]:
             "batch_sizes": tuple(sorted({r.batch_size for r in runs if r.batch_size is not None})),
             "replicas": dp[0].replicas if dp else None, "bn_sync": tuple(m for m in BN_SYNC if m in modes)}
 
-
-def on_device(frameworks: tuple[str, ...], device: str, frameworks_text: str | None) -> tuple[str, ...]:
-    """The frameworks of `frameworks` that can use `device` (as the user spelled it), each asked in a process of its
-    own; those that cannot are printed as skipped. Raises UserError (one line) when one named in --frameworks
-    cannot, or none can. On the CPU: `frameworks`, nothing started."""
-    if canonical_device(device) == "cpu":
-        return frameworks
-    plan = device_plan(probe_devices(frameworks, device), device, named_frameworks(frameworks_text))
-    if plan.error is not None:
-        raise UserError(plan.error)
-    for framework, reason in plan.skipped.items():
-        print(f"skipped on {device}: {framework}: {reason}", flush=True)
-    return tuple(f for f in frameworks if f not in plan.skipped)
 
 
 def _on_device(runs: list[RunId], device: str, frameworks_text: str | None) -> list[RunId]:

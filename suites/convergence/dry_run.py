@@ -152,7 +152,7 @@ def format_check(c: StepCheck) -> str:
 
 def run(args: argparse.Namespace, *, default_preset: str) -> int:
     """The dry run of `bnparity train --dry-run` (its other flags: --preset, --frameworks, --variants, --device)."""
-    from .command import on_device
+    from bnparity.suites.devices import on_device
 
     for flag in ("resume", "out", "data_dir", "batch_sizes", "replicas", "bn_sync", "seeds", "epochs"):
         if getattr(args, flag, None) not in (None, False):

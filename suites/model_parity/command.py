@@ -15,7 +15,8 @@ import sys
 import time
 
 from bnparity.frameworks.registry import frameworks_help, named_frameworks, parse_frameworks
-from bnparity.frameworks.training import DEVICES, broken_frameworks, canonical_device, device_plan, probe_devices
+from bnparity.frameworks.training import DEVICES, broken_frameworks, canonical_device
+from bnparity.suites.devices import on_device
 from bnparity.suites.environment import environment
 from bnparity.suites.errors import UserError
 from bnparity.suites.output import JSON_TARGETS, output_file, write_json
@@ -94,19 +95,6 @@ def _meta(args: argparse.Namespace, cfgs: list[ParityConfig], frameworks: tuple[
         compile_counts=dict(result.compile_counts) if result else {}, wall_time_s=round(wall, 3), complete=complete)
 
 
-def _on_device(frameworks: tuple[str, ...], device: str, frameworks_text: str | None) -> tuple[str, ...]:
-    """The frameworks that can use `device`, each asked in a process of its own (before this one imports any: a
-    library's start-up lines stay out of the one-line error); those that cannot are printed as skipped. Raises
-    UserError when one named in --frameworks cannot, or none can."""
-    if canonical_device(device) == "cpu":
-        return frameworks
-    plan = device_plan(probe_devices(frameworks, device), device, named_frameworks(frameworks_text))
-    if plan.error is not None:
-        raise UserError(plan.error)
-    for fw, reason in plan.skipped.items():
-        print(f"skipped on {device}: {fw}: {reason}", flush=True)
-    return tuple(fw for fw in frameworks if fw not in plan.skipped)
-
 
 def run(args: argparse.Namespace) -> int:
     try:
@@ -119,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--batch must be a power of two >= 2 (MXNet rescales by 1/batch in float32). "
                         f"Received: {args.batch}")
     cfgs = configs(preset=args.preset, variants=variants, dtypes=dtypes, batch=args.batch, seed=args.seed)
-    frameworks = _on_device(frameworks, args.device, args.frameworks)
+    frameworks = on_device(frameworks, args.device, args.frameworks)
     start, result, complete = time.perf_counter(), None, False
     try:
         result = run_model_parity(configs=cfgs, frameworks=frameworks,
