@@ -21,15 +21,17 @@ data_format="channels_first" and BatchNormalization(axis=1).
 Skips: on the JAX and PyTorch backends keras.layers.BatchNormalization computes in float32 whatever its dtype
 (batch_normalization.py:345, `backend.result_type(inputs.dtype, "float32")`, which keras/src/backend/common/
 dtypes.py:240 maps float64 to float32 on every backend but TensorFlow), so a float64 case's unfolded layer would be a
-float32 one; and TensorFlow's CPU Conv2D kernel has no float64 NCHW (an ungrouped channels_first float64 convolution
-raises "The Conv2D op currently only supports the NHWC tensor format on the CPU"). On PyTorch even the scratch
-dense fold would not be float64: keras.ops.matmul computes in `dtypes.result_type(x1.dtype, x2.dtype)`
-(keras/src/backend/torch/numpy.py:141), float32 for two float64 operands (measured: the folded dense output 1e7 times
-its float64 bound). float64 runs under the folder's scoped x64 switch on JAX (_x64.dtype_scope).
+float32 one; and TensorFlow's CPU Conv2D kernel has no float64 NCHW, nor float16 NCHW without AVX-512 (such an
+ungrouped channels_first convolution raises "The Conv2D op currently only supports the NHWC tensor format on the
+CPU"; nchw_conv_problem asks). On PyTorch even the scratch dense fold would not be float64: keras.ops.matmul
+computes in `dtypes.result_type(x1.dtype, x2.dtype)` (keras/src/backend/torch/numpy.py:141), float32 for two float64
+operands (measured: the folded dense output 1e7 times its float64 bound). float64 runs under the folder's scoped x64
+switch on JAX (_x64.dtype_scope).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import keras
@@ -56,15 +58,32 @@ def _f64(a: Any) -> np.ndarray:
 
 def _check(case: folding.FoldCase) -> None:
     """Unsupported for what this backend cannot compute here (module docstring)."""
-    if case.dtype != "float64":
-        return
-    if BACKEND != "tensorflow":
+    if case.dtype == "float64" and BACKEND != "tensorflow":
         raise Unsupported(f"{DESCRIPTOR.name}: keras.layers.BatchNormalization computes in float32 on the {BACKEND} "
                           "backend whatever its dtype (batch_normalization.py:345; keras/src/backend/common/"
                           f"dtypes.py:240): the float64 unfolded layer would be float32 ({case.name})")
-    if case.kind == "conv" and case.layout == "NCHW" and case.groups == 1:
-        raise Unsupported(f"{DESCRIPTOR.name}: TensorFlow's CPU Conv2D has no float64 NCHW kernel (\"The Conv2D op "
-                          f"currently only supports the NHWC tensor format on the CPU\") ({case.name})")
+    if BACKEND == "tensorflow" and case.kind == "conv" and case.layout == "NCHW" and case.groups == 1:
+        problem = nchw_conv_problem(case.dtype)
+        if problem is not None:
+            raise Unsupported(f"{DESCRIPTOR.name}: TensorFlow's CPU Conv2D has no {case.dtype} NCHW kernel on this "
+                              f"machine (\"{problem}\") ({case.name})")
+
+
+_NCHW_MESSAGE = "The Conv2D op currently only supports the NHWC tensor format on the CPU"
+
+
+@functools.cache
+def nchw_conv_problem(dtype: str) -> str | None:
+    """Why an ungrouped channels_first Conv2D of `dtype` cannot run on this machine's CPU, or None when it can.
+
+    TensorFlow's CPU kernels compute NCHW in float32 only, and in float16 where oneDNN handles half precision
+    (AVX-512; elsewhere it falls back to Eigen, NHWC only); float64 NCHW always raises UnimplementedError. So it is
+    asked once per dtype, on a 1×1 convolution, rather than assumed."""
+    try:
+        keras.layers.Conv2D(1, 1, data_format="channels_first", dtype=dtype)(np.ones((1, 1, 1, 1), dtype=dtype))
+    except Exception as e:  # noqa: BLE001 (TensorFlow's UnimplementedError, wrapped by Keras)
+        return _NCHW_MESSAGE if _NCHW_MESSAGE in str(e) else f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+    return None
 
 
 def _built(layer: keras.layers.Layer, shape: tuple[int, ...], values: dict[str, np.ndarray | None],
