@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from bnparity.frameworks.registry import baseline, display_name, sort_key
+from bnparity.frameworks.registry import baseline, descriptor, display_name, sort_key
 from bnparity.reference.normalization import normalizations
 from bnparity.suites.convergence.records import RunId
 from bnparity.suites.schema import LayerComparison, LayerSkip, ParityDoc
@@ -309,6 +309,16 @@ def _bn_buys(fw: str, configs: dict[tuple[str, str], Any], section: str) -> Verd
     return VerdictCell(fw, "buys" if gain > 0 else "no gain", text, detail, section)
 
 
+def _sat_out(data: RunData, fw: str, section: str) -> VerdictCell | None:
+    """In a main job's run (it has a manifest.json) that was not given --frameworks, a framework whose descriptor
+    sits out the training step: "not run", saying so and how to run it."""
+    manifest = data.manifest
+    if manifest is None or "--frameworks" in manifest.command or "train" not in descriptor(fw).main_job_sits_out:
+        return None
+    return VerdictCell(fw, "not run", TEXT["not run"], f"{display_name(fw)} sits out the main job's training step "
+                       f"(its descriptor's main_job_sits_out): `bnparity train --frameworks {fw}` trains it", section)
+
+
 def training_row(data: RunData, summary: dict[str, Any], fws: tuple[str, ...]) -> VerdictRow:
     """What BN buys per framework: its final-accuracy gain and time to the highest target it reached (runs on one
     device at the preset's batch size; a batch-size sweep: at its largest batch)."""
@@ -332,7 +342,7 @@ def training_row(data: RunData, summary: dict[str, Any], fws: tuple[str, ...]) -
         elif not any(k[0] == fw for k in configs):
             skipped = [reason for name, reason in t.skipped.items() if _run_framework(name) == fw]
             cells.append(VerdictCell(fw, "skipped", TEXT["skipped"], skipped[0], section) if skipped
-                         else _missing_cell(fw, section, "the training records"))
+                         else _sat_out(data, fw, section) or _missing_cell(fw, section, "the training records"))
         else:
             cells.append(_bn_buys(fw, configs, section))
     return VerdictRow(key, question, tuple(cells))

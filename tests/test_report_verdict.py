@@ -193,3 +193,22 @@ def test_without_training_records_there_is_no_seed_panel(tmp_path, parity_file) 
     assert "Not available in this run" in _section(report.html.read_text(), "convergence")
     training = next(r for r in report.summary["verdict"].rows if r.key == "training")
     assert {c.status for c in training.cells} == {"not run"}
+
+
+def test_a_framework_the_main_job_does_not_train_says_so() -> None:
+    from types import SimpleNamespace
+
+    from bnparity.frameworks.registry import descriptors
+    from bnparity.reports.verdict import _sat_out
+
+    sitting = [d.name for d in descriptors() if "train" in d.main_job_sits_out]
+    training = [d.name for d in descriptors() if "train" not in d.main_job_sits_out]
+    if not sitting:
+        pytest.skip("no framework sits out the main job's training step")
+    main_job = SimpleNamespace(manifest=SimpleNamespace(command=("bnparity", "run")))
+    cell = _sat_out(main_job, sitting[0], "convergence")
+    assert cell.status == "not run" and f"--frameworks {sitting[0]}" in cell.detail
+    assert _sat_out(main_job, training[0], "convergence") is None  # it trains: its absence is another story
+    named = SimpleNamespace(manifest=SimpleNamespace(command=("bnparity", "run", "--frameworks", sitting[0])))
+    assert _sat_out(named, sitting[0], "convergence") is None  # asked for by name: the main job did not leave it out
+    assert _sat_out(SimpleNamespace(manifest=None), sitting[0], "convergence") is None  # not a main job's run
