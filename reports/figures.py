@@ -170,6 +170,16 @@ def _png(fig: plt.Figure) -> bytes:
     return buf.getvalue()
 
 
+def _plot_run(ax: plt.Axes, groups: Runs, fw: str, variant: str, metric: Metric, *, figure: str,
+              label: str) -> list[Series]:
+    """Plot one framework's curve of one variant (its colour, the variant's line style), if it has one: its Series."""
+    c = curve(groups.get((fw, variant), []), metric)
+    if c is None:
+        return []
+    _plot(ax, c, color=color(fw), style=VARIANT_STYLE[variant], label=label)
+    return [_series(figure, fw, variant, metric, label, c)]
+
+
 def curves_figure(groups: Runs, order: list[str], epochs: float | None) -> Figure | None:
     """One row per framework: train loss and test accuracy vs epoch, with BN (solid) and without (dashed)."""
     frameworks = [f for f in order if any(k[0] == f for k in groups)]
@@ -180,11 +190,8 @@ def curves_figure(groups: Runs, order: list[str], epochs: float | None) -> Figur
     for row, fw in zip(axes, frameworks, strict=True):
         for ax, metric in zip(row, PANELS, strict=True):
             for variant in VARIANT_STYLE:
-                c = curve(groups.get((fw, variant), []), metric)
-                if c is not None:
-                    label = f"{display_name(fw)} {VARIANT_LABEL[variant]}"
-                    _plot(ax, c, color=color(fw), style=VARIANT_STYLE[variant], label=label)
-                    series.append(_series("curves", fw, variant, metric, label, c))
+                series += _plot_run(ax, groups, fw, variant, metric, figure="curves",
+                                    label=f"{display_name(fw)} {VARIANT_LABEL[variant]}")
             _finish(ax, metric, f"{display_name(fw)}: {metric.label.split(' (')[0]}", epochs)
     fig.tight_layout()
     return Figure("curves", "Training curves per framework: train loss (log scale, running mean since the previous "
@@ -202,10 +209,7 @@ def overlay_figure(groups: Runs, order: list[str], epochs: float | None) -> Figu
     for row, variant in zip(axes, variants, strict=True):
         for ax, metric in zip(row, PANELS, strict=True):
             for fw in order:
-                c = curve(groups.get((fw, variant), []), metric)
-                if c is not None:
-                    _plot(ax, c, color=color(fw), style=VARIANT_STYLE[variant], label=display_name(fw))
-                    series.append(_series("overlay", fw, variant, metric, display_name(fw), c))
+                series += _plot_run(ax, groups, fw, variant, metric, figure="overlay", label=display_name(fw))
             _finish(ax, metric, f"{VARIANT_LABEL[variant]}: {metric.label.split(' (')[0]}", epochs)
     fig.tight_layout()
     return Figure("overlay", "The frameworks overlaid (same weights, data order and dropout masks): "
@@ -509,11 +513,8 @@ def seed_overlay_figure(groups: Runs, order: list[str], seed: list[SeedCurve], e
     for ax, metric in zip(axes[0], (PANELS[1], PANELS[0]), strict=True):
         for fw in order:
             for variant in VARIANT_STYLE:
-                c = curve(groups.get((fw, variant), []), metric)
-                if c is not None:
-                    label = f"{display_name(fw)} {VARIANT_LABEL[variant]}"
-                    _plot(ax, c, color=color(fw), style=VARIANT_STYLE[variant], label=label)
-                    series.append(_series("seed-overlay", fw, variant, metric, label, c))
+                series += _plot_run(ax, groups, fw, variant, metric, figure="seed-overlay",
+                                    label=f"{display_name(fw)} {VARIANT_LABEL[variant]}")
         for c in seed:
             s = _plot_seed(ax, c, metric, label=f"{SEED_LABEL} {VARIANT_LABEL.get(c.variant, c.variant)}")
             series.append(dataclasses.replace(s, figure="seed-overlay"))
