@@ -139,8 +139,11 @@ def setup_rows(preset: TrainPreset, *, device: str | None = None) -> list[SetupR
 
 
 def _single_runs(data: RunData) -> dict[tuple[str, str], list[list[EvalEvent]]]:
-    """(framework, variant) -> the evaluations of each finished run on one device at the preset's batch size."""
+    """(framework, variant) -> the evaluations of each finished run on one device at the preset's batch size; none in
+    a data-parallel comparison (its one-device runs train at the global batch, beside its per-replica runs)."""
     out: dict[tuple[str, str], list[list[EvalEvent]]] = {}
+    if data.train_manifest is not None and data.train_manifest.replicas is not None:
+        return out
     for name, records in data.train_records.items():
         try:
             run = RunId.parse(name)
@@ -205,8 +208,10 @@ def seed_comparison(data: RunData) -> SeedComparison | None:
     seed_epochs = max(blog["bn"].epochs)
     runs, done = _single_runs(data), _finished(data)
     finals = {(c.framework, c.variant): c.final_test_accuracy.mean for c in data.conclusions.configs
-              if c.batch_size is None and c.replicas is None}
+              if c.batch_size is None and c.replicas is None and data.train_manifest.replicas is None}
     fws = tuple(sorted({k[0] for k in (*runs, *finals)}, key=sort_key))
+    if not fws:  # only batch-size sweeps or data-parallel runs: nothing to set beside the blog's one-device runs
+        return None
     ours: dict[str, dict[str, float | None]] = {}
     for fw in fws:
         first = {v: _at_epoch(runs.get((fw, v), []), 1.0) for v in VARIANTS}
@@ -284,8 +289,8 @@ def _value(kind: str, x: float | None) -> str:
 
 def seed_figures(data: RunData) -> list[Figure]:
     """The blog's curves: on our axes for the seed preset, else in their own panel; none without training records."""
-    if not data.train_records or data.train_manifest is None:
-        return []
+    if not data.train_records or data.train_manifest is None or not _single_runs(data):
+        return []  # no run on one device at the preset's batch size: nothing to set beside the blog's
     preset = data.train_manifest.preset
     curves = seed_curves()
     seed_epochs = max(curves[0].epochs)

@@ -185,7 +185,7 @@ def test_a_run_without_a_sweep_has_no_batch_size_section(tmp_path, fake_data):
                                               data_dir=str(fake_data), verify_data=False))
     assert run_one(run_dir=run_dir, run=run, trainer_cls=SoftmaxTrainer) == "done"
     report = build_report(run_dir)
-    assert [p.name for p in report.figures] == ["curves.png", "overlay.png"]
+    assert [p.name for p in report.figures] == ["curves.png", "overlay.png", "seed-blog.png"]  # + the seed blog's
     md = report.markdown.read_text()
     assert "Accuracy against batch size" not in md and "Batch-size sweep" not in md and "Time to accuracy" in md
 
