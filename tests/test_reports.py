@@ -307,7 +307,8 @@ def test_porting_guide_links_existing_tests_and_every_pair(built, tmp_path) -> N
     text = write_porting_guide(parity_path=run_dir / "parity.json", out=tmp_path / "porting.md")
     for pair in ("PyTorch ↔ MXNet Gluon", "PyTorch ↔ JAX/Flax", "MXNet Gluon ↔ JAX/Flax"):
         assert f"## {pair}" in text
-    assert "momentum=0.01" in text and "use_fast_variance=False" in text and "momentum in PyTorch = 1 − momentum in MXNet Gluon" in text
+    assert "momentum=0.01" in text and "use_fast_variance=False" in text
+    assert "momentum in PyTorch = 1 − momentum in MXNet Gluon" in text
     links = re.findall(r"\[`([\w.]+)::(\w+)`\]\(\.\./(tests/[\w.]+)\)", text)
     assert links
     for file_name, name, target in links:
