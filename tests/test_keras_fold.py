@@ -14,7 +14,7 @@ require(NAME)
 
 from fold_checks import check_alexnet, check_every_case  # noqa: E402
 
-from bnparity.frameworks.keras.fold import Folds, nchw_conv_problem  # noqa: E402
+from bnparity.frameworks.keras.fold import Folds, _nchw_conv_problem  # noqa: E402
 from bnparity.suites.fold.cases import fold_cases  # noqa: E402
 from bnparity.suites.fold.harness import run_folds  # noqa: E402
 
@@ -22,7 +22,7 @@ from bnparity.suites.fold.harness import run_folds  # noqa: E402
 # on JAX and PyTorch; TensorFlow's CPU Conv2D has no float64 NCHW kernel (grouped ones run under XLA and do).
 # float16 NCHW too where oneDNN has no half precision (no AVX-512): asked of TensorFlow, test_nchw_conv_kernels.
 _CONVS = ("conv-bias", "conv-nobias", "negative-gamma", "tiny-variance")
-_TF_NCHW = ("float64", *(("float16",) if NAME == "keras-tensorflow" and nchw_conv_problem("float16") else ()))
+_TF_NCHW = ("float64", *(("float16",) if NAME == "keras-tensorflow" and _nchw_conv_problem("float16") else ()))
 SKIPPED = {"keras-tensorflow": {f"{c}/{d}/NCHW" for c in _CONVS for d in _TF_NCHW},
            "keras-jax": {"/float64"}, "keras-torch": {"/float64"}}
 
@@ -43,9 +43,9 @@ def test_scratch_passes_every_case_it_runs_and_skips_the_rest_with_the_reason():
 
 @pytest.mark.skipif(NAME != "keras-tensorflow", reason="TensorFlow's CPU kernels only")
 def test_nchw_conv_kernels_are_asked_of_tensorflow():
-    assert nchw_conv_problem("float32") is None  # the kernel every NCHW float32 fold case runs on
-    assert nchw_conv_problem("float64") == "The Conv2D op currently only supports the NHWC tensor format on the CPU"
-    assert nchw_conv_problem("float16") in (None, nchw_conv_problem("float64"))  # AVX-512 oneDNN, or Eigen
+    assert _nchw_conv_problem("float32") is None  # the kernel every NCHW float32 fold case runs on
+    assert _nchw_conv_problem("float64") == "The Conv2D op currently only supports the NHWC tensor format on the CPU"
+    assert _nchw_conv_problem("float16") in (None, _nchw_conv_problem("float64"))  # AVX-512 oneDNN, or Eigen
 
 
 def test_a_wrong_fold_fails():

@@ -23,7 +23,7 @@ Skips: on the JAX and PyTorch backends keras.layers.BatchNormalization computes 
 dtypes.py:240 maps float64 to float32 on every backend but TensorFlow), so a float64 case's unfolded layer would be a
 float32 one; and TensorFlow's CPU Conv2D kernel has no float64 NCHW, nor float16 NCHW without AVX-512 (such an
 ungrouped channels_first convolution raises "The Conv2D op currently only supports the NHWC tensor format on the
-CPU"; nchw_conv_problem asks). On PyTorch even the scratch dense fold would not be float64: keras.ops.matmul
+CPU"; _nchw_conv_problem asks). On PyTorch even the scratch dense fold would not be float64: keras.ops.matmul
 computes in `dtypes.result_type(x1.dtype, x2.dtype)` (keras/src/backend/torch/numpy.py:141), float32 for two float64
 operands (measured: the folded dense output 1e7 times its float64 bound). float64 runs under the folder's scoped x64
 switch on JAX (_x64.dtype_scope).
@@ -63,7 +63,7 @@ def _check(case: folding.FoldCase) -> None:
                           "backend whatever its dtype (batch_normalization.py:345; keras/src/backend/common/"
                           f"dtypes.py:240): the float64 unfolded layer would be float32 ({case.name})")
     if BACKEND == "tensorflow" and case.kind == "conv" and case.layout == "NCHW" and case.groups == 1:
-        problem = nchw_conv_problem(case.dtype)
+        problem = _nchw_conv_problem(case.dtype)
         if problem is not None:
             raise Unsupported(f"{DESCRIPTOR.name}: TensorFlow's CPU Conv2D has no {case.dtype} NCHW kernel on this "
                               f"machine (\"{problem}\") ({case.name})")
@@ -73,7 +73,7 @@ _NCHW_MESSAGE = "The Conv2D op currently only supports the NHWC tensor format on
 
 
 @functools.cache
-def nchw_conv_problem(dtype: str) -> str | None:
+def _nchw_conv_problem(dtype: str) -> str | None:
     """Why an ungrouped channels_first Conv2D of `dtype` cannot run on this machine's CPU, or None when it can.
 
     TensorFlow's CPU kernels compute NCHW in float32 only, and in float16 where oneDNN handles half precision
