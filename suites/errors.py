@@ -3,3 +3,9 @@
 
 class UserError(Exception):
     """A problem with what the user asked for or gave (a file, a flag, a shape): the message says which."""
+
+
+def error_line(e: BaseException) -> str:
+    """An exception as one line for a record or stderr: its type and the first line of its message (≤ 300 chars)."""
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"[:300]

@@ -29,7 +29,7 @@ import numpy as np
 from bnparity.frameworks.registry import Unavailable, display_name, named_frameworks, parse_frameworks
 from bnparity.frameworks.training import SGDConfig, canonical_device, load_trainer
 from bnparity.reference.alexnet import init_params, param_shapes, trainable_names, variant_spec
-from bnparity.suites.errors import UserError
+from bnparity.suites.errors import UserError, error_line
 from bnparity.suites.workers import failure_reason, run_pieces, run_worker, worker_env
 
 from .presets import TrainPreset, get_preset, parse_variants
@@ -85,11 +85,6 @@ def synthetic_batch(spec: object, *, batch: int, seed: int = 0) -> tuple[np.ndar
     return x, labels, dropout_masks(dropout_shapes(spec), batch=batch, rng=rng)
 
 
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
-
-
 def step_check(framework: str, preset: TrainPreset, variant: str, *, device: str, batch: int = BATCH) -> StepCheck:
     """Build `framework`'s trainer for `preset`'s AlexNet `variant` and run one SGD step (in this process)."""
     expected = expected_parameters(preset.arch, variant)
@@ -110,7 +105,7 @@ def step_check(framework: str, preset: TrainPreset, variant: str, *, device: str
         state = trainer.state()
         parameters = sum(int(np.asarray(state[n]).size) for n in trainable_names(spec))
     except Exception as e:  # a framework that fails is reported, and the others still run
-        return StepCheck(framework, variant, "failed", expected, reason=_one_line(e))
+        return StepCheck(framework, variant, "failed", expected, reason=error_line(e))
     finally:
         trainer = None  # free the model before the next variant is built
     problems = ([] if math.isfinite(loss) else [f"the loss is {loss}"]) + (

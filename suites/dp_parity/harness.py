@@ -22,6 +22,7 @@ from bnparity.frameworks.base import Unsupported
 from bnparity.frameworks.registry import Unavailable
 from bnparity.frameworks.training import Trainer, load_data_parallel_trainer, load_trainer
 from bnparity.reference.alexnet import AlexNetSpec, init_params, layer_of, running_names, trainable_names
+from bnparity.suites.errors import error_line
 from bnparity.suites.model_parity.harness import ParityConfig, make_data
 from bnparity.suites.model_parity.tolerance import magnitude, model_rtol
 from bnparity.suites.schema import DPComparison, DPNotRun, DPRecord
@@ -31,11 +32,6 @@ BATCH = 16
 BN_SYNC = ("sync", "local")
 DTYPES = ("float64", "float32")
 FORWARD_KINDS = ("loss", "running_stats")  # gated in float32 too
-
-
-def one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
 
 
 def _step(trainer: Trainer, x: np.ndarray, y: np.ndarray) -> tuple[dict[str, np.ndarray], float, dict, dict]:
@@ -104,11 +100,11 @@ def run_framework(framework: str, *, replicas: tuple[int, ...], bn_sync: tuple[s
                         parallel = _step(trainer, data.xs[0], data.ys[0])
                 except Unsupported as e:  # a configuration the framework cannot run: a skip with its reason
                     yield DPNotRun(framework=framework, replicas=r, bn_sync=mode, dtype=dtype, gate=False,
-                                   status="skipped", reason=one_line(e))
+                                   status="skipped", reason=error_line(e))
                     continue
                 except Exception as e:  # noqa: BLE001 (a framework that raises is recorded; the rest still run)
                     yield DPNotRun(framework=framework, replicas=r, bn_sync=mode, dtype=dtype, gate=gate,
-                                   status="error", reason=one_line(e))
+                                   status="error", reason=error_line(e))
                     continue
                 yield from compare_steps(spec, cfg, framework=framework, replicas=r, bn_sync=mode, single=single,
                                          parallel=parallel)

@@ -57,6 +57,7 @@ from bnparity.reference.alexnet import (
     trainable_names,
     variant_spec,
 )
+from bnparity.suites.errors import error_line
 from bnparity.suites.parity.compare import compare
 from bnparity.suites.schema import (
     ModelComparison,
@@ -276,11 +277,6 @@ def against_anchor(cfg: ParityConfig, spec: AlexNetSpec, params: dict[str, np.nd
             yield rec(cfg, spec, fw, against, "running_stats", name, got, want, magnitude(want))
 
 
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
-
-
 @dataclass
 class ParityResult:
     """Records, plus per config the reference's fragility diagnostics, per framework the time spent and the
@@ -313,7 +309,7 @@ def run_model_parity(*, configs: Iterable[ParityConfig], frameworks: Iterable[st
         try:
             loaded = load_trainer(fw)
         except Exception as e:  # installed but broken: reported like a missing framework, not raised
-            loaded = Unavailable(fw, f"{fw} failed to import: {_one_line(e)}")
+            loaded = Unavailable(fw, f"{fw} failed to import: {error_line(e)}")
         if isinstance(loaded, Unavailable):
             unavailable[fw] = loaded.reason
         else:
@@ -340,11 +336,11 @@ def run_model_parity(*, configs: Iterable[ParityConfig], frameworks: Iterable[st
                                     device=device)
             except Unsupported as e:  # the framework cannot run this configuration (a dtype): a skip, with why
                 result.records.append(ModelNotRun(**cfg.labels(), framework=fw, status="skipped", gate=False,
-                                                  passed=None, reason=_one_line(e)))
+                                                  passed=None, reason=error_line(e)))
                 continue
             except Exception as e:  # a framework that crashes is recorded, and the others still run
                 result.records.append(ModelNotRun(**cfg.labels(), framework=fw, status="error", gate=True,
-                                                  passed=False, reason=_one_line(e)))
+                                                  passed=False, reason=error_line(e)))
                 continue
             runs.append(run)
             result.seconds[fw] += run.seconds

@@ -27,6 +27,7 @@ from bnparity.frameworks.registry import IMPLS, Unavailable, baseline, load_adap
 from bnparity.reference.normalization import of_spec, run_reference
 from bnparity.reference.spec import LayerSpec
 from bnparity.reference.steps import QUANTITIES, LayerInputs, LayerOutputs
+from bnparity.suites.errors import error_line
 from bnparity.suites.schema import BASELINE_REFERENCE, LayerComparison, LayerRecord, LayerSkip
 
 from .cases import ParityCase, make_inputs
@@ -34,11 +35,6 @@ from .compare import compare
 from .tolerance import Tolerance, scale_of, tolerance
 
 MODES = ("matched", "defaults")
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
 
 
 def _spec_changes(asked: LayerSpec, got: LayerSpec) -> list[str]:
@@ -133,7 +129,7 @@ def _run_one(adapter: LayerAdapter, case: ParityCase, inputs: LayerInputs, refs:
         return
     except Exception as e:  # the framework crashed on this case: recorded, not raised
         for reference, _, gate in comparisons:
-            yield _not_run(case, adapter, mode, reference, gate=gate, status="error", reason=_one_line(e))
+            yield _not_run(case, adapter, mode, reference, gate=gate, status="error", reason=error_line(e))
         return
     for reference, reference_spec, gate in comparisons:
         ref_spec = reference_spec(spec)

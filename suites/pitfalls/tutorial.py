@@ -47,6 +47,7 @@ from bnparity.suites.convergence.runner import thread_env
 from bnparity.suites.data.fashion_mnist import FashionMNIST
 from bnparity.suites.data.pipeline import Split, batches, select_subset
 from bnparity.suites.environment import environment
+from bnparity.suites.errors import error_line
 from bnparity.suites.schema import (
     Environment,
     TutorialMLPDoc,
@@ -219,11 +220,6 @@ def run_reference(training: str, train: Split, test: Split, config: Config) -> I
                                     train_loss=float(np.mean(losses)), seconds=round(time.perf_counter() - start, 3))
 
 
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
-
-
 def run_framework(framework: str, train: Split, test: Split, config: Config) -> Iterator[Record]:
     """The "builtin" row of one framework: its Trainer on the MLP with γ = 1, β = 0, after every epoch; a skip
     (not installed) or an error (it raised) with its one-line reason otherwise."""
@@ -249,7 +245,7 @@ def run_framework(framework: str, train: Split, test: Split, config: Config) -> 
                                     test_accuracy=correct / len(test), test_loss=loss_sum / len(test),
                                     train_loss=float(np.mean(losses)), seconds=round(time.perf_counter() - start, 3))
     except Exception as e:  # noqa: BLE001 (a framework that raises is recorded; the other rows still run)
-        yield TutorialMLPSkip(row="builtin", framework=framework, status="error", reason=_one_line(e))
+        yield TutorialMLPSkip(row="builtin", framework=framework, status="error", reason=error_line(e))
 
 
 def run_piece(piece: Piece, data: FashionMNIST, config: Config) -> Iterator[Record]:

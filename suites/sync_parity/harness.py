@@ -31,16 +31,12 @@ from bnparity.reference import crossreplica as cr
 from bnparity.reference.layout import channel_axis
 from bnparity.reference.spec import BNSpec
 from bnparity.reference.steps import LayerInputs
+from bnparity.suites.errors import error_line
 from bnparity.suites.parity.compare import compare
 from bnparity.suites.parity.tolerance import scale_of, tolerance
 from bnparity.suites.schema import SyncComparison, SyncRecord, SyncSkip
 
 from .cases import Steps, SyncCase
-
-
-def one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}"[:300]
 
 
 @dataclass(frozen=True)
@@ -151,11 +147,11 @@ def run_adapter(adapter: ReplicaAdapter, variant: str, cases: Sequence[SyncCase]
             realized = adapter.realize(case.spec.at_axis(native, ndim), dtype)
         except Unsupported as e:  # a configuration the framework cannot run: a skip with its reason
             yield SyncSkip(case=case.name, **base, replicas=case.replicas, gate=False, status="skipped",
-                           reason=one_line(e), dtype=case.dtype)
+                           reason=error_line(e), dtype=case.dtype)
             continue
         except Exception as e:  # noqa: BLE001 (anything else is the adapter's failure, recorded against the gate)
             yield SyncSkip(case=case.name, **base, replicas=case.replicas, gate=True, status="error",
-                           reason=one_line(e), dtype=case.dtype)
+                           reason=error_line(e), dtype=case.dtype)
             continue
         spec = realized.at_axis(case.axis, ndim)
         replica_case = ReplicaCase(
@@ -171,14 +167,14 @@ def run_adapter(adapter: ReplicaAdapter, variant: str, cases: Sequence[SyncCase]
         except StopIteration:
             got = RuntimeError(f"{adapter.framework}/{adapter.impl} returned no result for this case")
         except Exception as e:  # noqa: BLE001 (the engine failed: this case and the rest are errors)
-            reason = one_line(e)
+            reason = error_line(e)
             for later, *_ in prepared[index:]:
                 yield SyncSkip(case=later.name, **base, replicas=later.replicas, gate=True, status="error",
                                reason=reason, dtype=later.dtype)
             return
         if isinstance(got, BaseException):
             yield SyncSkip(case=case.name, **base, replicas=case.replicas, gate=True, status="error",
-                           reason=one_line(got), dtype=case.dtype)
+                           reason=error_line(got), dtype=case.dtype)
             continue
         if isinstance(got, ReplicaSkip):
             yield SyncSkip(case=case.name, **base, replicas=case.replicas, gate=False, status="skipped",
